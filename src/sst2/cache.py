@@ -1,0 +1,158 @@
+"""On-disk cache of frozen-encoder token states.
+
+A frozen encoder gives the same token states every epoch, so it runs once per key: (backbone weights,
+tokenizer, data file contents, max length, layers kept, dtype). The states of all sentences of a split
+are stored back to back in one ``(N_tokens, K, H)`` array with per-sentence lengths, so padding is
+never stored and a batch is padded only to its own longest sentence.
+
+An entry is written to a temporary folder and renamed into place, so an interrupted encode never
+leaves an entry that looks complete. Loading re-checks the key, the shapes and a checksum of every
+file; a mismatch is reported and the entry rebuilt, never silently reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("SST2_CACHE"):
+        return Path(os.environ["SST2_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sst2" / "features"
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+@dataclass
+class Features:
+    """Token states of one split: ``states[offsets[i]:offsets[i]+lengths[i]]`` is sentence i, (T_i, K, H)."""
+
+    states: np.ndarray  # (N_tokens, K, H), float16 or float32, usually memory-mapped
+    lengths: np.ndarray  # (N,) int64, number of tokens incl. special tokens
+    offsets: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad sentences ``idx`` to their longest: ``(B, T, K, H)`` float32 and lengths ``(B,)``."""
+        lens = self.lengths[idx]
+        t_max = int(lens.max())
+        k, h = self.states.shape[1:]
+        out = np.zeros((len(idx), t_max, k, h), dtype=np.float32)
+        for row, i in enumerate(idx):
+            o, n = self.offsets[i], self.lengths[i]
+            out[row, :n] = self.states[o : o + n]
+        return torch.from_numpy(out), torch.from_numpy(lens.astype(np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.states.nbytes)
+
+
+def cache_key(**fields) -> str:
+    blob = json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class FeatureCache:
+    def __init__(self, root: str | os.PathLike | None = None, log=print):
+        self.root = Path(root) if root else default_cache_dir()
+        self.log = log
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / key[:24]
+
+    def load(self, key: str) -> Features | None:
+        """Return the entry for ``key``, or None if absent; a bad entry is removed and reported."""
+        d = self.entry_dir(key)
+        if not d.exists():
+            return None
+        try:
+            meta = json.loads((d / "meta.json").read_text())
+            if meta.get("key") != key:
+                raise ValueError("key mismatch")
+            for name, digest in meta["sha256"].items():
+                if _file_sha256(d / name) != digest:
+                    raise ValueError(f"checksum mismatch in {name}")
+            states = np.load(d / "states.npy", mmap_mode="r")
+            lengths = np.load(d / "lengths.npy")
+            if states.shape != tuple(meta["shape"]) or int(lengths.sum()) != states.shape[0]:
+                raise ValueError("shape mismatch")
+        except Exception as exc:  # any damage: rebuild
+            self.log(f"feature cache: entry {d} is invalid ({exc}); rebuilding it")
+            shutil.rmtree(d, ignore_errors=True)
+            return None
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return Features(states, lengths, offsets)
+
+    def store(self, key: str, key_fields: dict, features: Features) -> Features:
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.entry_dir(key)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            np.save(tmp / "states.npy", np.ascontiguousarray(features.states))
+            np.save(tmp / "lengths.npy", features.lengths.astype(np.int64))
+            meta = {
+                "key": key,
+                "fields": key_fields,
+                "shape": list(features.states.shape),
+                "sentences": int(len(features.lengths)),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "sha256": {n: _file_sha256(tmp / n) for n in ("states.npy", "lengths.npy")},
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return self.load(key)  # memory-mapped, exactly what later runs will read
+
+
+def encode_texts(backbone, texts: list[str], max_length: int, batch_size: int = 64, dtype: str = "float16",
+                 progress=None) -> Features:
+    """Run the frozen encoder over ``texts`` (sorted by length to avoid padding) and collect states."""
+    np_dtype = DTYPES[dtype]
+    enc = backbone.tokenizer(list(texts), truncation=True, max_length=max_length)
+    ids = enc["input_ids"]
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    states = np.empty((int(lengths.sum()), len(backbone.layers), backbone.hidden_size), dtype=np_dtype)
+    order = np.argsort(lengths, kind="stable")
+    pad_id = backbone.tokenizer.pad_token_id or 0
+    was_training = backbone.training
+    backbone.eval()
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            t_max = int(lengths[idx].max())
+            input_ids = torch.full((len(idx), t_max), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), t_max), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, : lengths[i]] = torch.tensor(ids[i])
+                mask[row, : lengths[i]] = 1
+            out = backbone(input_ids, mask).numpy()  # (B, T, K, H)
+            for row, i in enumerate(idx):
+                states[offsets[i] : offsets[i] + lengths[i]] = out[row, : lengths[i]]
+            if progress is not None:
+                progress.update(len(idx))
+    backbone.train(was_training)
+    return Features(states, lengths, offsets)

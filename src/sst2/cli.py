@@ -1,0 +1,95 @@
+"""The ``sst2`` console command. Each subcommand is a plain function taking one config dataclass;
+its options are generated from the dataclass fields, so ``--help`` and the code cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+import types
+import typing
+
+from . import __version__
+
+# name -> (config class, function, one-line description); imported only when the command runs.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("sst2.config:TrainConfig", "sst2.train:train", "train a model and write its run directory"),
+    "evaluate": ("sst2.config:EvaluateConfig", "sst2.evaluate:evaluate", "score a saved model on a data split"),
+}
+
+
+def _resolve(ref: str):
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _base_type(tp):
+    """``int | None`` -> ``int``; plain types pass through."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 else str
+    return tp
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = _base_type(hints[f.name])
+        help_ = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kwargs: dict = {"help": help_}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if f.metadata.get("positional"):
+            origin = typing.get_origin(tp)
+            if origin is list:
+                parser.add_argument(f.name, nargs="*", type=typing.get_args(tp)[0], default=default, **kwargs)
+            else:
+                parser.add_argument(f.name, type=tp, default=default, **kwargs)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
+        elif typing.get_origin(tp) is list:
+            parser.add_argument(flag, nargs="+", type=typing.get_args(tp)[0], default=default, **kwargs)
+        else:
+            if default is not None and "%(default)" not in help_:
+                kwargs["help"] = f"{help_} (default: %(default)s)"
+            parser.add_argument(flag, type=tp, default=default, dest=f.name, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sst2", description="Efficient transformer sentiment classifiers on SST-2.")
+    parser.add_argument("--version", action="version", version=f"sst2 {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (cls_ref, _, desc) in COMMANDS.items():
+        cls = _resolve(cls_ref)
+        p = sub.add_parser(name, help=desc, description=desc)
+        add_config_arguments(p, cls)
+        p.set_defaults(_config_cls=cls, _command=name)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import UserError
+
+    cls = args._config_cls
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    try:
+        cfg = cls(**values)
+        _resolve(COMMANDS[args._command][1])(cfg)
+    except UserError as exc:
+        print(f"sst2 {args._command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sst2 {args._command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Reading and validating SST-2 style TSV splits.
+
+A data folder holds ``train.tsv``, ``dev.tsv`` and ``test.tsv``. Labelled files have the header
+``sentence<TAB>label`` (label 0 = negative, 1 = positive); an unlabelled test file (GLUE) has
+``index<TAB>sentence``. Every problem is reported with file and line; no row is ever dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+SPLITS = ("train", "dev", "test")
+LABELLED_HEADER = ("sentence", "label")
+UNLABELLED_HEADER = ("index", "sentence")
+LABEL_NAMES = ("negative", "positive")
+DATA_ENV = "SST2_DATA"
+# Where the data lives in this repository layout: ../shared/data beside the project root.
+DEFAULT_DATA_HINT = "../shared/data/sst2-sentences"
+MAX_REPORTED = 20
+
+
+class DataError(UserError, ValueError):
+    """Bad input data; the message names the file, the line and the problem."""
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    path: Path
+    texts: list[str]
+    labels: list[int] | None  # None for an unlabelled split (GLUE test)
+    sha256: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+
+def resolve_data_dir(data: str | os.PathLike | None) -> Path:
+    """``--data`` if given, else ``$SST2_DATA``, else the repository-layout default."""
+    if data:
+        return Path(data)
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV])
+    return Path(DEFAULT_DATA_HINT)
+
+
+def read_split(path: str | os.PathLike, name: str | None = None, *, require_labels: bool = True) -> Split:
+    """Read one TSV split, raising :class:`DataError` listing every bad line."""
+    path = Path(path)
+    name = name or path.stem
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":  # the final newline ends the last row; it is not a row
+        lines.pop()
+    if not lines:
+        raise DataError(f"{path}: file is empty (expected a header line)")
+
+    problems: list[str] = []
+
+    def problem(lineno: int, msg: str) -> None:
+        problems.append(f"{path}:{lineno}: {msg}")
+
+    def decode(lineno: int, line: bytes) -> str | None:
+        try:
+            return line.decode("utf-8").removesuffix("\r")
+        except UnicodeDecodeError as exc:
+            problem(lineno, f"invalid UTF-8 at byte {exc.start + 1} of the line ({exc.reason})")
+            return None
+
+    header_text = decode(1, lines[0])
+    if header_text is None:
+        raise DataError(problems[0])
+    header = tuple(header_text.removeprefix("\ufeff").split("\t"))
+    if header == LABELLED_HEADER:
+        labelled = True
+    elif header == UNLABELLED_HEADER and not require_labels:
+        labelled = False
+    else:
+        expected = "'sentence<TAB>label'" + ("" if require_labels else " or 'index<TAB>sentence'")
+        got = header_text.replace("\t", "<TAB>")
+        raise DataError(f"{path}:1: bad header: expected {expected}, got '{got}'")
+
+    texts: list[str] = []
+    labels: list[int] = []
+    for lineno, line in enumerate(lines[1:], start=2):
+        text = decode(lineno, line)
+        if text is None:
+            continue
+        cols = text.split("\t")
+        if len(cols) != 2:
+            problem(lineno, f"expected 2 tab-separated columns, got {len(cols)}")
+            continue
+        if labelled:
+            sentence, label = cols
+            if label not in ("0", "1"):
+                problem(lineno, f"label must be 0 or 1, got '{label}'")
+                continue
+        else:
+            index, sentence = cols
+            if index != str(len(texts)):
+                problem(lineno, f"index must be {len(texts)}, got '{index}'")
+                continue
+        # GLUE train/dev sentences end with one space before the tab; strip outer whitespace only.
+        sentence = sentence.strip()
+        if not sentence:
+            problem(lineno, "empty sentence")
+            continue
+        texts.append(sentence)
+        if labelled:
+            labels.append(int(label))
+
+    if problems:
+        shown = problems[:MAX_REPORTED]
+        more = len(problems) - len(shown)
+        tail = f"\n... and {more} more problem(s)" if more else ""
+        raise DataError("\n".join(shown) + tail)
+    if not texts:
+        raise DataError(f"{path}: no data rows after the header")
+    return Split(name, path, texts, labels if labelled else None, hashlib.sha256(raw).hexdigest())
+
+
+def load_splits(data_dir: str | os.PathLike) -> dict[str, Split]:
+    """Read ``train``, ``dev`` and ``test`` from a folder; only ``test`` may be unlabelled."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(
+            f"{data_dir}: data folder not found (pass --data DIR or set {DATA_ENV}; "
+            f"in this repository layout the data is in {DEFAULT_DATA_HINT})"
+        )
+    missing = [s for s in SPLITS if not (data_dir / f"{s}.tsv").is_file()]
+    if missing:
+        names = ", ".join(f"{s}.tsv" for s in missing)
+        raise DataError(f"{data_dir}: missing {names} (a data folder needs train.tsv, dev.tsv and test.tsv)")
+    return {s: read_split(data_dir / f"{s}.tsv", s, require_labels=(s != "test")) for s in SPLITS}
