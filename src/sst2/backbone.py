@@ -7,6 +7,7 @@ the layers kept. It never reads data files and never moves itself to a device.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -91,7 +92,10 @@ def normalize_layers(layers: tuple[int, ...] | list[int], num_states: int) -> tu
     for i in layers:
         j = i + num_states if i < 0 else i
         if not 0 <= j < num_states:
-            raise ValueError(f"layer index {i} out of range for an encoder with {num_states} hidden states")
+            raise BackboneError(
+                f"layers: index {i} is out of range for an encoder with {num_states} hidden states "
+                f"(0 = embeddings, 1..{num_states - 1} = transformer layers, negative = from the top)"
+            )
         out.append(j)
     return tuple(out)
 
@@ -109,6 +113,7 @@ class Backbone(nn.Module):
         self.source = source
         self.num_states = encoder.config.num_hidden_layers + 1
         self.layers = normalize_layers(layers, self.num_states)
+        self.train(encoder.training)  # from_pretrained gives an encoder in eval mode; keep it so
 
     @classmethod
     def load(cls, name_or_dir: str | None, layers: tuple[int, ...] = (-1,)) -> "Backbone":
@@ -153,5 +158,13 @@ class Backbone(nn.Module):
 
     def tokenizer_fingerprint(self) -> str:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        blob = backend.to_str() if backend is not None else repr(sorted(self.tokenizer.get_vocab().items()))
+        if backend is None:
+            blob = repr(sorted(self.tokenizer.get_vocab().items()))
+        else:
+            # truncation/padding are per-call settings that the tokenizer remembers; they do not
+            # change which tokens a text becomes (max_length is part of the cache key on its own)
+            spec = json.loads(backend.to_str())
+            spec.pop("truncation", None)
+            spec.pop("padding", None)
+            blob = json.dumps(spec, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()

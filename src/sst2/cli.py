@@ -50,8 +50,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
                 parser.add_argument(f.name, type=tp, default=default, **kwargs)
             continue
         flag = "--" + f.name.replace("_", "-")
-        if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
+        if tp is bool:  # --flag for default-off options; --flag/--no-flag for default-on ones
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            parser.add_argument(flag, action=action, default=default, **kwargs)
         elif typing.get_origin(tp) is list:
             parser.add_argument(flag, nargs="+", type=typing.get_args(tp)[0], default=default, **kwargs)
         else:
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .errors import UserError
 
+    # The library's own loading/saving bars would interleave with ours; the CLI shows its own.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     cls = args._config_cls
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     try:

@@ -164,8 +164,8 @@ def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Spl
             f = cache.store(key, {**fields, "source": backbone.source, "file": str(split.path)}, f)
         feats[name] = f
     report = FeatureReport(time.perf_counter() - t0, hits, sum(f.nbytes for f in feats.values()))
-    log(cfg, f"features: {'cache hit' if all(hits.values()) else 'encoded'} "
-             f"({', '.join(f'{k}={'hit' if v else 'miss'}' for k, v in hits.items())}), "
+    states = ", ".join(f"{k}={'hit' if v else 'miss'}" for k, v in hits.items())
+    log(cfg, f"features: {'cache hit' if all(hits.values()) else 'encoded'} ({states}), "
              f"{report.nbytes / 2**20:.0f} MiB in {report.seconds:.1f} s, cache {cache.root}")
     return feats, report
 

@@ -1,0 +1,63 @@
+"""Fixtures: a tiny random-weight BERT (2 layers, hidden 32) with a tiny word-level vocabulary, and a
+tiny SST-2 style data folder. Everything is built in tmp paths, offline, in well under a second."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+POSITIVE = ["good", "great", "fine", "superb", "lovely", "moving", "funny", "smart"]
+NEGATIVE = ["bad", "awful", "dull", "boring", "weak", "tedious", "flat", "silly"]
+NEUTRAL = ["the", "film", "movie", "is", "a", "story", "plot", "very", "and", "it", "'s", ".", "was", "quite"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def make_sentences(n: int, seed: int) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = rng.choices(NEUTRAL, k=rng.randint(2, 9))
+        words.insert(rng.randint(0, len(words)), rng.choice(POSITIVE if label else NEGATIVE))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_tsv(path: Path, rows, header=("sentence", "label")) -> Path:
+    lines = ["\t".join(header)] + [f"{s}\t{y}" for s, y in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory) -> Path:
+    """A saved 2-layer, 32-wide random BERT plus a word-level BERT tokenizer."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    d = tmp_path_factory.mktemp("tiny-bert")
+    vocab = SPECIAL + POSITIVE + NEGATIVE + NEUTRAL
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizer(str(d / "vocab.txt"))
+    tok.save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tiny-data")
+    write_tsv(d / "train.tsv", make_sentences(48, 1))
+    write_tsv(d / "dev.tsv", make_sentences(16, 2))
+    write_tsv(d / "test.tsv", make_sentences(20, 3))
+    return d
+
+
+@pytest.fixture
+def cache_dir(tmp_path) -> Path:
+    return tmp_path / "cache"

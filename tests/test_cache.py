@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from sst2.backbone import Backbone
+from sst2.cache import FeatureCache, cache_key, encode_texts
+from sst2.config import TrainConfig
+from sst2.data import load_splits
+from sst2.train import prepare_features
+
+TEXTS = ["good film", "the plot is very dull and the story is weak .", "lovely", "it 's a movie"]
+
+
+@pytest.fixture
+def backbone(tiny_backbone_dir):
+    return Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
+
+
+def test_encoded_states_match_a_single_sentence_forward(backbone):
+    f = encode_texts(backbone, TEXTS, max_length=32, batch_size=3)
+    assert f.states.shape == (int(f.lengths.sum()), 2, 32) and f.states.dtype == np.float16
+    for i, text in enumerate(TEXTS):
+        enc = backbone.tokenize([text], max_length=32)
+        ref = backbone(enc["input_ids"], enc["attention_mask"])[0].detach().numpy()  # (T, K, H)
+        np.testing.assert_allclose(f.states[f.offsets[i] : f.offsets[i] + f.lengths[i]], ref, atol=2e-3, rtol=2e-3)
+
+
+def test_cache_hit_equals_fresh_encode(backbone, tmp_path):
+    cache = FeatureCache(tmp_path)
+    fresh = encode_texts(backbone, TEXTS, max_length=32)
+    key = cache_key(a=1)
+    stored = cache.store(key, {"a": 1}, fresh)
+    hit = FeatureCache(tmp_path).load(key)
+    assert hit is not None
+    np.testing.assert_array_equal(np.asarray(hit.states), fresh.states)
+    np.testing.assert_array_equal(hit.lengths, fresh.lengths)
+    np.testing.assert_array_equal(np.asarray(stored.states), fresh.states)
+    x, lengths = hit.batch(np.array([1, 0]))
+    assert x.shape == (2, int(fresh.lengths[1]), 2, 32) and lengths.tolist() == [fresh.lengths[1], fresh.lengths[0]]
+
+
+def test_corrupt_entry_is_detected_and_removed(backbone, tmp_path):
+    messages = []
+    cache = FeatureCache(tmp_path, log=messages.append)
+    key = cache_key(a=2)
+    cache.store(key, {"a": 2}, encode_texts(backbone, TEXTS, max_length=32))
+    states = cache.entry_dir(key) / "states.npy"
+    data = bytearray(states.read_bytes())
+    data[-5] ^= 0xFF  # flip bits in the last value
+    states.write_bytes(bytes(data))
+    assert cache.load(key) is None
+    assert "checksum mismatch in states.npy" in messages[0] and "rebuilding it" in messages[0]
+    assert not cache.entry_dir(key).exists()
+
+
+def test_changed_key_misses_and_same_key_hits(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    splits = load_splits(tiny_data_dir)
+    bb = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
+    cfg = TrainConfig(data=str(tiny_data_dir), cache_dir=str(tmp_path), max_length=32, quiet=True)
+    _, first = prepare_features(cfg, bb, splits)
+    _, again = prepare_features(cfg, bb, splits)
+    assert not any(first.hits.values()) and all(again.hits.values())
+
+    _, other_len = prepare_features(TrainConfig(cache_dir=str(tmp_path), max_length=16, quiet=True), bb, splits)
+    assert not any(other_len.hits.values())
+
+    bb2 = Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
+    _, other_layers = prepare_features(cfg, bb2, splits)
+    assert not any(other_layers.hits.values())
+
+    with __import__("torch").no_grad():
+        bb.encoder.embeddings.word_embeddings.weight[5, 0] += 1.0  # different weights
+    _, other_weights = prepare_features(cfg, bb, splits)
+    assert not any(other_weights.hits.values())
+
+
+def test_changed_data_file_misses(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data_dir, data)
+    bb = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
+    cfg = TrainConfig(cache_dir=str(tmp_path / "c"), max_length=32, quiet=True)
+    prepare_features(cfg, bb, load_splits(data))
+    with open(data / "dev.tsv", "a") as f:
+        f.write("a new sentence\t1\n")
+    _, rep = prepare_features(cfg, bb, load_splits(data))
+    assert rep.hits == {"train": True, "dev": False, "test": True}

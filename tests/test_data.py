@@ -1,0 +1,90 @@
+import re
+
+import pytest
+
+from sst2.data import DataError, load_splits, read_split
+
+from conftest import write_tsv
+
+
+def write_raw(path, text: str | bytes):
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def test_reads_labelled_split(tmp_path):
+    p = write_raw(tmp_path / "train.tsv", "sentence\tlabel\na good film\t1\na bad film\t0\n")
+    s = read_split(p)
+    assert s.texts == ["a good film", "a bad film"] and s.labels == [1, 0] and s.labelled
+
+
+def test_glue_trailing_space_is_stripped_and_unlabelled_test_is_allowed(tmp_path):
+    p = write_raw(tmp_path / "dev.tsv", "sentence\tlabel\nhide new secretions \t0\n")
+    assert read_split(p).texts == ["hide new secretions"]
+    t = write_raw(tmp_path / "test.tsv", "index\tsentence\n0\tfirst one\n1\tsecond one\n")
+    s = read_split(t, require_labels=False)
+    assert s.labels is None and s.texts == ["first one", "second one"]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path}: missing dev.tsv, test.tsv (a data folder needs "
+                                                  "train.tsv, dev.tsv and test.tsv)")):
+        write_tsv(tmp_path / "train.tsv", [("ok", 1)])
+        load_splits(tmp_path)
+
+
+def test_missing_folder_names_the_default(tmp_path):
+    with pytest.raises(DataError, match=r"data folder not found \(pass --data DIR or set SST2_DATA; in this "
+                                        r"repository layout the data is in \.\./shared/data/sst2-sentences\)"):
+        load_splits(tmp_path / "nope")
+
+
+def test_wrong_header(tmp_path):
+    p = write_raw(tmp_path / "train.tsv", "text\tlabel\nfine\t1\n")
+    with pytest.raises(DataError, match=re.escape(f"{p}:1: bad header: expected 'sentence<TAB>label', "
+                                                  "got 'text<TAB>label'")):
+        read_split(p)
+
+
+def test_bad_label_and_every_problem_is_reported(tmp_path):
+    p = write_raw(tmp_path / "train.tsv", "sentence\tlabel\nfine\t1\nodd\t2\nworse\tneg\n")
+    with pytest.raises(DataError) as exc:
+        read_split(p)
+    assert str(exc.value) == f"{p}:3: label must be 0 or 1, got '2'\n{p}:4: label must be 0 or 1, got 'neg'"
+
+
+def test_empty_sentence(tmp_path):
+    p = write_raw(tmp_path / "train.tsv", "sentence\tlabel\nfine\t1\n   \t0\n")
+    with pytest.raises(DataError, match=re.escape(f"{p}:3: empty sentence")):
+        read_split(p)
+
+
+def test_wrong_column_count(tmp_path):
+    p = write_raw(tmp_path / "train.tsv", "sentence\tlabel\nfine\t1\nno label here\n")
+    with pytest.raises(DataError, match=re.escape(f"{p}:3: expected 2 tab-separated columns, got 1")):
+        read_split(p)
+
+
+def test_undecodable_bytes(tmp_path):
+    p = write_raw(tmp_path / "train.tsv", b"sentence\tlabel\nfine\t1\ncaf\xe9 au lait\t1\n")
+    with pytest.raises(DataError, match=re.escape(f"{p}:3: invalid UTF-8 at byte 4 of the line "
+                                                  "(invalid continuation byte)")):
+        read_split(p)
+
+
+def test_unlabelled_train_is_rejected(tmp_path):
+    p = write_raw(tmp_path / "train.tsv", "index\tsentence\n0\tfine\n")
+    with pytest.raises(DataError, match="bad header: expected 'sentence<TAB>label', got 'index<TAB>sentence'"):
+        read_split(p)
+
+
+def test_no_row_is_dropped(tmp_path):
+    rows = [(f"sentence number {i}", i % 2) for i in range(1000)]
+    s = read_split(write_tsv(tmp_path / "train.tsv", rows))
+    assert len(s) == 1000 and s.labels == [y for _, y in rows]
+
+
+def test_too_many_problems_are_summarised(tmp_path):
+    p = write_raw(tmp_path / "train.tsv", "sentence\tlabel\n" + "x\t7\n" * 25)
+    with pytest.raises(DataError, match=r"\.\.\. and 5 more problem\(s\)$"):
+        read_split(p)

@@ -1,0 +1,180 @@
+import csv
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sst2.backbone import Backbone
+from sst2.config import ConfigError, TrainConfig
+from sst2.errors import UserError
+from sst2.heads import HeadConfig, build_head
+from sst2.model import SentimentModel
+from sst2.train import RUN_FILES, CachedStates, make_batches, train, train_one_epoch
+
+from conftest import make_sentences, write_tsv
+
+METRIC_KEYS = {"model", "backbone", "trainable_params", "total_params", "epochs", "best_epoch", "dev_accuracy",
+               "test_accuracy", "cache_seconds", "train_seconds", "total_seconds", "peak_rss_mb"}
+
+
+def tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, **kw):
+    base = dict(data=str(tiny_data_dir), backbone=str(tiny_backbone_dir), out=str(tmp_path / "run"),
+                cache_dir=str(tmp_path / "cache"), epochs=2, batch_size=8, max_length=32, quiet=True, threads=1,
+                layers="-2,-1")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_exactly_the_run_files(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    m = train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, preset="seed"))
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
+    assert not (tmp_path / "run.partial").exists()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics) and metrics == m
+    assert 0 <= metrics["dev_accuracy"] <= 1 and 0 <= metrics["test_accuracy"] <= 1
+    assert metrics["epochs"] == 2 and metrics["model"] == "efficient"
+    with open(run / "history.csv") as f:
+        hist = list(csv.DictReader(f))
+    assert list(hist[0]) == ["epoch", "step", "loss"] and len(hist) == 2 * 6  # 48 examples / batch 8
+    with open(run / "epochs.csv") as f:
+        epochs = list(csv.DictReader(f))
+    assert list(epochs[0]) == ["epoch", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "seconds"]
+    assert len(epochs) == 2
+    config = json.loads((run / "config.json").read_text())
+    assert config["environment"]["threads"] == 1 and "torch" in config["environment"]["versions"]
+    assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the saved model reloads without the data and reproduces the dev accuracy
+    model = SentimentModel.load(run / "model")
+    from sst2.data import load_splits
+
+    dev = load_splits(tiny_data_dir)["dev"]
+    acc = ((model.predict_logits(dev.texts) > 0).long() == torch.tensor(dev.labels)).float().mean().item()
+    assert acc == pytest.approx(metrics["dev_accuracy"])
+
+
+def test_training_is_deterministic_and_cache_does_not_change_results(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    a = train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / "a"))
+    b = train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / "b"))
+    hist = [(tmp_path / x / "run" / "history.csv").read_text() for x in ("a", "b")]
+    assert hist[0] == hist[1] and a["dev_accuracy"] == b["dev_accuracy"]
+    c = train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / "c", cache=False))
+    losses = [[float(r["loss"]) for r in csv.DictReader(open(tmp_path / x / "run" / "history.csv"))] for x in "ac"]
+    np.testing.assert_allclose(losses[0], losses[1], atol=2e-3)  # fp16 cache vs fp32 states
+    assert c["cache_hits"] is None and a["cache_hits"] == {"train": False, "dev": False, "test": False}
+
+
+def test_frozen_encoder_is_bit_identical_and_head_changed(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    for cache in (True, False):
+        bb = Backbone.load(str(tiny_backbone_dir))
+        before_encoder = {k: v.clone() for k, v in bb.encoder.state_dict().items()}
+        train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / str(cache), cache=cache))
+        model = SentimentModel.load(tmp_path / str(cache) / "run" / "model")
+        for k, v in model.backbone.encoder.state_dict().items():
+            assert torch.equal(v, before_encoder[k]), k
+        torch.manual_seed(0)
+        fresh = build_head(HeadConfig(**model.spec["head"]))
+        changed = [k for k, v in model.head.state_dict().items() if not torch.equal(v, fresh.state_dict()[k])]
+        assert set(changed) == set(fresh.state_dict()), "every head tensor should have been trained"
+
+
+def test_encoder_runs_once_with_the_cache_and_every_batch_without(tiny_backbone_dir, tiny_data_dir, tmp_path,
+                                                                   monkeypatch):
+    """Defect 5: the frozen encoder re-ran on every batch of every epoch."""
+    calls = []
+    original = Backbone.forward
+    monkeypatch.setattr(Backbone, "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    shared = str(tmp_path / "shared-cache")
+    train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / "a", epochs=3, cache_dir=shared))
+    first = len(calls)
+    assert first == 3  # one encode pass per split (48, 16, 20 sentences < 64 per encode batch)
+    train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / "b", epochs=3, cache_dir=shared))
+    assert len(calls) == first  # a later run reuses the cache: the encoder does not run at all
+    calls.clear()
+    train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / "c", epochs=3, cache=False))
+    assert len(calls) >= 3 * 6  # --no-cache: every training batch of every epoch
+
+
+def test_overfits_sixteen_examples(tiny_backbone_dir, tmp_path):
+    torch.manual_seed(0)
+    bb = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
+    from sst2.cache import encode_texts
+
+    rows = make_sentences(16, 7)
+    feats = encode_texts(bb, [s for s, _ in rows], max_length=32)
+    labels = torch.tensor([y for _, y in rows], dtype=torch.float32)
+    head = build_head(HeadConfig(hidden_size=32, dropout=0.0))
+    opt = torch.optim.Adam(head.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    for epoch in range(60):
+        stats, _ = train_one_epoch(head, CachedStates(feats), labels, make_batches(feats.lengths, 8, rng, True),
+                                   opt, 1.0, epoch, 0)
+    from sst2.train import evaluate_states
+
+    res = evaluate_states(head, CachedStates(feats), labels)
+    assert res["accuracy"] == 1.0 and res["loss"] < 0.05
+
+
+def test_glue_style_unlabelled_test_reports_null(tiny_backbone_dir, tmp_path):
+    data = tmp_path / "glue"
+    data.mkdir()
+    write_tsv(data / "train.tsv", [(s + " ", y) for s, y in make_sentences(24, 1)])  # GLUE's trailing spaces
+    write_tsv(data / "dev.tsv", make_sentences(8, 2))
+    write_tsv(data / "test.tsv", [(i, s) for i, (s, _) in enumerate(make_sentences(8, 3))], header=("index", "sentence"))
+    m = train(tiny_cfg(tiny_backbone_dir, data, tmp_path, epochs=1))
+    assert m["test_accuracy"] is None and m["dev_accuracy"] is not None
+
+
+def test_existing_run_directory_is_not_overwritten(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("x")
+    with pytest.raises(UserError, match="already exists and is not empty \\(pass --overwrite to replace it\\)"):
+        train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path))
+    assert (tmp_path / "run" / "keep.txt").exists()
+
+
+def test_failed_run_leaves_no_partial_directory(tiny_backbone_dir, tiny_data_dir, tmp_path, monkeypatch):
+    import sst2.train as t
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(t, "train_one_epoch", boom)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+
+
+def test_config_reports_every_problem_at_once():
+    with pytest.raises(ConfigError) as exc:
+        TrainConfig(epochs=0, lr=-1.0, preset="huge", layers="a,b")
+    msg = str(exc.value)
+    assert msg.startswith("invalid train options:")
+    for part in ("preset: must be one of seed, improved, got 'huge'", "epochs: must be >= 1, got 0",
+                 "lr: must be > 0, got -1.0", "layers: expected distinct comma-separated integers"):
+        assert part in msg
+
+
+def test_cli_end_to_end(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    out = tmp_path / "cli-run"
+    cmd = [sys.executable, "-m", "sst2.cli", "train", "--data", str(tiny_data_dir), "--backbone",
+           str(tiny_backbone_dir), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--epochs", "2",
+           "--batch-size", "8", "--max-length", "32", "--layers=-2,-1", "--preset", "seed"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert re.search(r"trainable params: [\d,]+ \| total params: [\d,]+ \| threads: \d+", res.stderr)
+    assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
+    ev = subprocess.run([sys.executable, "-m", "sst2.cli", "evaluate", "--model-dir", str(out / "model"),
+                         "--data", str(tiny_data_dir), "--split", "dev", "--json"],
+                        capture_output=True, text=True, timeout=300)
+    assert ev.returncode == 0, ev.stderr
+    m = json.loads(ev.stdout)
+    assert m["n"] == 16 and set(m["per_class"]) == {"negative", "positive"}
+    assert sum(map(sum, m["confusion"]["rows_true_cols_pred"])) == 16
+    assert m["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["dev_accuracy"])
+    bad = subprocess.run(cmd[:-2] + ["--data", str(tmp_path / "missing")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "sst2 train: error: " in bad.stderr and "data folder not found" in bad.stderr
