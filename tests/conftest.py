@@ -61,3 +61,16 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def cache_dir(tmp_path) -> Path:
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_backbone_dir, tiny_data_dir, tmp_path_factory) -> Path:
+    """A saved model directory (improved preset, 2 hidden states, max_length 32) trained for one epoch."""
+    from sst2.config import TrainConfig
+    from sst2.train import train
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    train(TrainConfig(data=str(tiny_data_dir), backbone=str(tiny_backbone_dir), out=str(out),
+                      cache_dir=str(out.parent / "cache"), epochs=1, batch_size=8, max_length=32, layers="-2,-1",
+                      quiet=True, threads=1))
+    return out / "model"

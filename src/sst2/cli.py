@@ -17,6 +17,10 @@ from . import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("sst2.config:TrainConfig", "sst2.train:train", "train a model and write its run directory"),
     "evaluate": ("sst2.config:EvaluateConfig", "sst2.evaluate:evaluate", "score a saved model on a data split"),
+    "bench": ("sst2.config:BenchConfig", "sst2.bench:bench", "measure time and memory against sequence length"),
+    "predict": ("sst2.config:PredictConfig", "sst2.predict:predict", "classify texts; writes JSON lines"),
+    "export": ("sst2.config:ExportConfig", "sst2.export:export", "export the model to ONNX (--int8: also int8)"),
+    "serve": ("sst2.config:ServeConfig", "sst2.serve:serve", "serve predictions over an HTTP JSON API"),
 }
 
 

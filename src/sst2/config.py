@@ -68,8 +68,9 @@ class TrainConfig:
     batch_size: int | None = opt(None, "training batch size (default: the preset's)")
     lr: float | None = opt(None, "Adam learning rate (default: the preset's)")
     dropout: float | None = opt(None, "head dropout (default: the preset's)")
-    layers: str | None = opt(None, "encoder hidden states fed to the head, comma-separated, negative = from "
-                                   "the top, 0 = embeddings (default: the preset's)")
+    layers: str | None = opt(None, "encoder hidden states fed to the head: 'all', or comma-separated indexes, "
+                                   "negative = from the top, 0 = embeddings; write --layers=-2,-1 "
+                                   "(default: the preset's)")
     grad_clip: float = opt(1.0, "gradient norm clipping (0 = off)")
     max_length: int = opt(128, "maximum tokens per sentence, special tokens included (longer ones are truncated)")
     seed: int = opt(0, "random seed (runs are deterministic on CPU for a given seed)")
@@ -96,7 +97,7 @@ class TrainConfig:
             problems.append(f"grad_clip: must be >= 0, got {self.grad_clip}")
         if self.max_length < 3:
             problems.append(f"max_length: must be >= 3, got {self.max_length}")
-        if self.layers is not None:
+        if self.layers is not None and self.layers != "all":
             try:
                 parsed = [int(x) for x in str(self.layers).split(",")]
                 if not parsed or len(set(parsed)) != len(parsed):
@@ -112,7 +113,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "lr", "dropout"):
             if getattr(self, name) is not None:
                 p[name] = getattr(self, name)
-        if self.layers is not None:
+        if self.layers == "all":
+            p["layers"] = "all"
+        elif self.layers is not None:
             p["layers"] = [int(x) for x in str(self.layers).split(",")]
         return p
 
@@ -131,3 +134,147 @@ class EvaluateConfig:
         if self.batch_size < 1:
             problems.append(f"batch_size: must be >= 1, got {self.batch_size}")
         check(problems, "evaluate")
+
+
+RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8"]  # = sst2.inference.RUNTIMES (not imported: it is heavier)
+
+
+@dataclass
+class PredictConfig:
+    texts: list[str] = opt([], "texts to classify (default: one per line from --input, else standard input)",
+                           positional=True)
+    model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
+    input: str | None = opt(None, "file with one text per line ('-' = standard input); blank lines are skipped")
+    runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
+                       choices=RUNTIME_CHOICES)
+    batch_size: int = opt(64, "inference batch size (texts are length-sorted into batches)")
+    threads: int | None = opt(None, "intra-op threads (default: torch's choice; physical cores for onnx)")
+    quiet: bool = opt(False, "no progress bar")
+
+    def __post_init__(self):
+        problems = choices_problems(self)
+        if self.texts and self.input is not None:
+            problems.append("texts: give texts as arguments or --input FILE, not both")
+        for name in ("batch_size", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                problems.append(f"{name}: must be >= 1, got {v}")
+        check(problems, "predict")
+
+
+@dataclass
+class ExportConfig:
+    model_dir: str = opt("runs/efficient/model", "a saved model directory; model.onnx is written into it")
+    int8: bool = opt(False, "also write model.int8.onnx (dynamic int8 quantization of the MatMul weights)")
+    per_channel: bool = opt(True, "int8: one weight scale per output channel rather than per tensor")
+    reduce_range: bool = opt(False, "int8: 7-bit weights (can help accuracy on CPUs without VNNI)")
+    opset: int = opt(17, "ONNX opset version")
+    threads: int | None = opt(None, "intra-op threads for the parity check")
+    json: bool = opt(False, "print the export report as JSON")
+    quiet: bool = opt(False, "print nothing on success")
+
+    def __post_init__(self):
+        problems = choices_problems(self)
+        if self.opset < 14:
+            problems.append(f"opset: must be >= 14, got {self.opset}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads: must be >= 1, got {self.threads}")
+        check(problems, "export")
+
+
+@dataclass
+class ServeConfig:
+    model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
+    host: str = opt("127.0.0.1", "address to listen on (0.0.0.0 exposes the API to the network)")
+    port: int = opt(8000, "TCP port (0 = any free port)")
+    runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
+                       choices=RUNTIME_CHOICES)
+    threads: int | None = opt(None, "intra-op threads (default: torch's choice; physical cores for onnx)")
+    max_batch: int = opt(64, "micro-batching: most texts run through the model at once")
+    max_wait_ms: float = opt(5.0, "micro-batching: longest wait for more requests before running a batch")
+    max_texts: int = opt(64, "most texts accepted in one request")
+    max_chars: int = opt(2000, "most characters accepted in one text")
+    log_level: str = opt("warning", "uvicorn log level", choices=["critical", "error", "warning", "info", "debug"])
+
+    def __post_init__(self):
+        problems = choices_problems(self)
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port: must be in 0..65535, got {self.port}")
+        for name in ("threads", "max_batch", "max_texts", "max_chars"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                problems.append(f"{name}: must be >= 1, got {v}")
+        if self.max_wait_ms < 0:
+            problems.append(f"max_wait_ms: must be >= 0, got {self.max_wait_ms}")
+        check(problems, "serve")
+
+
+BENCH_CASES = ("train_step", "latency", "train_cost")
+
+
+@dataclass
+class BenchConfig:
+    out: str = opt("runs/bench", "folder for bench.json, bench.md and the plots (files are replaced)")
+    quick: bool = opt(False, "a small sweep (lengths 16 64 128, batch 1 and 4, short budgets, no BERT-base) "
+                             "that finishes in under a minute")
+    backbone: str = opt("all-MiniLM-L6-v2", "encoder: a local directory or a Hugging Face name "
+                                            "(all-MiniLM-L6-v2 is the packaged one, fully offline)")
+    cases: list[str] | None = opt(None, "cases to run; every row also records its peak memory "
+                                        "(default: all)", choices=list(BENCH_CASES))
+    lengths: list[int] | None = opt(None, "sequence lengths in tokens, the inputs are exactly this long "
+                                          "(default: 8 16 32 64 128 256 512; --quick: 16 64 128)")
+    batch_sizes: list[int] | None = opt(None, "inference batch sizes of the latency case "
+                                              "(default: 1 64; --quick: 1 4)")
+    train_batch_size: int | None = opt(None, "batch size of the training-cost case (default: 32; --quick: 4)")
+    step_batch_size: int | None = opt(None, "batch size of the training-step case (default: 128, as the "
+                                            "reference; --quick: 16)")
+    step_length: int = opt(32, "sequence length of the training-step case (SST-2 train: mean 25, max 80 tokens)")
+    bert_base: bool = opt(True, "add a BERT-base-sized random-weight encoder to the training-step case "
+                                "(always off with --quick)")
+    max_tokens: int = opt(8192, "skip encoder cases with batch size x length above this (recorded as skipped)")
+    warmup: int = opt(3, "warm-up iterations per case (at least 1; fewer if they take half the time budget)")
+    iters: int | None = opt(None, "most timed iterations per case (default: 30; --quick: 5); at least 3 always run")
+    seconds: float | None = opt(None, "timing budget per case in seconds: timing stops at --iters or here, "
+                                      "whichever comes first (default: 2; --quick: 0.25)")
+    fit_from: int = opt(128, "fit the log-log complexity slopes on lengths from this one up")
+    device: str = opt("cpu", "device to run on", choices=["cpu", "cuda"])
+    threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
+    quiet: bool = opt(False, "no per-case progress lines")
+
+    def __post_init__(self):
+        problems = [p for p in choices_problems(self) if not p.startswith("cases:")]
+        bad = [c for c in self.cases or [] if c not in BENCH_CASES]
+        if bad:
+            problems.append(f"cases: each must be one of {', '.join(BENCH_CASES)}, got {', '.join(bad)}")
+        for name in ("lengths", "batch_sizes"):
+            v = getattr(self, name)
+            if v is not None and (not v or min(v) < 1):
+                problems.append(f"{name}: must be integers >= 1, got {v}")
+        for name in ("train_batch_size", "step_batch_size", "step_length", "max_tokens", "warmup", "iters",
+                     "fit_from", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                problems.append(f"{name}: must be >= 1, got {v}")
+        if self.seconds is not None and not self.seconds > 0:
+            problems.append(f"seconds: must be > 0, got {self.seconds}")
+        check(problems, "bench")
+
+    def resolved(self) -> dict:
+        """The full or quick sweep with explicit options filled in."""
+        quick = self.quick
+        return {
+            "quick": quick,
+            "cases": list(self.cases or BENCH_CASES),
+            "lengths": sorted(set(self.lengths or ([16, 64, 128] if quick else [8, 16, 32, 64, 128, 256, 512]))),
+            "batch_sizes": sorted(set(self.batch_sizes or ([1, 4] if quick else [1, 64]))),
+            "train_batch_size": self.train_batch_size or (4 if quick else 32),
+            "step_batch_size": self.step_batch_size or (16 if quick else 128),
+            "step_length": self.step_length,
+            "bert_base": self.bert_base and not quick,
+            "max_tokens": self.max_tokens,
+            "warmup": self.warmup,
+            "iters": self.iters or (5 if quick else 30),
+            "seconds": self.seconds or (0.25 if quick else 2.0),
+            "fit_from": self.fit_from,
+            "device": self.device,
+        }

@@ -1,0 +1,137 @@
+"""``sst2 export``: the whole model after tokenization (encoder + head) as one ONNX graph.
+
+``input_ids, attention_mask (B, T) int64 -> logits (B,) float32``, with batch and sequence axes
+dynamic, written into the model directory as ``model.onnx``; ``--int8`` also writes
+``model.int8.onnx`` with dynamically quantized weights (onnxruntime.quantization). Each file is
+checked against the PyTorch model on fixed sentences before the command reports success.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from .config import ExportConfig
+from .errors import UserError
+from .inference import ONNX_FILES, Classifier, OnnxRunner, TorchRunner
+
+# Fixed sentences for the parity check: short and long, positive and negative, one with padding
+# to a much longer neighbour in its batch.
+PARITY_SENTENCES = [
+    "a gorgeous , witty , seductive movie .",
+    "the film is strictly routine .",
+    "it 's a charming and often affecting journey .",
+    "unflinchingly bleak and desperate",
+    "the acting , costumes , music , cinematography and sound are all astounding given the production 's "
+    "austere locales .",
+    "bad",
+    "the story is boring , the plot is dull and the ending is silly .",
+    "good film",
+]
+FP32_TOLERANCE = 1e-4  # max |probability difference| accepted between model.onnx and PyTorch
+
+
+class ExportError(UserError, RuntimeError):
+    pass
+
+
+def export_onnx(model, path: str | Path, opset: int = 17) -> Path:
+    """Trace ``model(input_ids, attention_mask) -> logits`` into ``path`` (TorchScript exporter).
+
+    The TorchScript-based exporter is used (``dynamo=False``): it handles the LSTM and the
+    length-dependent gathers of the head as plain ONNX ops, and tracing with a padded batch of two
+    keeps the attention-mask path in the graph.
+    """
+    import torch
+
+    path = Path(path)
+    # (2, 8): row 0 padded, row 1 full, so neither padding nor a full row is specialised away.
+    ids = torch.tensor([[101, 7, 8, 9, 102, 0, 0, 0], [101, 7, 8, 9, 10, 11, 12, 102]]) % model.tokenizer.vocab_size
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0], [1] * 8])
+    axes = {0: "batch", 1: "sequence"}
+    with torch.inference_mode(), warnings.catch_warnings():
+        # Tracer warnings about Python-level branches on shapes (attention-mask padding, LSTM batch
+        # size) are expected: the branches are shape-independent here, and parity is checked after.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}},
+            opset_version=opset, dynamo=False,
+        )
+    return path
+
+
+def quantize_int8(src: str | Path, dst: str | Path, per_channel: bool = True, reduce_range: bool = False) -> Path:
+    """Dynamic int8 quantization of the MatMul weights (activations quantized on the fly).
+
+    Only MatMul is quantized: it holds nearly all encoder and head-projection FLOPs, while the LSTM's
+    recurrence is small and quantizing it costs accuracy for no measurable speed. Per-channel scales
+    keep the accuracy of the 384-wide projections; ``reduce_range`` (7-bit weights) is only needed on
+    CPUs without VNNI where saturation of the int16 accumulation in AVX2 kernels can hurt accuracy.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # Shape inference + graph cleanup first, as the quantization tools recommend.
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=True)
+        quantize_dynamic(
+            str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+            per_channel=per_channel, reduce_range=reduce_range,
+        )
+    return Path(dst)
+
+
+def parity(reference: Classifier, candidate: Classifier, texts: list[str] | None = None) -> dict:
+    """Agreement of ``candidate`` with ``reference`` on fixed sentences: label matches and max |dp|."""
+    texts = texts or PARITY_SENTENCES
+    ref = reference.predict(texts, batch_size=4)  # batches of 4 mix lengths, so padding is exercised
+    got = candidate.predict(texts, batch_size=4)
+    return {
+        "n": len(texts),
+        "same_labels": sum(a.label == b.label for a, b in zip(ref, got)),
+        "max_abs_prob_diff": max(abs(a.positive_prob - b.positive_prob) for a, b in zip(ref, got)),
+    }
+
+
+def export(cfg: ExportConfig) -> dict:
+    from .model import SentimentModel
+    from .runtime import set_threads
+
+    threads = set_threads(cfg.threads)
+    model_dir = Path(cfg.model_dir)
+    model = SentimentModel.load(model_dir)
+    reference = Classifier(model.tokenizer, TorchRunner(model), model.max_length, "torch", model_dir)
+    report: dict = {"model_dir": str(model_dir), "files": {}}
+
+    t0 = time.perf_counter()
+    fp32 = export_onnx(model, model_dir / ONNX_FILES["onnx"], cfg.opset)
+    check = parity(reference, Classifier(model.tokenizer, OnnxRunner(fp32, threads), model.max_length, "onnx"))
+    report["files"]["onnx"] = {"path": str(fp32), "mb": round(fp32.stat().st_size / 2**20, 2),
+                               "seconds": round(time.perf_counter() - t0, 2), "parity": check}
+    if check["same_labels"] != check["n"] or check["max_abs_prob_diff"] > FP32_TOLERANCE:
+        fp32.unlink()
+        raise ExportError(f"the exported graph does not match the PyTorch model ({check}); {fp32} was removed")
+
+    if cfg.int8:
+        t0 = time.perf_counter()
+        q = quantize_int8(fp32, model_dir / ONNX_FILES["onnx-int8"], per_channel=cfg.per_channel,
+                          reduce_range=cfg.reduce_range)
+        check = parity(reference, Classifier(model.tokenizer, OnnxRunner(q, threads), model.max_length, "onnx-int8"))
+        # int8 is approximate by design: its accuracy change is measured on dev by scripts/latency.py.
+        report["files"]["onnx-int8"] = {"path": str(q), "mb": round(q.stat().st_size / 2**20, 2),
+                                        "seconds": round(time.perf_counter() - t0, 2), "parity": check}
+    if not cfg.quiet:
+        for name, info in report["files"].items():
+            p = info["parity"]
+            print(f"{name}: wrote {info['path']} ({info['mb']} MB, {info['seconds']} s); on {p['n']} check "
+                  f"sentences {p['same_labels']} labels agree with PyTorch, max |prob diff| "
+                  f"{p['max_abs_prob_diff']:.2e}")
+    if cfg.json:
+        print(json.dumps(report, indent=2))
+    return report
+

@@ -1,0 +1,129 @@
+"""Classifier API, the three runtimes (ONNX fp32 parity with PyTorch, int8 validity) and ``sst2 predict``."""
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sst2.cli import main
+from sst2.export import FP32_TOLERANCE, PARITY_SENTENCES
+from sst2.inference import Classifier, Prediction, RuntimeUnavailableError
+from sst2.model import SentimentModel
+
+from conftest import make_sentences
+
+SENTENCES = PARITY_SENTENCES + [s for s, _ in make_sentences(24, 7)]
+LONG = " ".join(["the film is good and"] * 20)  # 100 words > max_length 32 of the tiny model
+
+
+@pytest.fixture(scope="session")
+def exported_dir(tiny_model_dir, tmp_path_factory):
+    """A copy of the tiny model with model.onnx and model.int8.onnx, written by the real command."""
+    d = tmp_path_factory.mktemp("exported") / "model"
+    shutil.copytree(tiny_model_dir, d)
+    assert main(["export", "--model-dir", str(d), "--int8", "--quiet", "--threads", "1"]) == 0
+    return d
+
+
+@pytest.fixture(scope="session")
+def torch_clf(tiny_model_dir):
+    return Classifier.load(tiny_model_dir, threads=1)
+
+
+def test_import_sst2_is_cheap_and_classifier_is_lazy():
+    code = ("import sys, sst2; assert 'torch' not in sys.modules and 'transformers' not in sys.modules; "
+            "from sst2 import Classifier; assert Classifier.__name__ == 'Classifier'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_predict_matches_the_reference_model_in_input_order(tiny_model_dir, torch_clf):
+    preds = torch_clf.predict(SENTENCES, batch_size=5)
+    assert len(preds) == len(SENTENCES) and all(isinstance(p, Prediction) for p in preds)
+    ref = torch.sigmoid(SentimentModel.load(tiny_model_dir).predict_logits(SENTENCES)).numpy()
+    np.testing.assert_allclose([p.positive_prob for p in preds], ref, atol=1e-6)
+    assert [p.label for p in preds] == ["positive" if r > 0.5 else "negative" for r in ref]
+    # batching (and so padding) does not change a prediction
+    one_by_one = [torch_clf.predict([s])[0].positive_prob for s in SENTENCES[:6]]
+    np.testing.assert_allclose(one_by_one, [p.positive_prob for p in preds[:6]], atol=1e-6)
+
+
+def test_truncation_is_reported(torch_clf):
+    short, long_ = torch_clf.predict(["good film", LONG])
+    assert not short.truncated and long_.truncated
+    assert 0 <= long_.positive_prob <= 1
+    # the truncated text is scored on its first max_length tokens, as SentimentModel does
+    ids, truncated = torch_clf.tokenize([LONG])
+    assert truncated == [True] and len(ids[0]) == torch_clf.max_length
+    assert set(Prediction("positive", 0.9, False).to_dict()) == {"label", "positive_prob", "truncated"}
+
+
+def test_predict_edge_cases(torch_clf, tiny_model_dir):
+    assert torch_clf.predict([]) == []
+    with pytest.raises(TypeError, match="a list of texts"):
+        torch_clf.predict("good film")
+    with pytest.raises(RuntimeUnavailableError, match="unknown runtime 'tensorrt'"):
+        Classifier.load(tiny_model_dir, runtime="tensorrt")
+
+
+@pytest.mark.parametrize("runtime,flag", [("onnx", ""), ("onnx-int8", " --int8")])
+def test_missing_onnx_file_names_the_export_command(tiny_model_dir, runtime, flag):
+    with pytest.raises(RuntimeUnavailableError, match=rf"run 'sst2 export --model-dir \S+{flag}' first"):
+        Classifier.load(tiny_model_dir, runtime=runtime)
+
+
+def test_onnx_fp32_matches_pytorch(exported_dir, torch_clf):
+    onnx = Classifier.load(exported_dir, runtime="onnx", threads=1)
+    for batch_size in (1, 3, 64):  # dynamic batch and sequence axes, with and without padding
+        got = onnx.predict(SENTENCES + [LONG], batch_size=batch_size)
+        ref = torch_clf.predict(SENTENCES + [LONG], batch_size=batch_size)
+        assert [p.label for p in got] == [p.label for p in ref]
+        assert [p.truncated for p in got] == [p.truncated for p in ref]
+        diff = np.abs(np.array([p.positive_prob for p in got]) - [p.positive_prob for p in ref])
+        assert diff.max() < FP32_TOLERANCE
+
+
+def test_onnx_int8_gives_valid_probabilities(exported_dir):
+    assert (exported_dir / "model.int8.onnx").stat().st_size > 0
+    int8 = Classifier.load(exported_dir, runtime="onnx-int8", threads=1)
+    probs = np.array([p.positive_prob for p in int8.predict(SENTENCES)])
+    assert np.all(np.isfinite(probs)) and np.all((probs >= 0) & (probs <= 1))
+
+
+def _lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_cli_predict_from_arguments(exported_dir, capsys):
+    assert main(["predict", "--model-dir", str(exported_dir), "--runtime", "onnx", "good film", "dull plot"]) == 0
+    rows = _lines(capsys.readouterr().out)
+    assert [r["text"] for r in rows] == ["good film", "dull plot"]
+    assert all(set(r) == {"text", "label", "positive_prob", "truncated"} for r in rows)
+    assert all(r["label"] in ("negative", "positive") and 0 <= r["positive_prob"] <= 1 for r in rows)
+
+
+def test_cli_predict_from_file_and_stdin_agree(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    (tmp_path / "in.txt").write_text("good film\n\nthe plot is dull\n" + LONG + "\n", encoding="utf-8")
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(tmp_path / "in.txt"), "--quiet"]) == 0
+    from_file = _lines(capsys.readouterr().out)
+    assert [r["text"] for r in from_file] == ["good film", "the plot is dull", LONG]  # blank line skipped
+    assert [r["truncated"] for r in from_file] == [False, False, True]
+    monkeypatch.setattr(sys, "stdin", io.StringIO((tmp_path / "in.txt").read_text()))
+    assert main(["predict", "--model-dir", str(tiny_model_dir)]) == 0
+    assert _lines(capsys.readouterr().out) == from_file
+
+
+def test_cli_predict_errors(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--runtime", "onnx", "good"]) == 2
+    assert "run 'sst2 export --model-dir" in capsys.readouterr().err
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(tmp_path / "nope.txt")]) == 2
+    assert "nope.txt: file not found" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n  \n"))
+    assert main(["predict", "--model-dir", str(tiny_model_dir)]) == 2
+    assert "no texts to classify" in capsys.readouterr().err
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", "x.txt", "good"]) == 2
+    assert "not both" in capsys.readouterr().err
