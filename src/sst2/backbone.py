@@ -86,8 +86,10 @@ def load_backbone_parts(name_or_dir: str | os.PathLike | None):
     return encoder, tokenizer, source
 
 
-def normalize_layers(layers: tuple[int, ...] | list[int], num_states: int) -> tuple[int, ...]:
-    """Negative indexes count from the last hidden state; 0 is the embedding output."""
+def normalize_layers(layers: tuple[int, ...] | list[int] | str, num_states: int) -> tuple[int, ...]:
+    """Negative indexes count from the last hidden state; 0 is the embedding output; "all" = every state."""
+    if layers == "all":
+        return tuple(range(num_states))
     out = []
     for i in layers:
         j = i + num_states if i < 0 else i
@@ -106,7 +108,7 @@ class Backbone(nn.Module):
     ``forward(input_ids, attention_mask)`` -> ``(B, T, K, H)`` with K = ``len(layers)``.
     """
 
-    def __init__(self, encoder: nn.Module, tokenizer, layers: tuple[int, ...] = (-1,), source: str = ""):
+    def __init__(self, encoder: nn.Module, tokenizer, layers: tuple[int, ...] | str = (-1,), source: str = ""):
         super().__init__()
         self.encoder = encoder
         self.tokenizer = tokenizer
@@ -116,7 +118,7 @@ class Backbone(nn.Module):
         self.train(encoder.training)  # from_pretrained gives an encoder in eval mode; keep it so
 
     @classmethod
-    def load(cls, name_or_dir: str | None, layers: tuple[int, ...] = (-1,)) -> "Backbone":
+    def load(cls, name_or_dir: str | None, layers: tuple[int, ...] | str = (-1,)) -> "Backbone":
         encoder, tokenizer, source = load_backbone_parts(name_or_dir)
         return cls(encoder, tokenizer, layers, source)
 

@@ -215,7 +215,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _train_efficient(cfg, p, splits, run_dir: Path, threads: int, t_start: float, data_dir: Path) -> dict:
-    backbone = Backbone.load(cfg.backbone, tuple(p["layers"]))
+    backbone = Backbone.load(cfg.backbone, p["layers"] if p["layers"] == "all" else tuple(p["layers"]))
     backbone.requires_grad_(False)
     backbone.eval()
     head_cfg = HeadConfig(
