@@ -605,9 +605,12 @@ def plot(result: dict, out_dir: Path) -> list[Path]:
             for (model, features), rs in curves.items():
                 rs.sort(key=lambda r: r["seq_len"])
                 label = f"{model} ({features})" if case == "train_cost" else model
-                ax.plot([r["seq_len"] for r in rs], [max(r[key], 1e-3) for r in rs], "o-", ms=3, label=label)
+                # log axes: an RSS delta of ~0 (a case that fits in memory already held) is drawn at 0.1 MB
+                ax.plot([r["seq_len"] for r in rs], [max(r[key], 0.1) for r in rs], "o-", ms=3, label=label)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            ticks = sorted({r["seq_len"] for r in rows})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
             if key == "latency_ms_p50" and curves:  # guides: O(n) and O(n^2) through the slowest curve's top
                 top = max((rs[-1] for rs in curves.values()), key=lambda r: r[key])
                 xs = np.array(sorted({r["seq_len"] for r in rows}), float)
