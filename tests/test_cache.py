@@ -1,4 +1,5 @@
 import numpy as np
+import torch
 import pytest
 
 from sst2.backbone import Backbone
@@ -85,3 +86,14 @@ def test_changed_data_file_misses(tiny_backbone_dir, tiny_data_dir, tmp_path):
         f.write("a new sentence\t1\n")
     _, rep = prepare_features(cfg, bb, load_splits(data))
     assert rep.hits == {"train": True, "dev": False, "test": True}
+
+
+def test_streamed_encode_to_disk_equals_in_memory_encode(backbone, tmp_path):
+    in_memory = encode_texts(backbone, TEXTS, max_length=32, batch_size=2)
+    cache = FeatureCache(tmp_path)
+    on_disk = cache.build(cache_key(b=1), {"b": 1},
+                          lambda path: encode_texts(backbone, TEXTS, max_length=32, batch_size=2, out=path))
+    np.testing.assert_array_equal(np.asarray(on_disk.states), in_memory.states)
+    x1, l1 = on_disk.batch(np.array([2, 1, 0]))
+    x2, l2 = in_memory.batch(np.array([2, 1, 0]))
+    assert torch.equal(x1, x2) and torch.equal(l1, l2)

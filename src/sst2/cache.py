@@ -21,9 +21,12 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+
+from .model import pad_batch
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -52,7 +55,7 @@ class StatesFile:
     them in RAM between epochs when there is room.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, writable: bool = False):
         self.path = Path(path)
         with open(self.path, "rb") as f:
             version = np.lib.format.read_magic(f)
@@ -63,11 +66,31 @@ class StatesFile:
             raise ValueError("unexpected Fortran-ordered array")
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.row_bytes = int(np.prod(self.shape[1:])) * self.dtype.itemsize
-        self.fd = os.open(self.path, os.O_RDONLY)
+        self.fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
+
+    @classmethod
+    def create(cls, path: Path, shape: tuple[int, ...], dtype) -> "StatesFile":
+        """A new ``.npy`` file of ``shape`` (its body is written later with :meth:`write_rows`)."""
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+            )
+            f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        return cls(path, writable=True)
+
+    def write_rows(self, start: int, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        if os.pwrite(self.fd, data, self.header_bytes + start * self.row_bytes) != len(data):
+            raise OSError(f"{self.path}: short write (disk full?)")
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def __del__(self):
         if getattr(self, "fd", None) is not None:
-            os.close(self.fd)
+            self.close()
 
     @property
     def nbytes(self) -> int:
@@ -155,12 +178,15 @@ class FeatureCache:
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         return Features(states, lengths, offsets)
 
-    def store(self, key: str, key_fields: dict, features: Features) -> Features:
+    def build(self, key: str, key_fields: dict, make: Callable[[Path], Features]) -> Features:
+        """Create the entry for ``key``: ``make(path)`` writes the states to ``path`` and returns them."""
         self.root.mkdir(parents=True, exist_ok=True)
         final = self.entry_dir(key)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
         try:
-            np.save(tmp / "states.npy", np.ascontiguousarray(features.states))
+            features = make(tmp / "states.npy")
+            if isinstance(features.states, StatesFile):
+                features.states.close()
             np.save(tmp / "lengths.npy", features.lengths.astype(np.int64))
             meta = {
                 "key": key,
@@ -182,16 +208,37 @@ class FeatureCache:
             raise OSError(f"feature cache: could not read back the entry just written to {final}")
         return stored
 
+    def store(self, key: str, key_fields: dict, features: Features) -> Features:
+        """Store features already in memory."""
+
+        def write(path: Path) -> Features:
+            np.save(path, np.ascontiguousarray(features.states))
+            return features
+
+        return self.build(key, key_fields, write)
+
 
 def encode_texts(backbone, texts: list[str], max_length: int, batch_size: int = 64, dtype: str = "float16",
-                 progress=None) -> Features:
-    """Run the frozen encoder over ``texts`` (sorted by length to avoid padding) and collect states."""
+                 progress=None, out: Path | None = None) -> Features:
+    """Run the frozen encoder over ``texts`` (sorted by length to avoid padding) and collect states.
+
+    With ``out`` the states are written straight to that ``.npy`` file batch by batch, so memory stays
+    flat however large the data set (GLUE's 67k phrases give several GB of states).
+    """
     np_dtype = DTYPES[dtype]
     enc = backbone.tokenizer(list(texts), truncation=True, max_length=max_length)
     ids = enc["input_ids"]
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    states = np.empty((int(lengths.sum()), len(backbone.layers), backbone.hidden_size), dtype=np_dtype)
+    shape = (int(lengths.sum()), len(backbone.layers), backbone.hidden_size)
+    if out is None:
+        states = np.empty(shape, dtype=np_dtype)
+
+        def write(start: int, rows: np.ndarray) -> None:
+            states[start : start + len(rows)] = rows
+    else:
+        states = StatesFile.create(out, shape, np_dtype)
+        write = states.write_rows
     order = np.argsort(lengths, kind="stable")
     pad_id = backbone.tokenizer.pad_token_id or 0
     was_training = backbone.training
@@ -199,15 +246,10 @@ def encode_texts(backbone, texts: list[str], max_length: int, batch_size: int = 
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            t_max = int(lengths[idx].max())
-            input_ids = torch.full((len(idx), t_max), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), t_max), dtype=torch.long)
+            input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)
+            batch_states = backbone(input_ids, mask).numpy()  # (B, T, K, H)
             for row, i in enumerate(idx):
-                input_ids[row, : lengths[i]] = torch.tensor(ids[i])
-                mask[row, : lengths[i]] = 1
-            out = backbone(input_ids, mask).numpy()  # (B, T, K, H)
-            for row, i in enumerate(idx):
-                states[offsets[i] : offsets[i] + lengths[i]] = out[row, : lengths[i]]
+                write(int(offsets[i]), batch_states[row, : lengths[i]])
             if progress is not None:
                 progress.update(len(idx))
     backbone.train(was_training)

@@ -160,8 +160,9 @@ def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Spl
         hits[name] = f is not None
         if f is None:
             with _tqdm(cfg, total=len(split), desc=f"encode {name}", unit="sent") as bar:
-                f = encode_texts(backbone, split.texts, cfg.max_length, dtype=dtype, progress=bar)
-            f = cache.store(key, {**fields, "source": backbone.source, "file": str(split.path)}, f)
+                f = cache.build(key, {**fields, "source": backbone.source, "file": str(split.path)},
+                                lambda path: encode_texts(backbone, split.texts, cfg.max_length, dtype=dtype,
+                                                          progress=bar, out=path))
         feats[name] = f
     report = FeatureReport(time.perf_counter() - t0, hits, sum(f.nbytes for f in feats.values()))
     states = ", ".join(f"{k}={'hit' if v else 'miss'}" for k, v in hits.items())
