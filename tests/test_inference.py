@@ -89,7 +89,7 @@ def test_onnx_fp32_matches_pytorch(exported_dir, torch_clf):
 
 def test_onnx_int8_gives_valid_probabilities(exported_dir):
     assert (exported_dir / "model.int8.onnx").stat().st_size > 0
-    int8 = Classifier.load(exported_dir, runtime="onnx-int8", threads=1)
+    int8 = Classifier.load(exported_dir, runtime="onnx-int8", threads=1, spin=False)  # as sst2 serve loads it
     probs = np.array([p.positive_prob for p in int8.predict(SENTENCES)])
     assert np.all(np.isfinite(probs)) and np.all((probs >= 0) & (probs <= 1))
 

@@ -185,9 +185,14 @@ def serve(cfg: ServeConfig) -> None:
 
     from .inference import Classifier
 
-    clf = Classifier.load(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.max_batch)
+    # spin=False: busy-waiting model threads would starve the event loop that gathers the next batch.
+    clf = Classifier.load(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.max_batch,
+                          spin=False)
     limits = Limits(max_texts=cfg.max_texts, max_chars=cfg.max_chars, max_batch=cfg.max_batch,
                     max_wait_ms=cfg.max_wait_ms)
     app = create_app(clf, limits)
     print(f"sst2 serve: {cfg.model_dir} ({cfg.runtime}) on http://{cfg.host}:{cfg.port}", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False)
+    # Keep-alive longer than uvicorn's 5 s default: under load a client may reuse a pooled connection
+    # just as the server closes it, which surfaces as a connection error.
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False,
+                timeout_keep_alive=30)
