@@ -203,6 +203,8 @@ def make_inputs(batch_size: int, seq_len: int, vocab_size: int, device: str, see
 
 def preset_layers(preset: str, num_states: int) -> tuple[int, ...]:
     """The preset's layers that exist in this encoder (a 2-layer test encoder has no layer -4)."""
+    if PRESETS[preset]["layers"] == "all":
+        return tuple(range(num_states))
     layers = [i for i in PRESETS[preset]["layers"] if -num_states < i < num_states]
     return tuple(layers or [-1])
 
