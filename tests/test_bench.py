@@ -71,7 +71,7 @@ def test_quick_sweep_writes_rows_with_the_documented_keys(tiny_backbone_dir, tmp
                                                            for f in ("encoder", "cached")}
     assert all(r["batch_size"] == 16 and r["seq_len"] == 32 and r["epoch_s_p50"] > 0 for r in steps)
     # the 2-layer encoder has no layer -4: the improved head gets the top two that exist
-    assert {tuple(r["layers"]) for r in steps if r["head"] == "improved"} == {(1, 2)}
+    assert {tuple(r["layers"]) for r in steps if r["head"] == "improved"} == {(0, 1, 2)}  # "all": embeddings + 2 layers
     assert {s["head"] for s in result["cache_speedup"]} == {"seed", "improved"}
     # one slope per curve, fitted on its top three lengths (none reaches --fit-from 128)
     assert len(result["slopes"]) == 3 * 2 + 3
