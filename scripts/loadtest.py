@@ -65,6 +65,7 @@ async def run_load(url: str, texts: list[str], clients: int, requests: int, time
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as http:
         r = await http.post("/predict", json={"texts": texts[:1]})  # warm-up, also checks the server works
         r.raise_for_status()
+        busy0 = (await http.get("/health")).json().get("served", {}).get("model_seconds", 0)
 
         async def client(c: int) -> None:
             for i in range(requests):
@@ -97,6 +98,9 @@ async def run_load(url: str, texts: list[str], clients: int, requests: int, time
         "latency_max_ms": round(float(lat.max()), 2),
         "server_runtime": health.get("runtime"),
         "server_mean_batch_texts": round(served["texts"] / served["batches"], 2) if served.get("batches") else None,
+        # model time / wall time during the run: near 1 = the model is the bottleneck, low = the HTTP stack
+        # or the client (this one shares the machine with the server) is
+        "server_model_busy_fraction": round((served.get("model_seconds", 0) - busy0) / seconds, 3),
     }
 
 

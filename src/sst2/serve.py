@@ -79,6 +79,7 @@ class MicroBatcher:
         self.task: asyncio.Task | None = None
         self.batches = 0
         self.texts = 0
+        self.model_seconds = 0.0  # time inside model calls; near the uptime = the model is the bottleneck
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -128,6 +129,7 @@ class MicroBatcher:
         while True:
             items = await self._gather()
             texts = [t for req, _ in items for t in req]
+            t0 = time.perf_counter()
             try:
                 preds = await loop.run_in_executor(self.executor, self.classifier.predict, texts)
             except Exception as exc:  # a model failure fails the requests of this batch, not the server
@@ -135,6 +137,7 @@ class MicroBatcher:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
+            self.model_seconds += time.perf_counter() - t0
             self.batches += 1
             self.texts += len(texts)
             start = 0
@@ -166,7 +169,7 @@ def create_app(classifier, limits: Limits | None = None):
         return {"status": "ok", "runtime": getattr(classifier, "runtime", None),
                 "max_length": getattr(classifier, "max_length", None),
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
-                "served": {"batches": b.batches, "texts": b.texts}}
+                "served": {"batches": b.batches, "texts": b.texts, "model_seconds": round(b.model_seconds, 3)}}
 
     @app.post("/predict")
     async def predict(request: Request):
