@@ -103,11 +103,16 @@ def test_a_failing_case_becomes_an_error_row(tiny_backbone_dir, tmp_path):
 
 
 def test_max_tokens_records_skipped_cases(tiny_backbone_dir, tmp_path):
-    result = run_bench(tiny_backbone_dir, tmp_path / "b", "--cases", "latency", "--lengths", "8", "16",
-                       "--batch-sizes", "1", "2", "--max-tokens", "16")
+    result = run_bench(tiny_backbone_dir, tmp_path / "b", "--cases", "latency", "train_cost", "--lengths", "8", "16",
+                       "--batch-sizes", "1", "2", "--max-tokens", "16", "--train-batch-size", "2",
+                       "--max-train-tokens", "16")
     status = {(r["model"], r["batch_size"], r["seq_len"]): r["status"] for r in result["rows"]}
     assert status[("encoder", 2, 16)] == "skipped" and status[("encoder", 2, 8)] == "ok"
-    assert sum(s == "skipped" for s in status.values()) == 3
+    assert status[("vanilla-finetune", 2, 16)] == "skipped" and status[("vanilla-finetune", 2, 8)] == "ok"
+    assert status[("efficient-seed", 2, 16)] == "ok"  # cached-state heads have no token cap
+    assert sum(s == "skipped" for s in status.values()) == 4
+    skipped = [r for r in result["rows"] if r["status"] == "skipped"]
+    assert all(r["error"].startswith("batch_size x seq_len = 32 > --max-") for r in skipped)
 
 
 def test_bench_config_reports_every_problem():

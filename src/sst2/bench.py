@@ -374,9 +374,9 @@ def plan_cases(s: dict, backbone: str, encoders: Encoders) -> list[Case]:
     """Every case of the sweep ``s`` (``BenchConfig.resolved()``), in run order."""
     dev, cases = s["device"], []
 
-    def too_long(b: int, t: int) -> str | None:
-        if b * t > s["max_tokens"]:
-            return f"batch_size x seq_len = {b * t} > --max-tokens {s['max_tokens']}"
+    def too_long(b: int, t: int, key: str = "max_tokens") -> str | None:
+        if b * t > s[key]:
+            return f"batch_size x seq_len = {b * t} > --{key.replace('_', '-')} {s[key]}"
         return None
 
     if "train_step" in s["cases"]:
@@ -404,7 +404,8 @@ def plan_cases(s: dict, backbone: str, encoders: Encoders) -> list[Case]:
                                   head_train_setup(encoders, backbone, preset, "cached", b, t, dev)))
         for t in s["lengths"]:
             cases.append(Case("train_cost", "vanilla-finetune", "encoder", backbone, "linear", b, t,
-                              finetune_setup(encoders, backbone, b, t, dev), skip=too_long(b, t)))
+                              finetune_setup(encoders, backbone, b, t, dev),
+                              skip=too_long(b, t, "max_train_tokens")))
     return cases
 
 
@@ -464,7 +465,8 @@ def fit_slopes(rows: list[dict], fit_from: int) -> list[dict]:
 
 def cache_speedups(rows: list[dict]) -> list[dict]:
     """Training step with the encoder per batch versus cached states, per backbone and head."""
-    ok = {(r["backbone"], r["head"], r["features"]): r for r in rows if r["case"] == "train_step" and r["status"] == "ok"}
+    ok = {(r["backbone"], r["head"], r["features"]): r for r in rows
+          if r["case"] == "train_step" and r["status"] == "ok"}
     out = []
     for (backbone, head, features), enc in ok.items():
         cached = ok.get((backbone, head, "cached"))
@@ -535,7 +537,8 @@ def render_markdown(result: dict) -> str:
         f"- Memory: peak RSS of the case ({methods}: the kernel's RSS "
         "high-water mark, reset before each case); `delta` = peak minus the RSS before the case, "
         "with weights and inputs already loaded (= activations, gradients, optimizer state, workspace).",
-        f"- Encoder cases with batch x length > {s['max_tokens']} tokens are skipped (`--max-tokens`).",
+        f"- Skipped (to bound the sweep's time): inference cases above {s['max_tokens']} tokens per batch "
+        f"(`--max-tokens`), fine-tune steps above {s['max_train_tokens']} (`--max-train-tokens`).",
         f"- Efficient head: preset `improved` (layers {PRESETS['improved']['layers']}, proj 256, "
         "bidirectional LSTM 128, max+mean pooling); `seed` is the reference head (layer -1, LSTM 256, "
         "last state). Vanilla: the same encoder + a linear layer on mean-pooled states.",
@@ -559,7 +562,8 @@ def render_markdown(result: dict) -> str:
         lines.append("")
     lengths = s["lengths"]
     if any(r["case"] == "latency" for r in rows):
-        lines += ["## 2. Inference latency (ms per batch, median)", ""] + _pivot(rows, "latency", "latency_ms_p50", lengths)
+        lines += ["## 2. Inference latency (ms per batch, median)", ""]
+        lines += _pivot(rows, "latency", "latency_ms_p50", lengths)
         lines += ["", "Samples per second:", ""] + _pivot(rows, "latency", "samples_per_s", lengths) + [""]
     if any(r["case"] == "train_cost" for r in rows):
         lines += [f"## 3. Training step cost (ms per step, median, batch {s['train_batch_size']})", "",

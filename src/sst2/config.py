@@ -226,17 +226,19 @@ class BenchConfig:
                                           "(default: 8 16 32 64 128 256 512; --quick: 16 64 128)")
     batch_sizes: list[int] | None = opt(None, "inference batch sizes of the latency case "
                                               "(default: 1 64; --quick: 1 4)")
-    train_batch_size: int | None = opt(None, "batch size of the training-cost case (default: 32; --quick: 4)")
+    train_batch_size: int | None = opt(None, "batch size of the training-cost case (default: 16; --quick: 4)")
     step_batch_size: int | None = opt(None, "batch size of the training-step case (default: 128, as the "
                                             "reference; --quick: 16)")
     step_length: int = opt(32, "sequence length of the training-step case (SST-2 train: mean 25, max 80 tokens)")
     bert_base: bool = opt(True, "add a BERT-base-sized random-weight encoder to the training-step case "
                                 "(always off with --quick)")
-    max_tokens: int = opt(8192, "skip encoder cases with batch size x length above this (recorded as skipped)")
+    max_tokens: int = opt(8192, "skip inference cases with batch size x length above this (recorded as skipped)")
+    max_train_tokens: int = opt(4096, "skip fine-tune cases with batch size x length above this (a step costs "
+                                      "about three forward passes)")
     warmup: int = opt(3, "warm-up iterations per case (at least 1; fewer if they take half the time budget)")
     iters: int | None = opt(None, "most timed iterations per case (default: 30; --quick: 5); at least 3 always run")
     seconds: float | None = opt(None, "timing budget per case in seconds: timing stops at --iters or here, "
-                                      "whichever comes first (default: 2; --quick: 0.25)")
+                                      "whichever comes first (default: 1.5; --quick: 0.25)")
     fit_from: int = opt(128, "fit the log-log complexity slopes on lengths from this one up")
     device: str = opt("cpu", "device to run on", choices=["cpu", "cuda"])
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
@@ -251,8 +253,8 @@ class BenchConfig:
             v = getattr(self, name)
             if v is not None and (not v or min(v) < 1):
                 problems.append(f"{name}: must be integers >= 1, got {v}")
-        for name in ("train_batch_size", "step_batch_size", "step_length", "max_tokens", "warmup", "iters",
-                     "fit_from", "threads"):
+        for name in ("train_batch_size", "step_batch_size", "step_length", "max_tokens", "max_train_tokens", "warmup",
+                     "iters", "fit_from", "threads"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 problems.append(f"{name}: must be >= 1, got {v}")
@@ -268,14 +270,15 @@ class BenchConfig:
             "cases": list(self.cases or BENCH_CASES),
             "lengths": sorted(set(self.lengths or ([16, 64, 128] if quick else [8, 16, 32, 64, 128, 256, 512]))),
             "batch_sizes": sorted(set(self.batch_sizes or ([1, 4] if quick else [1, 64]))),
-            "train_batch_size": self.train_batch_size or (4 if quick else 32),
+            "train_batch_size": self.train_batch_size or (4 if quick else 16),
             "step_batch_size": self.step_batch_size or (16 if quick else 128),
             "step_length": self.step_length,
             "bert_base": self.bert_base and not quick,
             "max_tokens": self.max_tokens,
+            "max_train_tokens": self.max_train_tokens,
             "warmup": self.warmup,
             "iters": self.iters or (5 if quick else 30),
-            "seconds": self.seconds or (0.25 if quick else 2.0),
+            "seconds": self.seconds or (0.25 if quick else 1.5),
             "fit_from": self.fit_from,
             "device": self.device,
         }
