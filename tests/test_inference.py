@@ -127,3 +127,24 @@ def test_cli_predict_errors(tiny_model_dir, tmp_path, capsys, monkeypatch):
     assert "no texts to classify" in capsys.readouterr().err
     assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", "x.txt", "good"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_split_padded_is_optimal_and_covers_every_row():
+    import itertools
+
+    from sst2.inference import split_padded
+
+    assert split_padded([12] * 64) == [(0, 64)]  # equal lengths: one call
+    assert split_padded([]) == []
+    lengths = [3, 4, 9, 10, 11, 30]
+
+    def cost(runs):
+        return sum(8 + (hi - lo) * lengths[hi - 1] for lo, hi in runs)
+
+    runs = split_padded(lengths, call_cost=8)
+    assert [r[0] for r in runs][0] == 0 and runs[-1][1] == len(lengths)
+    assert all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+    cuts = range(1, len(lengths))
+    every = [[(lo, hi) for lo, hi in zip((0, *c), (*c, len(lengths)))]
+             for k in range(len(lengths)) for c in itertools.combinations(cuts, k)]
+    assert cost(runs) == min(cost(r) for r in every)
