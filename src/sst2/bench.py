@@ -202,7 +202,8 @@ def make_inputs(batch_size: int, seq_len: int, vocab_size: int, device: str, see
 
 
 def preset_layers(preset: str, num_states: int) -> tuple[int, ...]:
-    """The preset's layers that exist in this encoder (a 2-layer test encoder has no layer -4)."""
+    """The preset's layers that exist in this encoder ("all" = every hidden state, embeddings included;
+    a 2-layer test encoder has no layer -4)."""
     if PRESETS[preset]["layers"] == "all":
         return tuple(range(num_states))
     layers = [i for i in PRESETS[preset]["layers"] if -num_states < i < num_states]
@@ -509,6 +510,13 @@ def _pivot(rows: list[dict], case: str, value: str, lengths: list[int]) -> list[
     return lines
 
 
+def _describe_preset(name: str) -> str:
+    p = PRESETS[name]
+    layers = "a learned mix of all hidden states" if p["layers"] == "all" else f"hidden states {p['layers']}"
+    lstm = f"{'bidirectional ' if p['bidirectional'] else ''}LSTM {p['lstm_size']}"
+    return f"{layers}, projection {p['proj_size']}, {lstm}, {p['pooling']} pooling"
+
+
 def render_markdown(result: dict) -> str:
     env, s, rows = result["environment"], result["conditions"], result["rows"]
     v = env["versions"]
@@ -539,9 +547,8 @@ def render_markdown(result: dict) -> str:
         "with weights and inputs already loaded (= activations, gradients, optimizer state, workspace).",
         f"- Skipped (to bound the sweep's time): inference cases above {s['max_tokens']} tokens per batch "
         f"(`--max-tokens`), fine-tune steps above {s['max_train_tokens']} (`--max-train-tokens`).",
-        f"- Efficient head: preset `improved` (layers {PRESETS['improved']['layers']}, proj 256, "
-        "bidirectional LSTM 128, max+mean pooling); `seed` is the reference head (layer -1, LSTM 256, "
-        "last state). Vanilla: the same encoder + a linear layer on mean-pooled states.",
+        f"- Efficient head: preset `improved` ({_describe_preset('improved')}); `seed` is the reference head "
+        f"({_describe_preset('seed')}). Vanilla: the same encoder + a linear layer on mean-pooled states.",
         "",
     ]
     if result["cache_speedup"]:
