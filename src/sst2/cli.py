@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"sst2 {args._command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"sst2 {args._command}: interrupted", file=sys.stderr)
         return 130
