@@ -136,8 +136,6 @@ class Backbone(nn.Module):
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        # Skip the layers above the highest one kept: they cost time and are not used.
-        top = max(self.layers)
         out = self.encoder(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -145,7 +143,6 @@ class Backbone(nn.Module):
             return_dict=True,
         )
         states = out.hidden_states  # tuple of L+1 tensors (B, T, H)
-        del top
         return torch.stack([states[i] for i in self.layers], dim=2)  # (B, T, K, H)
 
     # --- fingerprints for the feature cache -------------------------------------------------
