@@ -53,7 +53,22 @@ PRESETS: dict[str, dict] = {
     ),
 }
 DEFAULT_PRESET = "improved"
-MODELS = ("efficient",)
+EFFICIENT_MAX_LENGTH = 128
+
+# Defaults of the fine-tuned models: the same encoder with a linear classifier on mean-pooled token
+# states, trained with AdamW, linear warm-up then linear decay, on length-grouped batches.
+# ``vanilla`` trains every encoder weight; ``partial`` only the top ``--unfreeze`` layers (the lower
+# ones are frozen and their states come from the feature cache); ``lora`` trains low-rank adapters.
+FINETUNE: dict[str, dict] = {
+    "vanilla": dict(epochs=3, batch_size=32, lr=1e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
+                    weight_decay=0.01),
+    "partial": dict(epochs=3, batch_size=32, lr=1e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
+                    weight_decay=0.01),
+    "lora": dict(epochs=3, batch_size=32, lr=5e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
+                 weight_decay=0.01),
+}
+MODELS = ("efficient", *FINETUNE)
+LORA_TARGETS = ["query", "key", "value", "output.dense", "intermediate.dense"]
 
 
 @dataclass
@@ -61,20 +76,33 @@ class TrainConfig:
     data: str | None = opt(None, "data folder with train.tsv, dev.tsv, test.tsv (default: $SST2_DATA, "
                                  "else ../shared/data/sst2-sentences)")
     out: str = opt("runs/efficient", "run directory to write (config, history, metrics, plot, model)")
-    model: str = opt("efficient", "model type", choices=MODELS)
+    model: str = opt("efficient", "efficient: frozen encoder + trained LSTM head; vanilla: full fine-tune; "
+                                  "partial: fine-tune the top --unfreeze layers; lora: LoRA adapters (peft)",
+                     choices=MODELS)
     preset: str = opt(DEFAULT_PRESET, "efficient-head preset: 'seed' is the reference design", choices=list(PRESETS))
     backbone: str = opt("all-MiniLM-L6-v2", "encoder: a local directory or a Hugging Face name "
                                             "(default: the packaged all-MiniLM-L6-v2, fully offline)")
     epochs: int | None = opt(None, "training epochs (default: the preset's)")
     batch_size: int | None = opt(None, "training batch size (default: the preset's)")
-    lr: float | None = opt(None, "Adam learning rate (default: the preset's)")
-    dropout: float | None = opt(None, "head dropout (default: the preset's)")
+    lr: float | None = opt(None, "peak learning rate (default: the preset's or model's)")
+    dropout: float | None = opt(None, "head dropout (default: the preset's or model's)")
+    warmup_ratio: float | None = opt(None, "fine-tuned models: share of steps with linear warm-up (default: 0.1)")
+    weight_decay: float | None = opt(None, "fine-tuned models: AdamW weight decay (default: 0.01)")
+    unfreeze: int = opt(2, "partial model: number of top encoder layers that train")
+    lora_r: int = opt(8, "lora model: adapter rank")
+    lora_alpha: int = opt(16, "lora model: adapter scale numerator (scale = alpha / r)")
+    lora_dropout: float = opt(0.1, "lora model: dropout on the adapter input")
+    lora_targets: list[str] = opt(list(LORA_TARGETS), "lora model: encoder Linear modules that get adapters "
+                                                      "(names or name suffixes, as peft matches them)")
     layers: str | None = opt(None, "encoder hidden states fed to the head: 'all', or comma-separated indexes, "
                                    "negative = from the top, 0 = embeddings; write --layers=-2,-1 "
                                    "(default: the preset's)")
     grad_clip: float = opt(1.0, "gradient norm clipping (0 = off)")
-    max_length: int = opt(128, "maximum tokens per sentence, special tokens included (longer ones are truncated)")
+    max_length: int | None = opt(None, "maximum tokens per sentence, special tokens included; longer ones are "
+                                       "truncated (default: 128 efficient, 64 fine-tuned models)")
     seed: int = opt(0, "random seed (runs are deterministic on CPU for a given seed)")
+    seeds: int = opt(1, "train this many seeds (seed, seed+1, ...) into OUT/seed-N/ and write "
+                        "OUT/summary.json with mean and std of the accuracies")
     cache: bool = opt(True, "reuse frozen-encoder token states from the on-disk cache; --no-cache runs the "
                             "encoder on every batch like the reference")
     cache_dir: str | None = opt(None, "feature cache folder (default: $SST2_CACHE, else ~/.cache/sst2/features)")
@@ -86,18 +114,24 @@ class TrainConfig:
 
     def __post_init__(self):
         problems = choices_problems(self)
-        for name in ("epochs", "batch_size", "max_length", "threads"):
+        for name in ("epochs", "batch_size", "threads", "unfreeze", "lora_r", "lora_alpha", "seeds"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 problems.append(f"{name}: must be >= 1, got {v}")
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr: must be > 0, got {self.lr}")
-        if self.dropout is not None and not 0 <= self.dropout < 1:
-            problems.append(f"dropout: must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "lora_dropout", "warmup_ratio"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < 1:
+                problems.append(f"{name}: must be in [0, 1), got {v}")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            problems.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if self.grad_clip < 0:
             problems.append(f"grad_clip: must be >= 0, got {self.grad_clip}")
-        if self.max_length < 3:
+        if self.max_length is not None and self.max_length < 3:
             problems.append(f"max_length: must be >= 3, got {self.max_length}")
+        if self.model == "lora" and not self.lora_targets:
+            problems.append("lora_targets: give at least one module name")
         if self.layers is not None and self.layers != "all":
             try:
                 parsed = [int(x) for x in str(self.layers).split(",")]
@@ -109,9 +143,12 @@ class TrainConfig:
         check(problems, "train")
 
     def resolved(self) -> dict:
-        """The preset filled in with explicit overrides."""
-        p = dict(PRESETS[self.preset])
-        for name in ("epochs", "batch_size", "lr", "dropout"):
+        """The preset (efficient) or model defaults (fine-tuned) filled in with explicit overrides."""
+        if self.model == "efficient":
+            p = dict(PRESETS[self.preset], max_length=EFFICIENT_MAX_LENGTH)
+        else:
+            p = dict(FINETUNE[self.model], layers=[-1])
+        for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay"):
             if getattr(self, name) is not None:
                 p[name] = getattr(self, name)
         if self.layers == "all":

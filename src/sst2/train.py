@@ -1,18 +1,25 @@
 """``sst2 train``: fit a model and write a complete run directory.
 
-The efficient model trains only its head; the frozen encoder's token states come from the feature
-cache (computed once per key) or, with ``--no-cache``, from running the encoder on every batch as the
-reference implementation did.
+* ``efficient`` trains only its head; the frozen encoder's token states come from the feature cache
+  (computed once per key) or, with ``--no-cache``, from running the encoder on every batch as the
+  reference implementation did.
+* ``vanilla`` fine-tunes the whole encoder with a linear head on mean-pooled states.
+* ``partial`` fine-tunes the top ``--unfreeze`` layers; the frozen layers below run once, through the
+  same feature cache, so an epoch only runs the top layers.
+* ``lora`` trains low-rank adapters (peft) and the head; the adapters are merged into the saved encoder.
+
+Every model type writes the same run directory and saves the same ``model/`` format.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +31,7 @@ from .cache import FeatureCache, Features, cache_key, encode_texts
 from .config import TrainConfig, to_dict
 from .data import Split, load_splits, resolve_data_dir
 from .errors import UserError
-from .heads import HeadConfig, build_head, count_parameters
+from .heads import HeadConfig, build_head, count_parameters, lengths_to_mask
 from .model import SentimentModel, pad_batch
 from .runtime import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
 
@@ -56,20 +63,37 @@ class CachedStates:
         return self.features.batch(idx)
 
 
-class EncoderStates:
+class TokenBatches:
+    """Token ids of a split, padded per batch: ``(input_ids, attention_mask)`` for a fine-tuned encoder."""
+
+    def __init__(self, tokenizer, texts: list[str], max_length: int):
+        self.ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+        self.lengths = np.array([len(x) for x in self.ids], dtype=np.int64)
+        self.pad_id = tokenizer.pad_token_id or 0
+
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad_batch([self.ids[i] for i in idx], self.pad_id)
+
+
+class EncoderStates(TokenBatches):
     """Token states from running the frozen encoder on each batch (the reference behaviour)."""
 
     def __init__(self, backbone: Backbone, texts: list[str], max_length: int):
+        super().__init__(backbone.tokenizer, texts, max_length)
         self.backbone = backbone
-        self.ids = backbone.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-        self.lengths = np.array([len(x) for x in self.ids], dtype=np.int64)
-        self.pad_id = backbone.tokenizer.pad_token_id or 0
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        input_ids, mask = pad_batch([self.ids[i] for i in idx], self.pad_id)
+        input_ids, mask = super().__call__(idx)
         with torch.no_grad():
             states = self.backbone(input_ids, mask)
         return states, mask.sum(1)
+
+
+def count_truncated(tokenizer, texts: list[str], max_length: int) -> int:
+    """Sentences with more than ``max_length`` tokens (special tokens included)."""
+    lengths = tokenizer(list(texts), truncation=False, add_special_tokens=True, return_length=True,
+                        verbose=False)["length"]
+    return int(sum(n > max_length for n in lengths))
 
 
 def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: bool) -> list[np.ndarray]:
@@ -88,22 +112,29 @@ def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
 
 
 # --- the loops -------------------------------------------------------------------------------------
-def train_one_epoch(head: nn.Module, states, labels: torch.Tensor, batches, optimizer, grad_clip: float,
-                    epoch: int, step: int, progress=None) -> tuple[dict, list[dict]]:
-    head.train()
+def train_one_epoch(forward, inputs, labels: torch.Tensor, batches, optimizer, grad_clip: float, epoch: int,
+                    step: int, progress=None, scheduler=None, params=None) -> tuple[dict, list[dict]]:
+    """One pass over ``batches``: ``forward(*inputs(idx)) -> logits (B,)``; the loss applies the one sigmoid.
+
+    ``params`` are the parameters whose gradient norm is clipped (default: the optimizer's). A module
+    ``forward`` is put in training mode; for any other callable the caller sets the modes."""
+    if isinstance(forward, nn.Module):
+        forward.train()
+    params = list(params) if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
     loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
     total_loss = correct = seen = 0.0
     rows = []
     for idx in batches:
-        x, lengths = states(idx)
         y = labels[idx]
-        logits = head(x, lengths)  # (B,) logits: the loss applies the one sigmoid
+        logits = forward(*inputs(idx))
         loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         (loss / len(idx)).backward()
         if grad_clip:
-            nn.utils.clip_grad_norm_(head.parameters(), grad_clip)
+            nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         step += 1
         batch_loss = loss.item() / len(idx)
         rows.append({"epoch": epoch, "step": step, "loss": round(batch_loss, 6)})
@@ -117,15 +148,15 @@ def train_one_epoch(head: nn.Module, states, labels: torch.Tensor, batches, opti
 
 
 @torch.no_grad()
-def evaluate_states(head: nn.Module, states, labels: torch.Tensor | None, batch_size: int = 256) -> dict:
+def evaluate_states(forward, inputs, labels: torch.Tensor | None, batch_size: int = 256) -> dict:
     """Loss and accuracy over a whole split (length-sorted batches; examples counted exactly)."""
-    head.eval()
-    order = np.argsort(states.lengths, kind="stable")
+    if isinstance(forward, nn.Module):
+        forward.eval()
+    order = np.argsort(inputs.lengths, kind="stable")
     logits = torch.empty(len(order))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        x, lengths = states(idx)
-        logits[idx] = head(x, lengths)
+        logits[idx] = forward(*inputs(idx)).float()
     out = {"n": len(order), "logits": logits}
     if labels is not None:
         out["loss"] = nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
@@ -141,14 +172,14 @@ class FeatureReport:
     nbytes: int
 
 
-def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Split],
+def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Split], max_length: int,
                      dtype: str = "float16") -> tuple[dict[str, Features], FeatureReport]:
     cache = FeatureCache(cfg.cache_dir, log=lambda m: log(cfg, m))
     t0 = time.perf_counter()
     base = {
         "backbone_weights": backbone.weights_fingerprint(),
         "tokenizer": backbone.tokenizer_fingerprint(),
-        "max_length": cfg.max_length,
+        "max_length": max_length,
         "layers": list(backbone.layers),
         "dtype": dtype,
     }
@@ -161,7 +192,7 @@ def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Spl
         if f is None:
             with _tqdm(cfg, total=len(split), desc=f"encode {name}", unit="sent") as bar:
                 f = cache.build(key, {**fields, "source": backbone.source, "file": str(split.path)},
-                                lambda path: encode_texts(backbone, split.texts, cfg.max_length, dtype=dtype,
+                                lambda path: encode_texts(backbone, split.texts, max_length, dtype=dtype,
                                                           progress=bar, out=path))
         feats[name] = f
     report = FeatureReport(time.perf_counter() - t0, hits, sum(f.nbytes for f in feats.values()))
@@ -171,6 +202,180 @@ def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Spl
     return feats, report
 
 
+# --- what trains -----------------------------------------------------------------------------------
+@dataclass
+class Job:
+    """Everything the training loop needs for one model type."""
+
+    model: SentimentModel  # what is saved (and, for fine-tuned models, what trains)
+    forward: object  # forward(*inputs(idx)) -> logits (B,)
+    inputs: dict[str, object]  # split -> callable idx -> batch tuple, with a ``lengths`` array
+    params: list[nn.Parameter]  # the trainable parameters
+    train_modules: list[nn.Module]  # put in training mode for each epoch (everything else: eval mode)
+    spec: dict
+    cache_seconds: float = 0.0
+    cache_hits: dict | None = None
+    extra: dict = field(default_factory=dict)  # model-specific metrics
+    finish: object = None  # called once after training, before the final evaluation (LoRA: merge)
+
+
+def _linear_head(backbone: Backbone, p: dict) -> nn.Module:
+    return build_head(HeadConfig(kind="linear", hidden_size=backbone.hidden_size, num_states=1,
+                                 pooling="mean", dropout=p["dropout"]))
+
+
+def _spec(cfg: TrainConfig, p: dict, backbone: Backbone, head: nn.Module, **extra) -> dict:
+    return {"model": cfg.model, "preset": cfg.preset if cfg.model == "efficient" else None,
+            "backbone": cfg.backbone, "layers": list(backbone.layers), "max_length": p["max_length"],
+            "head": head.cfg.to_dict(), "labels": ["negative", "positive"], **extra}
+
+
+def _freeze_pooler(encoder: nn.Module) -> None:
+    """No head reads BERT's pooler (a dense layer on [CLS]): it would never get a gradient."""
+    pooler = getattr(encoder, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(False)
+
+
+def transformer_layers(encoder: nn.Module) -> nn.ModuleList:
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise UserError(f"--model partial needs a BERT-style encoder (encoder.encoder.layer); "
+                        f"{type(encoder).__name__} has no such layer list")
+    return layers
+
+
+class TopLayers(nn.Module):
+    """The top transformer layers of an encoder, run on the hidden states of the layer below them."""
+
+    def __init__(self, encoder: nn.Module, start: int):
+        super().__init__()
+        self.config = encoder.config
+        self.layers = transformer_layers(encoder)[start:]
+
+    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = lengths_to_mask(lengths, hidden.shape[1]).long()
+        attn = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=mask)
+        for layer in self.layers:
+            hidden = layer(hidden, attn)
+        return hidden
+
+
+def _setup_efficient(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job:
+    backbone = Backbone.load(cfg.backbone, p["layers"] if p["layers"] == "all" else tuple(p["layers"]))
+    backbone.requires_grad_(False)
+    backbone.eval()
+    head_cfg = HeadConfig(
+        kind="lstm", hidden_size=backbone.hidden_size, num_states=len(backbone.layers), proj_size=p["proj_size"],
+        dropout=p["dropout"], lstm_size=p["lstm_size"], bidirectional=p["bidirectional"], pooling=p["pooling"],
+    )
+    head = build_head(head_cfg)
+    spec = _spec(cfg, p, backbone, head)
+    model = SentimentModel(backbone, head, spec)
+    job = Job(model, head, {}, list(head.parameters()), [head], spec)
+    if cfg.cache:
+        feats, frep = prepare_features(cfg, backbone, splits, p["max_length"])
+        job.inputs = {k: CachedStates(f) for k, f in feats.items()}
+        job.cache_seconds, job.cache_hits = frep.seconds, frep.hits
+    else:
+        job.inputs = {k: EncoderStates(backbone, s.texts, p["max_length"]) for k, s in splits.items()}
+    return job
+
+
+def _setup_finetune(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job:
+    backbone = Backbone.load(cfg.backbone, (-1,))
+    head = _linear_head(backbone, p)
+    encoder = backbone.encoder
+    extra: dict = {}
+    if cfg.model == "vanilla":
+        encoder.requires_grad_(True)
+        _freeze_pooler(encoder)
+    elif cfg.model == "lora":
+        extra = _attach_lora(cfg, backbone)
+    spec = _spec(cfg, p, backbone, head, **{k: v for k, v in extra.items() if k.startswith("lora_")})
+    model = SentimentModel(backbone, head, spec)
+    params = [q for q in model.parameters() if q.requires_grad]
+    job = Job(model, model, {k: TokenBatches(backbone.tokenizer, s.texts, p["max_length"]) for k, s in splits.items()},
+              params, [model], spec, extra=extra)
+    if cfg.model == "lora":
+        def merge():  # the saved model is a plain encoder with the adapters folded into its weights
+            backbone.encoder = backbone.encoder.merge_and_unload()
+
+        job.finish = merge
+    return job
+
+
+def _attach_lora(cfg: TrainConfig, backbone: Backbone) -> dict:
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise UserError("--model lora needs the peft package: pip install 'sst2[peft]'") from exc
+    _freeze_pooler(backbone.encoder)
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets), bias="none")
+    try:
+        backbone.encoder = get_peft_model(backbone.encoder, lcfg)
+    except ValueError as exc:  # peft: no module matched the targets
+        raise UserError(f"lora_targets {cfg.lora_targets}: {exc}") from exc
+    adapters, _ = backbone.encoder.get_nb_trainable_parameters()
+    return {"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha, "lora_targets": list(cfg.lora_targets),
+            "adapter_params": adapters}
+
+
+def _setup_partial(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job:
+    backbone = Backbone.load(cfg.backbone, (-1,))
+    n = backbone.num_layers
+    if cfg.unfreeze > n:
+        raise UserError(f"unfreeze: the encoder has {n} layers, cannot train the top {cfg.unfreeze}")
+    start = n - cfg.unfreeze  # hidden state index below the first trained layer (0 = embeddings)
+    backbone.requires_grad_(False)
+    backbone.eval()
+    top = TopLayers(backbone.encoder, start)
+    top.requires_grad_(True)
+    head = _linear_head(backbone, p)
+    spec = _spec(cfg, p, backbone, head, unfreeze=cfg.unfreeze)
+    model = SentimentModel(backbone, head, spec)
+    # the frozen lower layers: their output (hidden state ``start``) is cached or computed per batch
+    lower = Backbone(backbone.encoder, backbone.tokenizer, (start,), source=backbone.source)
+
+    def forward(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return head(top(states[:, :, 0], lengths).unsqueeze(2), lengths)
+
+    params = list(top.parameters()) + list(head.parameters())
+    job = Job(model, forward, {}, params, [top, head], spec, extra={"unfreeze": cfg.unfreeze})
+    if cfg.cache:
+        feats, frep = prepare_features(cfg, lower, splits, p["max_length"])
+        job.inputs = {k: CachedStates(f) for k, f in feats.items()}
+        job.cache_seconds, job.cache_hits = frep.seconds, frep.hits
+    else:
+        job.inputs = {k: EncoderStates(lower, s.texts, p["max_length"]) for k, s in splits.items()}
+    return job
+
+
+SETUPS = {"efficient": _setup_efficient, "vanilla": _setup_finetune, "lora": _setup_finetune,
+          "partial": _setup_partial}
+
+
+def _optimizer(job: Job, p: dict, model: str, total_steps: int):
+    """Adam without a schedule for the efficient head (the reference protocol); AdamW with linear warm-up
+    and decay, no weight decay on biases and LayerNorm weights, for the fine-tuned models."""
+    if model == "efficient":
+        return torch.optim.Adam(job.params, lr=p["lr"]), None
+    from transformers import get_linear_schedule_with_warmup
+
+    names = {id(q): n for n, q in job.model.named_parameters()}
+    no_decay = [q for q in job.params if q.ndim < 2 or "LayerNorm" in names.get(id(q), "")]
+    skip = {id(q) for q in no_decay}
+    decay = [q for q in job.params if id(q) not in skip]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": p["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=p["lr"])
+    sched = get_linear_schedule_with_warmup(opt, int(p["warmup_ratio"] * total_steps), total_steps)
+    return opt, sched
+
+
+# --- the command -----------------------------------------------------------------------------------
 # --- the command -----------------------------------------------------------------------------------
 def _prepare_out(cfg: TrainConfig) -> tuple[Path, Path]:
     out = Path(cfg.out)
@@ -197,84 +402,131 @@ def write_csv(path: Path, fields, rows) -> None:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Train, evaluate and write the run directory; returns the metrics dict."""
+    """Train, evaluate and write the run directory; returns the metrics dict (with ``--seeds N``:
+    one run directory per seed under OUT/seed-S/ and the summary dict, also written as summary.json)."""
     t_start = time.perf_counter()
     threads = set_threads(cfg.threads)
-    seed_everything(cfg.seed)
     p = cfg.resolved()
     data_dir = resolve_data_dir(cfg.data)
     splits = load_splits(data_dir)
     out, partial = _prepare_out(cfg)
     try:
-        metrics = _train_efficient(cfg, p, splits, partial, threads, t_start, data_dir)
+        if cfg.seeds == 1:
+            result = _train_run(cfg, p, splits, partial, threads, t_start, data_dir)
+        else:
+            runs = []
+            for k in range(cfg.seeds):
+                seed = cfg.seed + k
+                log(cfg, f"--- seed {seed} ({k + 1}/{cfg.seeds}) ---")
+                one = dataclasses.replace(cfg, seed=seed, seeds=1)
+                runs.append(_train_run(one, p, splits, partial / f"seed-{seed}", threads, time.perf_counter(),
+                                       data_dir))
+            result = summarize_seeds(runs)
+            result["total_seconds"] = round(time.perf_counter() - t_start, 3)
+            (partial / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)  # never leave a half-written run behind
         raise
     _finish_out(out, partial)
-    log(cfg, f"wrote {out}/ ({', '.join(RUN_FILES)})")
-    return metrics
-
-
-def _train_efficient(cfg, p, splits, run_dir: Path, threads: int, t_start: float, data_dir: Path) -> dict:
-    backbone = Backbone.load(cfg.backbone, p["layers"] if p["layers"] == "all" else tuple(p["layers"]))
-    backbone.requires_grad_(False)
-    backbone.eval()
-    head_cfg = HeadConfig(
-        kind="lstm", hidden_size=backbone.hidden_size, num_states=len(backbone.layers), proj_size=p["proj_size"],
-        dropout=p["dropout"], lstm_size=p["lstm_size"], bidirectional=p["bidirectional"], pooling=p["pooling"],
-    )
-    head = build_head(head_cfg)
-    spec = {
-        "model": "efficient", "preset": cfg.preset, "backbone": cfg.backbone, "layers": list(backbone.layers),
-        "max_length": cfg.max_length, "head": head_cfg.to_dict(), "labels": ["negative", "positive"],
-    }
-    model = SentimentModel(backbone, head, spec)
-    trainable, total = count_parameters(model)
-    log(cfg, f"model: efficient/{cfg.preset} on {cfg.backbone} (hidden {backbone.hidden_size}, "
-             f"layers {list(backbone.layers)} of {backbone.num_states - 1})")
-    log(cfg, f"trainable params: {trainable:,} | total params: {total:,} | threads: {threads}")
-
-    labels = {k: torch.tensor(s.labels, dtype=torch.float32) if s.labelled else None for k, s in splits.items()}
-    truncated = {k: 0 for k in splits}
-    if cfg.cache:
-        feats, frep = prepare_features(cfg, backbone, splits)
-        sources = {k: CachedStates(f) for k, f in feats.items()}
-        cache_seconds = frep.seconds
-        cache_hits = frep.hits
+    if cfg.seeds == 1:
+        log(cfg, f"wrote {out}/ ({', '.join(RUN_FILES)})")
     else:
-        sources = {k: EncoderStates(backbone, s.texts, cfg.max_length) for k, s in splits.items()}
-        cache_seconds, cache_hits = 0.0, None
-    for k, src in sources.items():
-        truncated[k] = int((src.lengths >= cfg.max_length).sum())
+        log(cfg, f"{cfg.seeds} seeds: dev accuracy {_pm(result['dev_accuracy'])} | test accuracy "
+                 f"{_pm(result['test_accuracy'])} | wrote {out}/ (summary.json, seed-*/)")
+    return result
 
-    torch.manual_seed(cfg.seed)  # same head init and dropout stream whatever happened above
+
+SUMMARY_KEYS = ("dev_accuracy", "test_accuracy", "best_epoch", "train_seconds", "seconds_per_epoch", "total_seconds",
+                "cache_seconds", "peak_rss_mb")
+
+
+def summarize_seeds(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation (ddof=1) over seeds of the per-run metrics."""
+    first = runs[0]
+    out = {k: first[k] for k in ("model", "preset", "backbone", "data", "trainable_params", "total_params", "epochs")}
+    out["seeds"] = [r["seed"] for r in runs]
+    out["runs"] = [f"seed-{r['seed']}" for r in runs]
+    for key in SUMMARY_KEYS:
+        values = [r[key] for r in runs]
+        if any(v is None for v in values):
+            out[key] = None
+            continue
+        arr = np.asarray(values, dtype=float)
+        out[key] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+                    "values": values}
+    return out
+
+
+def _pm(stat: dict | None) -> str:
+    return "n/a" if stat is None else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Path, threads: int, t_start: float,
+               data_dir: Path) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    job = SETUPS[cfg.model](cfg, p, splits)
+    model, spec = job.model, job.spec
+    trainable, total = count_parameters(model)
+    backbone = model.backbone
+    what = f"{cfg.model}/{cfg.preset}" if cfg.model == "efficient" else cfg.model
+    log(cfg, f"model: {what} on {cfg.backbone} (hidden {backbone.hidden_size}, {backbone.num_layers} layers)"
+             + (f", top {cfg.unfreeze} trained" if cfg.model == "partial" else "")
+             + (f", LoRA r={cfg.lora_r} on {','.join(cfg.lora_targets)}" if cfg.model == "lora" else ""))
+    log(cfg, f"trainable params: {trainable:,} | total params: {total:,} | threads: {threads}")
+    labels = {k: torch.tensor(s.labels, dtype=torch.float32) if s.labelled else None for k, s in splits.items()}
+    truncated = {k: count_truncated(backbone.tokenizer, s.texts, p["max_length"]) for k, s in splits.items()}
+
+    torch.manual_seed(cfg.seed)  # same dropout stream whatever happened above
     rng = np.random.default_rng(cfg.seed)
-    optimizer = torch.optim.Adam(head.parameters(), lr=p["lr"])
+    train_lengths = job.inputs["train"].lengths
+    steps_per_epoch = -(-len(train_lengths) // p["batch_size"])
+    optimizer, scheduler = _optimizer(job, p, cfg.model, steps_per_epoch * p["epochs"])
+    trainable_names = [n for n, q in model.named_parameters() if q.requires_grad]
     history, epochs = [], []
     best_acc, best_epoch, best_state = -1.0, 0, None
     step = 0
     t_train = time.perf_counter()
     for epoch in range(1, p["epochs"] + 1):
         t_ep = time.perf_counter()
-        batches = make_batches(sources["train"].lengths, p["batch_size"], rng, cfg.bucket)
+        batches = make_batches(train_lengths, p["batch_size"], rng, cfg.bucket)
+        model.eval()
+        for m in job.train_modules:
+            m.train()
         with _tqdm(cfg, total=len(batches), desc=f"epoch {epoch}/{p['epochs']}", unit="batch") as bar:
-            tr, rows = train_one_epoch(head, sources["train"], labels["train"], batches, optimizer,
-                                       cfg.grad_clip, epoch, step, bar)
+            tr, rows = train_one_epoch(job.forward, job.inputs["train"], labels["train"], batches, optimizer,
+                                       cfg.grad_clip, epoch, step, bar, scheduler=scheduler, params=job.params)
         step += len(rows)
         history += rows
-        dev = evaluate_states(head, sources["dev"], labels["dev"])
+        model.eval()
+        for m in job.train_modules:
+            m.eval()
+        dev = evaluate_states(job.forward, job.inputs["dev"], labels["dev"])
         row = {"epoch": epoch, **tr, "dev_loss": dev["loss"], "dev_accuracy": dev["accuracy"],
                "seconds": time.perf_counter() - t_ep}
         epochs.append(row)
         if dev["accuracy"] > best_acc:
             best_acc, best_epoch = dev["accuracy"], epoch
-            best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
+            params = dict(model.named_parameters())
+            best_state = {n: params[n].detach().clone() for n in trainable_names}
         log(cfg, f"epoch {epoch:>2}: train loss {tr['train_loss']:.4f} acc {tr['train_accuracy']:.4f} | "
                  f"dev loss {dev['loss']:.4f} acc {dev['accuracy']:.4f} | {row['seconds']:.1f} s")
     train_seconds = time.perf_counter() - t_train
-    head.load_state_dict(best_state)
-    dev = evaluate_states(head, sources["dev"], labels["dev"])
-    test = evaluate_states(head, sources["test"], labels["test"])
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for n, v in best_state.items():
+            params[n].copy_(v)
+    del best_state
+    if job.finish is not None:
+        job.finish()
+    model.eval()
+    if job.finish is not None:  # the model changed form: score what is saved, end to end
+        final = {k: TokenBatches(backbone.tokenizer, s.texts, p["max_length"]) for k, s in splits.items()}
+        forward = model
+    else:
+        final, forward = job.inputs, job.forward
+    dev = evaluate_states(forward, final["dev"], labels["dev"])
+    test = evaluate_states(forward, final["test"], labels["test"])
     test_acc = test.get("accuracy")
     log(cfg, f"best epoch {best_epoch}: dev accuracy {dev['accuracy']:.4f} | test accuracy "
              f"{'n/a (unlabelled)' if test_acc is None else f'{test_acc:.4f}'}")
@@ -282,12 +534,13 @@ def _train_efficient(cfg, p, splits, run_dir: Path, threads: int, t_start: float
     model.save(run_dir / "model")
     total_seconds = time.perf_counter() - t_start
     metrics = {
-        "model": "efficient",
-        "preset": cfg.preset,
+        "model": cfg.model,
+        "preset": spec["preset"],
         "backbone": cfg.backbone,
         "data": str(data_dir),
         "trainable_params": trainable,
         "total_params": total,
+        **job.extra,
         "epochs": p["epochs"],
         "best_epoch": best_epoch,
         "dev_accuracy": dev["accuracy"],
@@ -297,10 +550,11 @@ def _train_efficient(cfg, p, splits, run_dir: Path, threads: int, t_start: float
         "train_size": len(splits["train"]),
         "dev_size": len(splits["dev"]),
         "test_size": len(splits["test"]),
+        "max_length": p["max_length"],
         "truncated_sentences": truncated,
-        "cache": cfg.cache,
-        "cache_hits": cache_hits,
-        "cache_seconds": round(cache_seconds, 3),
+        "cache": cfg.cache if cfg.model in ("efficient", "partial") else None,
+        "cache_hits": job.cache_hits,
+        "cache_seconds": round(job.cache_seconds, 3),
         "train_seconds": round(train_seconds, 3),
         "seconds_per_epoch": round(train_seconds / p["epochs"], 3),
         "total_seconds": round(total_seconds, 3),
