@@ -45,11 +45,11 @@ def to_dict(cfg) -> dict:
 PRESETS: dict[str, dict] = {
     "seed": dict(
         layers=[-1], proj_size=256, lstm_size=256, bidirectional=False, pooling="last", dropout=0.1,
-        epochs=10, batch_size=128, lr=1e-3,
+        epochs=10, batch_size=128, lr=1e-3, schedule="constant", warmup_ratio=0.0, weight_decay=0.0,
     ),
     "improved": dict(
         layers="all", proj_size=256, lstm_size=128, bidirectional=True, pooling="maxmean",
-        dropout=0.1, epochs=10, batch_size=128, lr=1e-3,
+        dropout=0.1, epochs=10, batch_size=128, lr=1e-3, schedule="constant", warmup_ratio=0.0, weight_decay=0.0,
     ),
 }
 DEFAULT_PRESET = "improved"
@@ -60,12 +60,12 @@ EFFICIENT_MAX_LENGTH = 128
 # ``vanilla`` trains every encoder weight; ``partial`` only the top ``--unfreeze`` layers (the lower
 # ones are frozen and their states come from the feature cache); ``lora`` trains low-rank adapters.
 FINETUNE: dict[str, dict] = {
-    "vanilla": dict(epochs=3, batch_size=32, lr=1e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                    weight_decay=0.01),
+    "vanilla": dict(epochs=3, batch_size=32, lr=5e-5, dropout=0.1, max_length=64, warmup_ratio=0.1,
+                    weight_decay=0.01, schedule="linear"),
     "partial": dict(epochs=3, batch_size=32, lr=1e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                    weight_decay=0.01),
+                    weight_decay=0.01, schedule="linear"),
     "lora": dict(epochs=3, batch_size=32, lr=5e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                 weight_decay=0.01),
+                 weight_decay=0.01, schedule="linear"),
 }
 MODELS = ("efficient", *FINETUNE)
 LORA_TARGETS = ["query", "key", "value", "output.dense", "intermediate.dense"]
@@ -86,8 +86,15 @@ class TrainConfig:
     batch_size: int | None = opt(None, "training batch size (default: the preset's)")
     lr: float | None = opt(None, "peak learning rate (default: the preset's or model's)")
     dropout: float | None = opt(None, "head dropout (default: the preset's or model's)")
-    warmup_ratio: float | None = opt(None, "fine-tuned models: share of steps with linear warm-up (default: 0.1)")
-    weight_decay: float | None = opt(None, "fine-tuned models: AdamW weight decay (default: 0.01)")
+    schedule: str | None = opt(None, "learning rate schedule: constant, or linear warm-up then linear decay to 0 "
+                                     "(default: constant for the efficient head, linear for fine-tuned models)",
+                               choices=["constant", "linear"])
+    warmup_ratio: float | None = opt(None, "share of steps with linear warm-up under the linear schedule "
+                                           "(default: 0 efficient, 0.1 fine-tuned)")
+    weight_decay: float | None = opt(None, "decoupled weight decay, not on biases and LayerNorm "
+                                           "(default: 0 efficient, 0.01 fine-tuned)")
+    proj_size: int | None = opt(None, "efficient head: width of the linear 'reshape' (default: the preset's)")
+    lstm_size: int | None = opt(None, "efficient head: LSTM hidden size per direction (default: the preset's)")
     unfreeze: int = opt(2, "partial model: number of top encoder layers that train")
     lora_r: int = opt(8, "lora model: adapter rank")
     lora_alpha: int = opt(16, "lora model: adapter scale numerator (scale = alpha / r)")
@@ -114,7 +121,8 @@ class TrainConfig:
 
     def __post_init__(self):
         problems = choices_problems(self)
-        for name in ("epochs", "batch_size", "threads", "unfreeze", "lora_r", "lora_alpha", "seeds"):
+        for name in ("epochs", "batch_size", "threads", "unfreeze", "lora_r", "lora_alpha", "seeds", "proj_size",
+                     "lstm_size"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 problems.append(f"{name}: must be >= 1, got {v}")
@@ -148,7 +156,8 @@ class TrainConfig:
             p = dict(PRESETS[self.preset], max_length=EFFICIENT_MAX_LENGTH)
         else:
             p = dict(FINETUNE[self.model], layers=[-1])
-        for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay"):
+        for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay", "schedule",
+                     "proj_size", "lstm_size"):
             if getattr(self, name) is not None:
                 p[name] = getattr(self, name)
         if self.layers == "all":

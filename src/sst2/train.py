@@ -172,8 +172,9 @@ class FeatureReport:
     nbytes: int
 
 
-def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Split], max_length: int,
+def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Split], max_length: int | None = None,
                      dtype: str = "float16") -> tuple[dict[str, Features], FeatureReport]:
+    max_length = max_length or cfg.resolved()["max_length"]
     cache = FeatureCache(cfg.cache_dir, log=lambda m: log(cfg, m))
     t0 = time.perf_counter()
     base = {
@@ -358,21 +359,24 @@ SETUPS = {"efficient": _setup_efficient, "vanilla": _setup_finetune, "lora": _se
           "partial": _setup_partial}
 
 
-def _optimizer(job: Job, p: dict, model: str, total_steps: int):
-    """Adam without a schedule for the efficient head (the reference protocol); AdamW with linear warm-up
-    and decay, no weight decay on biases and LayerNorm weights, for the fine-tuned models."""
-    if model == "efficient":
-        return torch.optim.Adam(job.params, lr=p["lr"]), None
+def _optimizer(job: Job, p: dict, total_steps: int):
+    """Adam (AdamW when there is weight decay: none on biases and LayerNorm weights), and with the
+    linear schedule a warm-up then a linear decay to 0. The ``seed`` preset is the reference protocol:
+    Adam at a constant learning rate."""
+    names = {id(q): n for n, q in job.model.named_parameters()}
+    if p["weight_decay"]:
+        no_decay = [q for q in job.params if q.ndim < 2 or "LayerNorm" in names.get(id(q), "")]
+        skip = {id(q) for q in no_decay}
+        groups = [{"params": [q for q in job.params if id(q) not in skip], "weight_decay": p["weight_decay"]},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        opt = torch.optim.AdamW(groups, lr=p["lr"])
+    else:
+        opt = torch.optim.Adam(job.params, lr=p["lr"])
+    if p["schedule"] == "constant":
+        return opt, None
     from transformers import get_linear_schedule_with_warmup
 
-    names = {id(q): n for n, q in job.model.named_parameters()}
-    no_decay = [q for q in job.params if q.ndim < 2 or "LayerNorm" in names.get(id(q), "")]
-    skip = {id(q) for q in no_decay}
-    decay = [q for q in job.params if id(q) not in skip]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": p["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=p["lr"])
-    sched = get_linear_schedule_with_warmup(opt, int(p["warmup_ratio"] * total_steps), total_steps)
-    return opt, sched
+    return opt, get_linear_schedule_with_warmup(opt, int(p["warmup_ratio"] * total_steps), total_steps)
 
 
 # --- the command -----------------------------------------------------------------------------------
@@ -481,7 +485,7 @@ def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Pat
     rng = np.random.default_rng(cfg.seed)
     train_lengths = job.inputs["train"].lengths
     steps_per_epoch = -(-len(train_lengths) // p["batch_size"])
-    optimizer, scheduler = _optimizer(job, p, cfg.model, steps_per_epoch * p["epochs"])
+    optimizer, scheduler = _optimizer(job, p, steps_per_epoch * p["epochs"])
     trainable_names = [n for n, q in model.named_parameters() if q.requires_grad]
     history, epochs = [], []
     best_acc, best_epoch, best_state = -1.0, 0, None
