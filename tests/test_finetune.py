@@ -135,3 +135,20 @@ def test_seeds_write_one_run_per_seed_and_a_summary(tiny_backbone_dir, tiny_data
     # different seeds give different training runs
     hist = {(run / f"seed-{k}" / "history.csv").read_text() for k in (5, 6, 7)}
     assert len(hist) == 3
+
+
+@pytest.mark.parametrize("model", ["vanilla", "partial", "lora"])
+def test_every_model_type_serves_through_classifier_and_onnx(model, tiny_backbone_dir, tiny_data_dir, tmp_path):
+    from sst2.cli import main
+    from sst2.export import FP32_TOLERANCE, PARITY_SENTENCES
+    from sst2.inference import Classifier
+
+    train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model=model, epochs=1, unfreeze=1))
+    model_dir = tmp_path / "run" / "model"
+    ref = SentimentModel.load(model_dir).predict_logits(PARITY_SENTENCES)
+    clf = Classifier.load(model_dir, threads=1)
+    np.testing.assert_allclose(clf.predict_logits(PARITY_SENTENCES), ref.numpy(), atol=1e-5)
+    assert main(["export", "--model-dir", str(model_dir), "--quiet", "--threads", "1"]) == 0
+    onnx = Classifier.load(model_dir, runtime="onnx", threads=1).predict(PARITY_SENTENCES)
+    diff = np.abs(np.array([p.positive_prob for p in onnx]) - torch.sigmoid(ref).numpy())
+    assert diff.max() < FP32_TOLERANCE
