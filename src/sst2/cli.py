@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("sst2.config:PredictConfig", "sst2.predict:predict", "classify texts; writes JSON lines"),
     "export": ("sst2.config:ExportConfig", "sst2.export:export", "export the model to ONNX (--int8: also int8)"),
     "serve": ("sst2.config:ServeConfig", "sst2.serve:serve", "serve predictions over an HTTP JSON API"),
+    "compare": ("sst2.config:CompareConfig", "sst2.compare:compare",
+                "compare finished runs: table and plot of cost and accuracy, inference timed"),
 }
 
 

@@ -328,3 +328,37 @@ class BenchConfig:
             "fit_from": self.fit_from,
             "device": self.device,
         }
+
+
+@dataclass
+class CompareConfig:
+    runs: list[str] = opt([], "run directories written by 'sst2 train' (single runs or --seeds runs)",
+                          positional=True)
+    out: str = opt("runs/compare", "folder for compare.md, compare.json and compare.png (files are replaced)")
+    labels: list[str] | None = opt(None, "row names, one per run directory (default: model and preset)")
+    latency: bool = opt(True, "measure inference ms per sentence at batch 1 and batch --batch-size on the saved "
+                              "models (--no-latency: only read the runs' metrics)")
+    data: str | None = opt(None, "data folder whose dev.tsv sentences are timed (default: $SST2_DATA, "
+                                 "else ../shared/data/sst2-sentences)")
+    runtime: str = opt("torch", "inference runtime for the timing (onnx / onnx-int8 need 'sst2 export' first)",
+                       choices=RUNTIME_CHOICES)
+    calls: int = opt(200, "batch-1 timing: number of dev sentences, each one call")
+    warmup: int = opt(20, "batch-1 timing: warm-up calls")
+    batch_size: int = opt(64, "batched timing: batch size")
+    repeats: int = opt(3, "batched timing: passes over the dev sentences (the median is reported)")
+    threads: int | None = opt(None, "intra-op threads (default: torch's choice)")
+    quiet: bool = opt(False, "do not print the table")
+
+    def __post_init__(self):
+        problems = choices_problems(self)
+        if not self.runs:
+            problems.append("runs: give at least one run directory")
+        if self.labels is not None and len(self.labels) != len(self.runs):
+            problems.append(f"labels: give one per run directory ({len(self.runs)}), got {len(self.labels)}")
+        for name in ("calls", "batch_size", "repeats", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                problems.append(f"{name}: must be >= 1, got {v}")
+        if self.warmup < 0:
+            problems.append(f"warmup: must be >= 0, got {self.warmup}")
+        check(problems, "compare")

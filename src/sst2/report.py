@@ -38,3 +38,53 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_compare(rows: list[dict], out: str | Path, batch_size: int = 64) -> Path:
+    """``compare.png``: dev and test accuracy (± std over seeds), training time, inference time per sentence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [r["label"] for r in rows]
+    y = np.arange(len(rows))
+    timed = [r for r in rows if "b1_ms_p50" in r]
+    fig, axes = plt.subplots(1, 3 if timed else 2, figsize=(15 if timed else 10, 1.2 + 0.6 * len(rows)),
+                             sharey=True)
+
+    def val(r, key):
+        v = r.get(key)
+        return np.nan if v is None else v
+
+    ax = axes[0]
+    h = 0.38
+    for off, split in ((-h / 2, "dev"), (h / 2, "test")):
+        ax.barh(y + off, [val(r, f"{split}_accuracy_mean") for r in rows], h,
+                xerr=[val(r, f"{split}_accuracy_std") or 0 for r in rows], label=split, capsize=3)
+    accs = [val(r, k) for r in rows for k in ("dev_accuracy_mean", "test_accuracy_mean")]
+    lo = np.nanmin(accs) if not np.all(np.isnan(accs)) else 0.5
+    ax.set_xlim(max(0.0, np.floor((lo - 0.03) * 50) / 50), 1.0)
+    ax.set(title="Accuracy (mean ± std over seeds)", xlabel="accuracy", yticks=y, yticklabels=labels)
+    ax.legend(loc="lower right")
+
+    ax = axes[1]
+    ax.barh(y, [val(r, "train_seconds_mean") for r in rows], 0.6, xerr=[val(r, "train_seconds_std") or 0 for r in rows],
+            capsize=3, color="tab:gray")
+    ax.set(title="Training time (training loop)", xlabel="seconds")
+
+    if timed:
+        ax = axes[2]
+        key = f"b{batch_size}_ms_per_sentence_p50"
+        ax.barh(y - h / 2, [val(r, "b1_ms_p50") for r in rows], h, label="batch 1")
+        ax.barh(y + h / 2, [val(r, key) for r in rows], h, label=f"batch {batch_size}")
+        ax.set(title="Inference time per sentence (median)", xlabel="ms per sentence")
+        ax.legend(loc="lower right")
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

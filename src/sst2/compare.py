@@ -1,0 +1,265 @@
+"""``sst2 compare RUN_DIR...``: one table and one plot from finished run directories.
+
+A run directory is either a single run (``RUN/metrics.json``) or a multi-seed run written by
+``sst2 train --seeds N`` (``RUN/seed-S/metrics.json``), whose rows show mean ± sample standard
+deviation over the seeds. Training figures (parameters, time, memory, accuracy) are read from the
+runs' ``metrics.json``; inference latency is measured here, for every model in the same process
+and under the same conditions, on the saved ``model/`` directories (the first seed's for a
+multi-seed run) through :class:`sst2.inference.Classifier`, tokenization included:
+
+* batch 1: each of the first ``--calls`` dev sentences alone, one ``predict`` call each, after
+  warm-up calls; the median (and p90) milliseconds per call;
+* batch 64: every dev sentence, length-sorted into batches of 64; the median over ``--repeats``
+  passes of the pass time divided by the number of sentences.
+
+Writes ``compare.md`` (the table and the conditions), ``compare.json`` (one flat row per run, units
+in key names) and ``compare.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import shlex
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import CompareConfig
+from .errors import UserError
+from .report import plot_compare
+
+STATS = ("dev_accuracy", "test_accuracy", "train_seconds", "seconds_per_epoch", "total_seconds", "cache_seconds",
+         "peak_rss_mb", "best_epoch")
+
+
+class CompareError(UserError, ValueError):
+    pass
+
+
+@dataclass
+class RunSet:
+    """One row of the comparison: a run directory and the metrics of its seed(s)."""
+
+    path: Path
+    runs: list[dict]
+    model_dir: Path
+
+    @property
+    def first(self) -> dict:
+        return self.runs[0]
+
+
+def _read_metrics(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CompareError(f"{path}: cannot read run metrics ({exc})") from exc
+
+
+def load_run(path: str | os.PathLike) -> RunSet:
+    """A single run (``metrics.json``) or a multi-seed run (``seed-*/metrics.json``); errors name the path."""
+    path = Path(path)
+    if not path.exists():
+        raise CompareError(f"{path}: no such run directory")
+    if not path.is_dir():
+        raise CompareError(f"{path}: not a directory (give a run directory written by 'sst2 train')")
+    if (path / "metrics.json").is_file():
+        return RunSet(path, [_read_metrics(path / "metrics.json")], path / "model")
+    seed_dirs = sorted((p for p in path.glob("seed-*") if p.is_dir()),
+                       key=lambda p: (len(p.name), p.name))
+    if not seed_dirs:
+        hint = " (an unfinished run: training is still going or was interrupted)" if path.name.endswith(
+            ".partial") else ""
+        raise CompareError(f"{path}: not a run directory: no metrics.json and no seed-*/metrics.json{hint}")
+    missing = [p.name for p in seed_dirs if not (p / "metrics.json").is_file()]
+    if missing:
+        raise CompareError(f"{path}: incomplete multi-seed run: no metrics.json in {', '.join(missing)}")
+    runs = [_read_metrics(p / "metrics.json") for p in seed_dirs]
+    kinds = {(r.get("model"), r.get("preset"), r.get("backbone")) for r in runs}
+    if len(kinds) > 1:
+        raise CompareError(f"{path}: the seed runs are of different models: {sorted(map(str, kinds))}")
+    return RunSet(path, runs, seed_dirs[0] / "model")
+
+
+def default_label(m: dict) -> str:
+    model = m.get("model", "?")
+    if model == "efficient":
+        return f"efficient ({m.get('preset')})"
+    if model == "partial":
+        return f"partial (top {m.get('unfreeze')} layers)"
+    if model == "lora":
+        return f"LoRA (r={m.get('lora_r')})"
+    if model == "vanilla":
+        return "vanilla (full fine-tune)"
+    return str(model)
+
+
+def stat(values: list) -> dict | None:
+    """Mean, sample std (ddof=1; 0 for one value) and n; ``None`` if any value is missing."""
+    if not values or any(v is None for v in values):
+        return None
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n": len(arr)}
+
+
+def summarize(rs: RunSet, label: str) -> dict:
+    m = rs.first
+    row = {"label": label, "run": str(rs.path), "model": m.get("model"), "preset": m.get("preset"),
+           "backbone": m.get("backbone"), "seeds": [r.get("seed") for r in rs.runs], "n_seeds": len(rs.runs),
+           "trainable_params": m.get("trainable_params"), "total_params": m.get("total_params"),
+           "epochs": m.get("epochs"), "max_length": m.get("max_length"), "threads": m.get("threads")}
+    for key in STATS:
+        s = stat([r.get(key) for r in rs.runs])
+        row[f"{key}_mean"] = None if s is None else round(s["mean"], 6)
+        row[f"{key}_std"] = None if s is None else round(s["std"], 6)
+    return row
+
+
+def percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=float), q))
+
+
+def measure_inference(model_dir: Path, texts: list[str], cfg: CompareConfig) -> dict:
+    """Batch-1 ms per call over the first ``cfg.calls`` texts, and batch-64 ms per sentence over all."""
+    from .inference import Classifier
+
+    clf = Classifier.load(model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.batch_size)
+    single = texts[: cfg.calls]
+    for t in single[: cfg.warmup]:
+        clf.predict([t])
+    times = []
+    for t in single:
+        t0 = time.perf_counter()
+        clf.predict([t])
+        times.append((time.perf_counter() - t0) * 1000)
+    clf.predict_logits(texts[: cfg.batch_size * 2])  # warm-up for the larger shapes
+    per_sentence = []
+    for _ in range(cfg.repeats):
+        t0 = time.perf_counter()
+        clf.predict_logits(texts, batch_size=cfg.batch_size)
+        per_sentence.append((time.perf_counter() - t0) * 1000 / len(texts))
+    return {"b1_ms_p50": round(statistics.median(times), 3), "b1_ms_p90": round(percentile(times, 90), 3),
+            "b1_calls": len(times), f"b{cfg.batch_size}_ms_per_sentence_p50": round(statistics.median(per_sentence), 4),
+            f"b{cfg.batch_size}_sentences_per_s": round(1000 / statistics.median(per_sentence), 1)}
+
+
+def _pm(mean, std, n: int, fmt: str) -> str:
+    if mean is None:
+        return "n/a"
+    if n > 1:
+        return f"{mean:{fmt}} ± {std:{fmt}} ({n})"
+    return f"{mean:{fmt}}"
+
+
+def markdown(rows: list[dict], conditions: dict) -> str:
+    bs = conditions.get("batch_size", 64)
+    head = ["model", "trainable params", "total params", "train time (s)", "s / epoch", "whole run (s)",
+            "peak RSS (MB)", "dev accuracy", "test accuracy"]
+    if conditions.get("latency"):
+        head += ["ms / sentence, batch 1", f"ms / sentence, batch {bs}"]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for r in rows:
+        n = r["n_seeds"]
+        cells = [r["label"], f"{r['trainable_params']:,}", f"{r['total_params']:,}",
+                 _pm(r["train_seconds_mean"], r["train_seconds_std"], n, ".1f"),
+                 _pm(r["seconds_per_epoch_mean"], r["seconds_per_epoch_std"], 1, ".1f"),
+                 _pm(r["total_seconds_mean"], r["total_seconds_std"], 1, ".1f"),
+                 f"{r['peak_rss_mb_max']:,.0f}" if r.get("peak_rss_mb_max") is not None else "n/a",
+                 _pm(r["dev_accuracy_mean"], r["dev_accuracy_std"], n, ".4f"),
+                 _pm(r["test_accuracy_mean"], r["test_accuracy_std"], n, ".4f")]
+        if conditions.get("latency"):
+            if "inference_error" in r:
+                cells += ["error", "error"]
+            else:
+                cells += [f"{r['b1_ms_p50']:.2f}", f"{r[f'b{bs}_ms_per_sentence_p50']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    env = conditions["environment"]
+    notes = [
+        "",
+        f"Generated by `{conditions['command']}` on {conditions['date']}.",
+        "Accuracies are fractions; with several seeds a cell reads mean ± sample std (number of seeds), and time "
+        "and memory cells are means (peak RSS: the largest). Train time is the training loop (all epochs, dev "
+        "scoring included); whole run adds start-up, frozen-feature encoding (efficient and partial models; "
+        "zero when the cache was warm) and the final evaluation and report.",
+    ]
+    if conditions.get("latency"):
+        notes.append(
+            f"Inference ({conditions['runtime']} runtime, {conditions['threads']} threads, tokenization included, "
+            f"measured in one process, one model after another): batch 1 is the median over "
+            f"{conditions['calls']} dev sentences, one call each; batch {bs} is the median over "
+            f"{conditions['repeats']} passes over the {conditions['dev_sentences']} dev sentences, length-sorted, "
+            f"per sentence.")
+    notes.append(f"{env['cpu_model']}, {env['cpu_count']} CPUs; torch {env['versions'].get('torch')}, "
+                 f"transformers {env['versions'].get('transformers')}; load average before "
+                 f"{conditions['load_average_before'][0]:.2f}.")
+    return "\n".join(lines + notes) + "\n"
+
+
+def command_line(cfg: CompareConfig) -> str:
+    parts = ["sst2", "compare", *cfg.runs]
+    if cfg.labels:
+        parts += ["--labels", *cfg.labels]
+    parts += ["--out", cfg.out]
+    if not cfg.latency:
+        parts.append("--no-latency")
+    if cfg.runtime != "torch":
+        parts += ["--runtime", cfg.runtime]
+    return shlex.join(parts)
+
+
+def compare(cfg: CompareConfig) -> dict:
+    from .data import read_split, resolve_data_dir
+    from .runtime import environment, set_threads
+
+    sets = [load_run(p) for p in cfg.runs]  # every path checked before anything is measured
+    labels = cfg.labels or [default_label(s.first) for s in sets]
+    threads = set_threads(cfg.threads)
+    conditions = {"command": command_line(cfg), "date": datetime.date.today().isoformat(),
+                  "latency": cfg.latency, "runtime": cfg.runtime, "threads": threads, "calls": cfg.calls,
+                  "warmup": cfg.warmup, "repeats": cfg.repeats, "batch_size": cfg.batch_size,
+                  "load_average_before": list(os.getloadavg()), "environment": environment()}
+    texts: list[str] = []
+    if cfg.latency:
+        dev = read_split(resolve_data_dir(cfg.data) / "dev.tsv", "dev")
+        texts = dev.texts
+        conditions["dev_sentences"] = len(texts)
+        conditions["data"] = str(dev.path)
+    rows = []
+    for rs, label in zip(sets, labels):
+        row = summarize(rs, label)
+        row["peak_rss_mb_max"] = max((r.get("peak_rss_mb") or 0 for r in rs.runs), default=None) or None
+        if cfg.latency:
+            if not cfg.quiet:
+                print(f"measuring inference: {label} ({rs.model_dir})", flush=True)
+            try:
+                row.update(measure_inference(rs.model_dir, texts, cfg))
+                row["inference_model_dir"] = str(rs.model_dir)
+            except Exception as exc:  # recorded in the table; the other runs are still measured
+                row["inference_error"] = f"{type(exc).__name__}: {exc}"
+        rows.append(row)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(rows, conditions)
+    (out / "compare.md").write_text(md)
+    (out / "compare.json").write_text(json.dumps({"conditions": conditions, "rows": rows}, indent=2,
+                                                 default=_json_default) + "\n")
+    plot_compare(rows, out / "compare.png", batch_size=cfg.batch_size)
+    if not cfg.quiet:
+        print(md, end="")
+        print(f"wrote {out}/ (compare.md, compare.json, compare.png)")
+    return {"conditions": conditions, "rows": rows}
+
+
+def _json_default(o):
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

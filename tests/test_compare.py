@@ -1,0 +1,110 @@
+import json
+
+import pytest
+
+from sst2.compare import compare, load_run
+from sst2.config import CompareConfig, ConfigError
+from sst2.errors import UserError
+
+
+def fake_run(path, model="efficient", seed=0, dev=0.86, test=0.85, train_seconds=50.0, **extra):
+    """A finished run directory as far as compare needs it: metrics.json (and an empty model/)."""
+    path.mkdir(parents=True)
+    (path / "model").mkdir()
+    m = {"model": model, "preset": "improved" if model == "efficient" else None, "backbone": "all-MiniLM-L6-v2",
+         "trainable_params": 494_345 if model == "efficient" else 22_713_601, "total_params": 23_207_641,
+         "epochs": 10, "best_epoch": 3, "dev_accuracy": dev, "test_accuracy": test, "cache_seconds": 1.5,
+         "train_seconds": train_seconds, "seconds_per_epoch": train_seconds / 10, "total_seconds": train_seconds + 9,
+         "peak_rss_mb": 1100.0 + seed, "seed": seed, "max_length": 64, "threads": 2, **extra}
+    (path / "metrics.json").write_text(json.dumps(m))
+    return path
+
+
+@pytest.fixture
+def runs(tmp_path):
+    single = fake_run(tmp_path / "efficient")
+    multi = tmp_path / "vanilla"
+    for seed, dev, test, secs in ((0, 0.88, 0.89, 200.0), (1, 0.89, 0.90, 210.0), (2, 0.90, 0.88, 220.0)):
+        fake_run(multi / f"seed-{seed}", model="vanilla", seed=seed, dev=dev, test=test, train_seconds=secs)
+    (multi / "summary.json").write_text("{}")
+    return single, multi
+
+
+def test_compare_renders_a_table_from_single_and_multi_seed_runs(runs, tmp_path):
+    single, multi = runs
+    out = tmp_path / "cmp"
+    result = compare(CompareConfig(runs=[str(single), str(multi)], out=str(out), latency=False, quiet=True))
+    assert sorted(p.name for p in out.iterdir()) == ["compare.json", "compare.md", "compare.png"]
+    md = (out / "compare.md").read_text()
+    lines = md.splitlines()
+    assert lines[0].startswith("| model | trainable params | total params | train time (s) |")
+    assert "ms / sentence" not in lines[0]  # --no-latency: no timing columns
+    eff, van = lines[2], lines[3]
+    assert eff.startswith("| efficient (improved) | 494,345 | 23,207,641 | 50.0 |")
+    assert "| 0.8600 | 0.8500 |" in eff
+    # mean ± sample std (n): dev 0.88/0.89/0.90 -> 0.8900 ± 0.0100; train 200/210/220 -> 210.0 ± 10.0
+    assert van.startswith("| vanilla (full fine-tune) | 22,713,601 | 23,207,641 | 210.0 ± 10.0 (3) |")
+    assert "| 0.8900 ± 0.0100 (3) | 0.8900 ± 0.0100 (3) |" in van
+    assert "| 1,102 |" in van  # peak RSS: the largest of the seeds
+    assert f"`sst2 compare {single} {multi} --out {out} --no-latency`" in md
+    saved = json.loads((out / "compare.json").read_text())
+    assert saved["rows"] == json.loads(json.dumps(result["rows"]))
+    row = saved["rows"][1]
+    assert row["n_seeds"] == 3 and row["seeds"] == [0, 1, 2]
+    assert row["dev_accuracy_mean"] == pytest.approx(0.89) and row["dev_accuracy_std"] == pytest.approx(0.01)
+
+
+def test_labels_name_the_rows(runs, tmp_path):
+    single, multi = runs
+    compare(CompareConfig(runs=[str(single), str(multi)], labels=["head", "full"], out=str(tmp_path / "c"),
+                          latency=False, quiet=True))
+    md = (tmp_path / "c" / "compare.md").read_text()
+    assert "\n| head | 494,345 |" in md and "\n| full | 22,713,601 |" in md
+
+
+def test_compare_times_inference_on_the_saved_models(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    from sst2.cli import main
+
+    run = tiny_model_dir.parent
+    out = tmp_path / "cmp"
+    code = main(["compare", str(run), str(run), "--labels", "a", "b", "--data", str(tiny_data_dir), "--out", str(out),
+                 "--calls", "5", "--warmup", "1", "--repeats", "1", "--threads", "1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| model | trainable params |" in printed and "ms / sentence, batch 64 |" in printed
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    for row in rows:
+        assert "inference_error" not in row
+        assert row["b1_calls"] == 5 and row["b1_ms_p50"] > 0 and row["b64_ms_per_sentence_p50"] > 0
+        assert row["inference_model_dir"] == str(run / "model")
+    assert (out / "compare.png").stat().st_size > 0
+
+
+def test_bad_run_directories_are_clear_errors(runs, tmp_path):
+    single, multi = runs
+    with pytest.raises(UserError, match=r"nope: no such run directory$"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "empty.partial").mkdir()
+    with pytest.raises(UserError, match=r"empty\.partial: not a run directory: no metrics\.json and no "
+                                        r"seed-\*/metrics\.json \(an unfinished run"):
+        load_run(tmp_path / "empty.partial")
+    (multi / "seed-2" / "metrics.json").unlink()
+    with pytest.raises(UserError, match=r"vanilla: incomplete multi-seed run: no metrics\.json in seed-2$"):
+        load_run(multi)
+    (single / "metrics.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"metrics\.json: cannot read run metrics"):
+        load_run(single)
+
+
+def test_compare_checks_every_path_before_measuring(runs, tmp_path):
+    single, _ = runs
+    with pytest.raises(UserError, match="missing: no such run directory"):
+        compare(CompareConfig(runs=[str(single), str(tmp_path / "missing")], out=str(tmp_path / "c"), quiet=True))
+    assert not (tmp_path / "c").exists()
+
+
+def test_compare_config_errors():
+    with pytest.raises(ConfigError, match="runs: give at least one run directory"):
+        CompareConfig(runs=[])
+    with pytest.raises(ConfigError, match=r"labels: give one per run directory \(2\), got 1"):
+        CompareConfig(runs=["a", "b"], labels=["x"])
