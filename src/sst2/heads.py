@@ -1,7 +1,8 @@
 """Trainable heads over encoder token states (the ``forward_head`` half of a model).
 
 Every head maps ``states (B, T, K, H)`` plus true ``lengths (B,)`` to one logit per sentence ``(B,)``.
-Padding positions never reach a result: the LSTM runs on packed sequences and pooling is masked.
+Padding positions never reach a result: the LSTM directions are causal over each sentence's own
+tokens (see ``LSTMHead``) and pooling is masked.
 """
 
 from __future__ import annotations

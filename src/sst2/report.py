@@ -64,8 +64,8 @@ def plot_compare(rows: list[dict], out: str | Path, batch_size: int = 64) -> Pat
         ax.barh(y + off, [val(r, f"{split}_accuracy_mean") for r in rows], h,
                 xerr=[val(r, f"{split}_accuracy_std") or 0 for r in rows], label=split, capsize=3)
     accs = [val(r, k) for r in rows for k in ("dev_accuracy_mean", "test_accuracy_mean")]
-    lo = np.nanmin(accs) if not np.all(np.isnan(accs)) else 0.5
-    ax.set_xlim(max(0.0, np.floor((lo - 0.03) * 50) / 50), 1.0)
+    lo, hi = (np.nanmin(accs), np.nanmax(accs)) if not np.all(np.isnan(accs)) else (0.5, 1.0)
+    ax.set_xlim(max(0.0, np.floor((lo - 0.03) * 50) / 50), min(1.0, np.ceil((hi + 0.03) * 50) / 50))
     ax.set(title="Accuracy (mean ± std over seeds)", xlabel="accuracy", yticks=y, yticklabels=labels)
     ax.legend(loc="lower right")
 
