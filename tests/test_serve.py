@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from sst2.errors import UserError
 from sst2.inference import Classifier, Prediction
 from sst2.serve import Limits, MicroBatcher, create_app
 
@@ -123,3 +124,16 @@ def test_micro_batcher_gathers_pending_requests(max_batch, expected):
     results = asyncio.run(run())
     assert fake.batches == expected
     assert [r[0].positive_prob for r in results] == [float(i + 1) for i in range(10)]  # each got its own
+
+
+def test_serve_binds_first_so_port_0_reports_the_real_port():
+    from sst2.serve import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        assert port > 0
+        with pytest.raises(UserError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: Address already in use$"):
+            bind_socket("127.0.0.1", port).close()
+    finally:
+        sock.close()

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from .config import ServeConfig
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,39 @@ def serve(cfg: ServeConfig) -> None:
     limits = Limits(max_texts=cfg.max_texts, max_chars=cfg.max_chars, max_batch=cfg.max_batch,
                     max_wait_ms=cfg.max_wait_ms)
     app = create_app(clf, limits)
-    print(f"sst2 serve: {cfg.model_dir} ({cfg.runtime}) on http://{cfg.host}:{cfg.port}", flush=True)
+    sock = bind_socket(cfg.host, cfg.port)  # bound here, so the address printed is the real one (port 0 too)
+    host, port = sock.getsockname()[:2]
+    print(f"sst2 serve: {cfg.model_dir} ({cfg.runtime}) on http://{_url_host(host)}:{port}", flush=True)
     # Keep-alive longer than uvicorn's 5 s default: under load a client may reuse a pooled connection
     # just as the server closes it, which surfaces as a connection error.
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False,
-                timeout_keep_alive=30)
+    config = uvicorn.Config(app, log_level=cfg.log_level, access_log=False, timeout_keep_alive=30)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+class ServeError(UserError, OSError):
+    pass
+
+
+def bind_socket(host: str, port: int):
+    """A listening TCP socket on ``host:port`` (0 = a free port chosen by the OS)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from exc
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
