@@ -64,6 +64,10 @@ def test_changed_key_misses_and_same_key_hits(tiny_backbone_dir, tiny_data_dir, 
     _, other_len = prepare_features(TrainConfig(cache_dir=str(tmp_path), max_length=16, quiet=True), bb, splits)
     assert not any(other_len.hits.values())
 
+    _, other_text = prepare_features(TrainConfig(cache_dir=str(tmp_path), max_length=32, quiet=True, normalize="none"),
+                                     bb, splits)
+    assert not any(other_text.hits.values())
+
     bb2 = Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
     _, other_layers = prepare_features(cfg, bb2, splits)
     assert not any(other_layers.hits.values())

@@ -178,3 +178,25 @@ def test_cli_end_to_end(tiny_backbone_dir, tiny_data_dir, tmp_path):
     assert m["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["dev_accuracy"])
     bad = subprocess.run(cmd[:-2] + ["--data", str(tmp_path / "missing")], capture_output=True, text=True)
     assert bad.returncode == 2 and "sst2 train: error: " in bad.stderr and "data folder not found" in bad.stderr
+
+
+def test_layer_mix_learns_at_its_own_rate(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    """The mix weights get mix_lr_scale x lr (they barely move at the head's rate); nothing else does."""
+    from sst2.data import load_splits
+    from sst2.train import _optimizer, _setup_efficient
+
+    cfg = tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, mix_lr_scale=30.0, lr=1e-3, weight_decay=0.01)
+    p = cfg.resolved()
+    job = _setup_efficient(cfg, p, load_splits(tiny_data_dir))
+    opt, _ = _optimizer(job, p, total_steps=10)
+    names = {id(q): n for n, q in job.model.named_parameters()}
+    by_name = {names[id(q)]: g for g in opt.param_groups for q in g["params"]}
+    assert set(by_name) == {n for n, q in job.model.named_parameters() if q.requires_grad}
+    # initial_lr: the peak rate (the schedule's warm-up starts every group at 0)
+    assert by_name["head.mix.weights"]["initial_lr"] == by_name["head.mix.gamma"]["initial_lr"] == pytest.approx(3e-2)
+    assert by_name["head.mix.weights"]["weight_decay"] == 0.0
+    assert by_name["head.proj.weight"]["initial_lr"] == 1e-3 and by_name["head.proj.weight"]["weight_decay"] == 0.01
+    assert by_name["head.proj.bias"]["weight_decay"] == 0.0
+    assert TrainConfig(preset="improved").resolved()["mix_lr_scale"] == 30.0
+    with pytest.raises(ConfigError, match="mix_lr_scale: must be > 0, got 0"):
+        TrainConfig(mix_lr_scale=0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import UserError
+from .text import NORMALIZERS
 
 
 class ConfigError(UserError, ValueError):
@@ -48,10 +49,12 @@ PRESETS: dict[str, dict] = {
     "seed": dict(
         layers=[-1], proj_size=256, lstm_size=256, bidirectional=False, pooling="last", dropout=0.1,
         epochs=10, batch_size=128, lr=1e-3, schedule="constant", warmup_ratio=0.0, weight_decay=0.0,
+        mix_lr_scale=1.0,
     ),
     "improved": dict(
         layers="all", proj_size=128, lstm_size=128, bidirectional=True, pooling="maxmean",
         dropout=0.1, epochs=8, batch_size=128, lr=1e-3, schedule="linear", warmup_ratio=0.1, weight_decay=0.0,
+        mix_lr_scale=30.0,
     ),
 }
 DEFAULT_PRESET = "improved"
@@ -99,6 +102,11 @@ class TrainConfig:
                                            "(default: 0 efficient, 0.01 fine-tuned)")
     proj_size: int | None = opt(None, "efficient head: width of the linear 'reshape' (default: the preset's)")
     lstm_size: int | None = opt(None, "efficient head: LSTM hidden size per direction (default: the preset's)")
+    mix_lr_scale: float | None = opt(None, "efficient head: learning rate of the layer-mix weights as a multiple of "
+                                           "--lr (default: the preset's)")
+    normalize: str = opt("ptb", "text normalization before tokenization: 'ptb' turns the treebank's tokenized text "
+                                "(-lrb-, \\/, `` '', does n't) back into ordinary text; 'none' keeps it as it is",
+                         choices=list(NORMALIZERS))
     unfreeze: int = opt(2, "partial model: number of top encoder layers that train")
     lora_r: int = opt(8, "lora model: adapter rank")
     lora_alpha: int = opt(16, "lora model: adapter scale numerator (scale = alpha / r)")
@@ -136,6 +144,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not 0 <= v < 1:
                 problems.append(f"{name}: must be in [0, 1), got {v}")
+        if self.mix_lr_scale is not None and not self.mix_lr_scale > 0:
+            problems.append(f"mix_lr_scale: must be > 0, got {self.mix_lr_scale}")
         if self.weight_decay is not None and self.weight_decay < 0:
             problems.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
         if self.grad_clip < 0:
@@ -159,9 +169,10 @@ class TrainConfig:
         if self.model == "efficient":
             p = dict(PRESETS[self.preset], max_length=EFFICIENT_MAX_LENGTH)
         else:
-            p = dict(FINETUNE[self.model], layers=[-1])
+            p = dict(FINETUNE[self.model], layers=[-1], mix_lr_scale=1.0)
+        p["normalize"] = self.normalize
         for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay", "schedule",
-                     "proj_size", "lstm_size"):
+                     "proj_size", "lstm_size", "mix_lr_scale"):
             if getattr(self, name) is not None:
                 p[name] = getattr(self, name)
         if self.layers == "all":

@@ -19,6 +19,7 @@ import numpy as np
 
 from .data import LABEL_NAMES
 from .errors import UserError
+from .text import normalize_texts
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -136,8 +137,9 @@ class Classifier:
     """``Classifier.load(model_dir, runtime=...)``; ``predict(texts) -> list[Prediction]`` in input order."""
 
     def __init__(self, tokenizer, runner, max_length: int, runtime: str = "torch", model_dir: str | Path = "",
-                 batch_size: int = 64):
+                 batch_size: int = 64, normalize: str = "none"):
         self.tokenizer = tokenizer
+        self.normalize = normalize  # text normalization before tokenization, as in training (sst2.text)
         self.runner = runner
         self.max_length = int(max_length)
         self.runtime = runtime
@@ -160,7 +162,8 @@ class Classifier:
 
             set_threads(threads)
             model = SentimentModel.load(model_dir)
-            return cls(model.tokenizer, TorchRunner(model), model.max_length, runtime, model_dir, batch_size)
+            return cls(model.tokenizer, TorchRunner(model), model.max_length, runtime, model_dir, batch_size,
+                       model.text_normalization)
         # The ONNX runtimes need only the tokenizer and max_length, not the PyTorch weights.
         spec_file = model_dir / SPEC_FILE
         if not spec_file.is_file():
@@ -174,12 +177,13 @@ class Classifier:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir / ENCODER_DIR, local_files_only=True)
-        max_length = json.loads(spec_file.read_text())["max_length"]
-        return cls(tokenizer, runner, max_length, runtime, model_dir, batch_size)
+        spec = json.loads(spec_file.read_text())
+        return cls(tokenizer, runner, spec["max_length"], runtime, model_dir, batch_size,
+                   spec.get("text_normalization", "none"))
 
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids (special tokens included, at most ``max_length``) and whether each text was cut."""
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length,
+        enc = self.tokenizer(normalize_texts(list(texts), self.normalize), truncation=True, max_length=self.max_length,
                              return_overflowing_tokens=True, return_attention_mask=False)
         # With overflow on, a text longer than max_length yields extra rows (its continuation);
         # the first row of each text is exactly what plain truncation gives.

@@ -3,7 +3,7 @@
 Layout of a saved model directory::
 
     model/
-      sst2_model.json     # what to build: model type, head config, layers kept, max length
+      sst2_model.json     # what to build: model type, head config, layers kept, max length, text normalization
       head.safetensors    # head weights
       encoder/            # the encoder and its tokenizer (Hugging Face save_pretrained format)
 
@@ -22,6 +22,7 @@ from torch import nn
 from .backbone import Backbone, load_backbone_parts
 from .errors import UserError
 from .heads import HeadConfig, build_head
+from .text import normalize_texts
 
 SPEC_FILE = "sst2_model.json"
 HEAD_FILE = "head.safetensors"
@@ -49,6 +50,11 @@ class SentimentModel(nn.Module):
     @property
     def max_length(self) -> int:
         return int(self.spec["max_length"])
+
+    @property
+    def text_normalization(self) -> str:
+        """Applied to every text before tokenization (``sst2.text``); older model directories: none."""
+        return self.spec.get("text_normalization", "none")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         states = self.backbone(input_ids, attention_mask)  # (B, T, K, H)
@@ -84,7 +90,8 @@ class SentimentModel(nn.Module):
     @torch.inference_mode()
     def predict_logits(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
         """Logits for ``texts`` in their order; batches are length-sorted to avoid padding work."""
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        texts = normalize_texts(list(texts), self.text_normalization)
+        enc = self.tokenizer(texts, truncation=True, max_length=self.max_length)
         ids = enc["input_ids"]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         out = torch.empty(len(ids))
