@@ -1,32 +1,26 @@
-"""Text normalization: treebank tokenization undone, the same in training and at inference."""
+"""Text normalization: one form for the treebank files and for ordinary text, in training and at inference."""
 
 import pytest
 
-from sst2.text import normalize_ptb, normalize_texts
+from sst2.text import normalize_texts, normalize_treebank
 
 
-@pytest.mark.parametrize("raw, plain", [
-    ("it 's a sharp movie about otherwise dull subjects .", "it's a sharp movie about otherwise dull subjects."),
-    ("you need n't be steeped in '50s sociology , pop culture", "you needn't be steeped in '50s sociology, pop culture"),
-    ("gets -lrb- sci-fi -rrb- rehash .", "gets (sci-fi) rehash."),
-    ("this is no `` waterboy ! ''", 'this is no "waterboy!"'),
-    ("8 1\\/2 stars , \\*\\*\\* at most", "8 1/2 stars, *** at most"),
-    ("i wan na see it , we 're gon na", "i wanna see it, we're gonna"),
-    ("ca n't , does n't , i 'm , they 'll , we 've , she 'd", "can't, doesn't, i'm, they'll, we've, she'd"),
-    ("costs $ 5 -- 10 % more", "costs $5 -- 10% more"),
+@pytest.mark.parametrize("raw, canonical", [
+    ("gets -lrb- sci-fi -rrb- rehash .", "gets ( sci-fi ) rehash ."),
+    ("this is no `` waterboy ! ''", 'this is no " waterboy ! "'),
+    ("8 1\\/2 stars , \\*\\*\\* at most", "8 1/2 stars , *** at most"),
+    ("it does n't work and it 's dull", "it does n't work and it 's dull"),  # treebank form kept
+    ("It doesn't work, I can't stand it", "It does n't work, I ca n't stand it"),  # ordinary text -> same form
+    ("it wasn’t good", "it was n't good"),  # typographic apostrophe
+    ("A gorgeous, witty movie.", "A gorgeous, witty movie."),
 ])
-def test_ptb_tokenization_is_undone(raw, plain):
-    assert normalize_ptb(raw) == plain
-
-
-@pytest.mark.parametrize("text", ["A gorgeous, witty movie.", "It doesn't work (at all)!", "5% off: $10", "  padded  "])
-def test_ordinary_text_is_left_alone_and_normalization_is_idempotent(text):
-    assert normalize_ptb(text) == text.strip()
-    assert normalize_ptb(normalize_ptb("it 's -lrb- not -rrb- bad .")) == normalize_ptb("it 's -lrb- not -rrb- bad .")
+def test_treebank_and_ordinary_text_meet_in_one_form(raw, canonical):
+    assert normalize_treebank(raw) == canonical
+    assert normalize_treebank(canonical) == canonical  # idempotent
 
 
 def test_none_keeps_texts_and_unknown_names_fail():
     texts = ["it 's -lrb- x -rrb-"]
     assert normalize_texts(texts, "none") == texts
-    with pytest.raises(ValueError, match="unknown text normalization 'nfc': choose one of none, ptb"):
+    with pytest.raises(ValueError, match="unknown text normalization 'nfc': choose one of none, treebank"):
         normalize_texts(texts, "nfc")

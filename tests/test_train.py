@@ -200,3 +200,21 @@ def test_layer_mix_learns_at_its_own_rate(tiny_backbone_dir, tiny_data_dir, tmp_
     assert TrainConfig(preset="improved").resolved()["mix_lr_scale"] == 30.0
     with pytest.raises(ConfigError, match="mix_lr_scale: must be > 0, got 0"):
         TrainConfig(mix_lr_scale=0)
+
+
+def test_layer_lr_decay_scales_each_layer_below_the_top(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    from sst2.data import load_splits
+    from sst2.train import _optimizer, _setup_finetune
+
+    cfg = tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla", lr=1e-3, layer_lr_decay=0.5)
+    p = cfg.resolved()
+    job = _setup_finetune(cfg, p, load_splits(tiny_data_dir))
+    opt, _ = _optimizer(job, p, total_steps=10)
+    names = {id(q): n for n, q in job.model.named_parameters()}
+    lr = {names[id(q)]: g["initial_lr"] for g in opt.param_groups for q in g["params"]}
+    enc = "backbone.encoder."
+    assert lr["head.fc.weight"] == lr[enc + "encoder.layer.1.output.dense.weight"] == pytest.approx(1e-3)
+    assert lr[enc + "encoder.layer.0.output.dense.weight"] == pytest.approx(5e-4)
+    assert lr[enc + "embeddings.word_embeddings.weight"] == pytest.approx(2.5e-4)
+    with pytest.raises(ConfigError, match=r"layer_lr_decay: must be in \(0, 1\], got 1.5"):
+        TrainConfig(layer_lr_decay=1.5)

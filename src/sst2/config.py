@@ -102,10 +102,14 @@ class TrainConfig:
                                            "(default: 0 efficient, 0.01 fine-tuned)")
     proj_size: int | None = opt(None, "efficient head: width of the linear 'reshape' (default: the preset's)")
     lstm_size: int | None = opt(None, "efficient head: LSTM hidden size per direction (default: the preset's)")
+    layer_lr_decay: float | None = opt(None, "fine-tuned models: each encoder layer below the top gets this factor "
+                                             "times the learning rate of the layer above it, the embeddings the "
+                                             "lowest (1 = one rate for all; default: the model's)")
     mix_lr_scale: float | None = opt(None, "efficient head: learning rate of the layer-mix weights as a multiple of "
                                            "--lr (default: the preset's)")
-    normalize: str = opt("ptb", "text normalization before tokenization: 'ptb' turns the treebank's tokenized text "
-                                "(-lrb-, \\/, `` '', does n't) back into ordinary text; 'none' keeps it as it is",
+    normalize: str = opt("treebank", "text normalization before tokenization, also applied by the saved model at "
+                                     "inference: 'treebank' undoes the treebank's escapes (-lrb-, \\/, ``) and "
+                                     "splits n't off its word as the treebank does; 'none' keeps texts as they are",
                          choices=list(NORMALIZERS))
     unfreeze: int = opt(2, "partial model: number of top encoder layers that train")
     lora_r: int = opt(8, "lora model: adapter rank")
@@ -144,6 +148,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not 0 <= v < 1:
                 problems.append(f"{name}: must be in [0, 1), got {v}")
+        if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
+            problems.append(f"layer_lr_decay: must be in (0, 1], got {self.layer_lr_decay}")
         if self.mix_lr_scale is not None and not self.mix_lr_scale > 0:
             problems.append(f"mix_lr_scale: must be > 0, got {self.mix_lr_scale}")
         if self.weight_decay is not None and self.weight_decay < 0:
@@ -167,12 +173,13 @@ class TrainConfig:
     def resolved(self) -> dict:
         """The preset (efficient) or model defaults (fine-tuned) filled in with explicit overrides."""
         if self.model == "efficient":
-            p = dict(PRESETS[self.preset], max_length=EFFICIENT_MAX_LENGTH)
+            p = dict(PRESETS[self.preset], max_length=EFFICIENT_MAX_LENGTH, layer_lr_decay=1.0)
         else:
             p = dict(FINETUNE[self.model], layers=[-1], mix_lr_scale=1.0)
+            p.setdefault("layer_lr_decay", 1.0)
         p["normalize"] = self.normalize
         for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay", "schedule",
-                     "proj_size", "lstm_size", "mix_lr_scale"):
+                     "proj_size", "lstm_size", "mix_lr_scale", "layer_lr_decay"):
             if getattr(self, name) is not None:
                 p[name] = getattr(self, name)
         if self.layers == "all":

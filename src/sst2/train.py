@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 import sys
 import time
@@ -365,6 +366,18 @@ SETUPS = {"efficient": _setup_efficient, "vanilla": _setup_finetune, "lora": _se
           "partial": _setup_partial}
 
 
+_LAYER = re.compile(r"\.layer\.(\d+)\.")
+
+
+def _depth(name: str, n_layers: int) -> int:
+    """How far below the top encoder layer a parameter sits: 0 for the top layer and the head,
+    ``n_layers`` for the embeddings (the exponent of ``layer_lr_decay``)."""
+    if ".embeddings." in name:
+        return n_layers
+    m = _LAYER.search(name)
+    return n_layers - 1 - int(m.group(1)) if m else 0
+
+
 def _optimizer(job: Job, p: dict, total_steps: int):
     """Adam (AdamW when there is weight decay: none on biases, LayerNorm weights and the layer mix), and
     with the linear schedule a warm-up then a linear decay to 0. The ``seed`` preset is the reference
@@ -376,10 +389,11 @@ def _optimizer(job: Job, p: dict, total_steps: int):
     step over MiniLM's 22.6M parameters takes 11 ms fused against 82 ms with the per-tensor loop."""
     names = {id(q): n for n, q in job.model.named_parameters()}
     grouped: dict[tuple[float, float], list[nn.Parameter]] = {}
+    n_layers = job.model.backbone.num_layers
     for q in job.params:
         name = names.get(id(q), "")
         mix = name.rpartition(".")[0].endswith("mix")
-        lr = p["lr"] * (p["mix_lr_scale"] if mix else 1.0)
+        lr = p["lr"] * (p["mix_lr_scale"] if mix else 1.0) * p["layer_lr_decay"] ** _depth(name, n_layers)
         decay = 0.0 if (mix or q.ndim < 2 or "LayerNorm" in name) else p["weight_decay"]
         grouped.setdefault((lr, decay), []).append(q)
     groups = [{"params": qs, "lr": lr, "weight_decay": decay} for (lr, decay), qs in grouped.items()]
