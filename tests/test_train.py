@@ -218,3 +218,26 @@ def test_layer_lr_decay_scales_each_layer_below_the_top(tiny_backbone_dir, tiny_
     assert lr[enc + "embeddings.word_embeddings.weight"] == pytest.approx(2.5e-4)
     with pytest.raises(ConfigError, match=r"layer_lr_decay: must be in \(0, 1\], got 1.5"):
         TrainConfig(layer_lr_decay=1.5)
+
+
+def test_sigterm_removes_the_partial_run_directory(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sst2.cli", "train", "--data", str(tiny_data_dir), "--backbone", str(tiny_backbone_dir),
+           "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "500", "--batch-size", "8",
+           "--max-length", "32", "--quiet", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    partial = tmp_path / "run.partial"
+    deadline = time.monotonic() + 60
+    while not partial.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the model set-up or training
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "sst2 train: interrupted" in err
+    assert not partial.exists() and not out.exists()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import signal
 import sys
 import types
 import typing
@@ -79,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -88,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # SIGTERM (kill, a job scheduler, CI timeouts) unwinds like Ctrl-C, so a half-written run directory
+    # is removed rather than left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     cls = args._config_cls
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
     try:
