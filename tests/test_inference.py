@@ -152,8 +152,8 @@ def test_split_padded_is_optimal_and_covers_every_row():
 
 def test_treebank_and_plain_text_give_the_same_tokens(tiny_model_dir, torch_clf):
     """The saved model records its text normalization and every runtime applies it before tokenizing."""
-    assert SentimentModel.load(tiny_model_dir).text_normalization == "treebank"
-    treebank, plain = "it 's a good film -lrb- very good -rrb- .", "it 's a good film ( very good ) ."
+    assert SentimentModel.load(tiny_model_dir).text_normalization == "contractions"
+    treebank, plain = "it does n't look like a good film .", "it doesn't look like a good film ."
     assert torch_clf.tokenize([treebank])[0] == torch_clf.tokenize([plain])[0]
     model = SentimentModel.load(tiny_model_dir)
     assert torch.equal(model.predict_logits([treebank]), model.predict_logits([plain]))

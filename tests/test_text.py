@@ -22,5 +22,14 @@ def test_treebank_and_ordinary_text_meet_in_one_form(raw, canonical):
 def test_none_keeps_texts_and_unknown_names_fail():
     texts = ["it 's -lrb- x -rrb-"]
     assert normalize_texts(texts, "none") == texts
-    with pytest.raises(ValueError, match="unknown text normalization 'nfc': choose one of none, treebank"):
+    with pytest.raises(ValueError, match="unknown text normalization .nfc.: choose one of none, contractions, treebank"):
         normalize_texts(texts, "nfc")
+
+
+@pytest.mark.parametrize("raw, canonical", [
+    ("It doesn't work, I can’t stand it", "It does n't work, I ca n't stand it"),
+    ("it does n't work -lrb- really -rrb- ``", "it does n't work -lrb- really -rrb- ``"),  # treebank text: unchanged
+])
+def test_contractions_only_splits_negations(raw, canonical):
+    assert normalize_texts([raw], "contractions") == [canonical]
+    assert normalize_texts([canonical], "contractions") == [canonical]

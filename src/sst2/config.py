@@ -108,9 +108,11 @@ class TrainConfig:
                                              "lowest (1 = one rate for all; default: the model's)")
     mix_lr_scale: float | None = opt(None, "efficient head: learning rate of the layer-mix weights as a multiple of "
                                            "--lr (default: the preset's)")
-    normalize: str = opt("treebank", "text normalization before tokenization, also applied by the saved model at "
-                                     "inference: 'treebank' undoes the treebank's escapes (-lrb-, \\/, ``) and "
-                                     "splits n't off its word as the treebank does; 'none' keeps texts as they are",
+    normalize: str = opt("contractions", "text normalization before tokenization, also applied by the saved model at "
+                                     "inference: 'contractions' splits n't off its word as the treebank does "
+                                     "(doesn't -> does n't; a no-op on the SST files, it makes user text match "
+                                     "them); 'treebank' also undoes the treebank's escapes (-lrb-, \\/, ``); "
+                                     "'none' keeps texts as they are",
                          choices=list(NORMALIZERS))
     unfreeze: int = opt(2, "partial model: number of top encoder layers that train")
     lora_r: int = opt(8, "lora model: adapter rank")

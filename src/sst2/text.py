@@ -25,14 +25,25 @@ _REPLACE = (
 _NEGATION = re.compile(r"(?<=\w)(n't)\b", re.IGNORECASE)  # "doesn't" -> "does n't"; "does n't" stays
 
 
+def split_contractions(text: str) -> str:
+    """Split ``n't`` off its word as the treebank does (``doesn't`` -> ``does n't``); idempotent.
+
+    The SST files already have this form, so on them it changes nothing; it makes ordinary text
+    (what users send to ``predict`` and ``serve``) tokenize like the training data.
+    """
+    return _NEGATION.sub(r" \1", text.replace("\u2019", "'"))
+
+
 def normalize_treebank(text: str) -> str:
     """Undo the treebank's escapes and split ``n't`` as the treebank does (module docstring); idempotent."""
     for old, new in _REPLACE:
         text = text.replace(old, new)
-    return _NEGATION.sub(r" \1", text.replace("\u2019", "'"))
+    return split_contractions(text)
 
 
-NORMALIZERS: dict[str, Callable[[str], str]] = {"none": lambda s: s, "treebank": normalize_treebank}
+NORMALIZERS: dict[str, Callable[[str], str]] = {
+    "none": lambda s: s, "contractions": split_contractions, "treebank": normalize_treebank,
+}
 
 
 def normalize_texts(texts: list[str], how: str) -> list[str]:
