@@ -101,3 +101,20 @@ def test_streamed_encode_to_disk_equals_in_memory_encode(backbone, tmp_path):
     x1, l1 = on_disk.batch(np.array([2, 1, 0]))
     x2, l2 = in_memory.batch(np.array([2, 1, 0]))
     assert torch.equal(x1, x2) and torch.equal(l1, l2)
+
+
+def test_states_file_reads_rows_straight_into_a_buffer(tmp_path):
+    from sst2.cache import StatesFile
+
+    rows = np.arange(5 * 3 * 4, dtype=np.float16).reshape(5, 3, 4)
+    f = StatesFile.create(tmp_path / "s.npy", rows.shape, np.float16)
+    f.write_rows(0, rows)
+    out = np.zeros((4, 3, 3, 4), dtype=np.float16)  # a padded batch: read into row 1's first 2 positions
+    f.read_into(2, out[1, :2])
+    assert np.array_equal(out[1, :2], rows[2:4]) and not out[0].any() and not out[1, 2].any()
+    assert np.array_equal(f[1:3], rows[1:3])
+    with pytest.raises(ValueError, match=r"read_into needs a C-contiguous float16 array of rows \(3, 4\)"):
+        f.read_into(0, np.zeros((1, 3, 4), dtype=np.float32))
+    with pytest.raises(OSError, match="short read"):
+        f.read_into(4, np.zeros((2, 3, 4), dtype=np.float16))
+    f.close()

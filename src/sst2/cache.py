@@ -109,6 +109,19 @@ class StatesFile:
             raise OSError(f"{self.path}: short read (file truncated?)")
         return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
 
+    def read_into(self, start: int, out: np.ndarray) -> None:
+        """Read rows ``start : start + len(out)`` straight into ``out`` (C-contiguous, this file's dtype).
+
+        No intermediate ``bytes`` object: reading a batch row by row that way makes thousands of
+        mid-sized allocations per epoch, which fragment the C heap (on GLUE the resident set grew to
+        2.5 GB that way)."""
+        if out.dtype != self.dtype or not out.flags.c_contiguous or out.shape[1:] != self.shape[1:]:
+            raise ValueError(f"read_into needs a C-contiguous {self.dtype} array of rows {self.shape[1:]}")
+        view = memoryview(out).cast("B")
+        n = os.preadv(self.fd, [view], self.header_bytes + start * self.row_bytes)
+        if n != len(view):
+            raise OSError(f"{self.path}: short read (file truncated?)")
+
     def __array__(self, dtype=None, copy=None):
         out = self[:]
         return out.astype(dtype) if dtype is not None else out
@@ -136,8 +149,7 @@ class Features:
         if isinstance(self.states, StatesFile):
             buf = np.zeros((len(idx), t_max, k, h), dtype=self.states.dtype)
             for row, i in enumerate(idx):
-                o, n = self.offsets[i], self.lengths[i]
-                buf[row, :n] = self.states[o : o + n]
+                self.states.read_into(int(self.offsets[i]), buf[row, : self.lengths[i]])
         else:  # in memory: one vectorized gather
             pos = np.arange(t_max)[None, :]
             rows = self.offsets[idx][:, None] + np.minimum(pos, lens[:, None] - 1)
