@@ -79,7 +79,8 @@ class StatesFile:
         return cls(path, writable=True)
 
     def write_rows(self, start: int, rows: np.ndarray) -> None:
-        data = np.ascontiguousarray(rows, dtype=self.dtype).tobytes()
+        """Write ``rows`` at row ``start``; rows already in this dtype and C-contiguous are not copied."""
+        data = memoryview(np.ascontiguousarray(rows, dtype=self.dtype)).cast("B")
         if os.pwrite(self.fd, data, self.header_bytes + start * self.row_bytes) != len(data):
             raise OSError(f"{self.path}: short write (disk full?)")
 
@@ -268,7 +269,8 @@ def encode_texts(backbone, texts: list[str], max_length: int, batch_size: int = 
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)
-            batch_states = backbone(input_ids, mask).numpy()  # (B, T, K, H)
+            # (B, T, K, H), converted once per batch rather than once per sentence
+            batch_states = backbone(input_ids, mask).numpy().astype(np_dtype, copy=False)
             for row, i in enumerate(idx):
                 write(int(offsets[i]), batch_states[row, : lengths[i]])
             if progress is not None:
