@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = variant_config(options, data=str(fold_dir), out=str(out), overwrite=True, quiet=True,
                                      cache_dir=cache, seed=f)
                 m = train(cfg)
-                row = {"variant": options, "fold": f, "seed": f, "held_out": sum(1 for _ in open(fold_dir / "dev.tsv", encoding="utf-8")) - 1,
+                row = {"variant": options, "fold": f, "seed": f, "held_out": m["dev_size"],
                        "last_epoch_accuracy": last_epoch_accuracy(out), "best_epoch_accuracy": m["dev_accuracy"],
                        "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"]}
                 results.setdefault(options, []).append((row["last_epoch_accuracy"], row["best_epoch_accuracy"]))
@@ -103,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n| variant (`sst2 train` options) | folds | held-out accuracy, last epoch | held-out accuracy, best epoch |",
           file=sys.stderr)
     print("| --- | ---: | ---: | ---: |", file=sys.stderr)
+    def cell(xs: list[float]) -> str:
+        return f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs) if len(xs) > 1 else 0.0:.4f}"
+
     for options, rows in results.items():
-        last = [r[0] for r in rows]
-        best = [r[1] for r in rows]
-        sd = (lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0)
-        print(f"| `{options or '(defaults)'}` | {len(rows)} | {statistics.mean(last):.4f} ± {sd(last):.4f} "
-              f"| {statistics.mean(best):.4f} ± {sd(best):.4f} |", file=sys.stderr)
+        print(f"| `{options or '(defaults)'}` | {len(rows)} | {cell([r[0] for r in rows])} | {cell([r[1] for r in rows])} |",
+              file=sys.stderr)
     return 0
 
 

@@ -104,11 +104,9 @@ class StatesFile:
         start, stop, step = rows.indices(self.shape[0])
         if step != 1:
             raise IndexError("only contiguous row slices are supported")
-        n = max(stop - start, 0)
-        buf = os.pread(self.fd, n * self.row_bytes, self.header_bytes + start * self.row_bytes)
-        if len(buf) != n * self.row_bytes:
-            raise OSError(f"{self.path}: short read (file truncated?)")
-        return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
+        out = np.empty((max(stop - start, 0), *self.shape[1:]), dtype=self.dtype)
+        self.read_into(start, out)
+        return out
 
     def read_into(self, start: int, out: np.ndarray) -> None:
         """Read rows ``start : start + len(out)`` straight into ``out`` (C-contiguous, this file's dtype).
