@@ -109,11 +109,8 @@ class StatesFile:
         return out
 
     def read_into(self, start: int, out: np.ndarray) -> None:
-        """Read rows ``start : start + len(out)`` straight into ``out`` (C-contiguous, this file's dtype).
-
-        No intermediate ``bytes`` object: reading a batch row by row that way makes thousands of
-        mid-sized allocations per epoch, which fragment the C heap (on GLUE the resident set grew to
-        2.5 GB that way)."""
+        """Read rows ``start : start + len(out)`` straight into ``out`` (C-contiguous, this file's dtype),
+        without an intermediate ``bytes`` copy."""
         if out.dtype != self.dtype or not out.flags.c_contiguous or out.shape[1:] != self.shape[1:]:
             raise ValueError(f"read_into needs a C-contiguous {self.dtype} array of rows {self.shape[1:]}")
         view = memoryview(out).cast("B")
