@@ -87,6 +87,37 @@ def test_onnx_fp32_matches_pytorch(exported_dir, torch_clf):
         assert diff.max() < FP32_TOLERANCE
 
 
+def _op_types(path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_export_fuses_the_encoder_and_no_fuse_keeps_the_plain_graph(exported_dir, tmp_path, torch_clf):
+    fused = _op_types(exported_dir / "model.onnx")
+    assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= fused
+    assert "Softmax" not in fused  # every attention block was fused, none left as loose ops
+    assert "QAttention" in _op_types(exported_dir / "model.int8.onnx")
+
+    plain_dir = tmp_path / "model"
+    shutil.copytree(exported_dir, plain_dir)
+    assert main(["export", "--model-dir", str(plain_dir), "--no-fuse", "--quiet", "--threads", "1"]) == 0
+    plain = _op_types(plain_dir / "model.onnx")
+    assert "Attention" not in plain and "Softmax" in plain
+    got = Classifier.load(plain_dir, runtime="onnx", threads=1).predict(SENTENCES)
+    ref = torch_clf.predict(SENTENCES)
+    assert max(abs(a.positive_prob - b.positive_prob) for a, b in zip(got, ref)) < FP32_TOLERANCE
+
+
+def test_export_leaves_the_model_attention_as_it_was(tiny_model_dir, tmp_path):
+    from sst2.export import export_onnx
+
+    model = SentimentModel.load(tiny_model_dir)
+    before = model.backbone.encoder.config._attn_implementation
+    export_onnx(model, tmp_path / "m.onnx", eager=True)
+    assert model.backbone.encoder.config._attn_implementation == before
+
+
 def test_onnx_int8_gives_valid_probabilities(exported_dir):
     assert (exported_dir / "model.int8.onnx").stat().st_size > 0
     int8 = Classifier.load(exported_dir, runtime="onnx-int8", threads=1, spin=False)  # as sst2 serve loads it
