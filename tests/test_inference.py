@@ -93,20 +93,21 @@ def _op_types(path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
-def test_export_fuses_the_encoder_and_no_fuse_keeps_the_plain_graph(exported_dir, tmp_path, torch_clf):
-    fused = _op_types(exported_dir / "model.onnx")
+def test_export_fuse_gives_onnxruntime_transformer_ops_and_the_same_predictions(exported_dir, tmp_path, torch_clf):
+    plain = _op_types(exported_dir / "model.onnx")  # the default: the plain traced graph
+    assert "Attention" not in plain and "Softmax" in plain
+
+    fused_dir = tmp_path / "model"
+    shutil.copytree(exported_dir, fused_dir)
+    assert main(["export", "--model-dir", str(fused_dir), "--fuse", "--int8", "--quiet", "--threads", "1"]) == 0
+    fused = _op_types(fused_dir / "model.onnx")
     assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= fused
     assert "Softmax" not in fused  # every attention block was fused, none left as loose ops
-    assert "QAttention" in _op_types(exported_dir / "model.int8.onnx")
-
-    plain_dir = tmp_path / "model"
-    shutil.copytree(exported_dir, plain_dir)
-    assert main(["export", "--model-dir", str(plain_dir), "--no-fuse", "--quiet", "--threads", "1"]) == 0
-    plain = _op_types(plain_dir / "model.onnx")
-    assert "Attention" not in plain and "Softmax" in plain
-    got = Classifier.load(plain_dir, runtime="onnx", threads=1).predict(SENTENCES)
-    ref = torch_clf.predict(SENTENCES)
-    assert max(abs(a.positive_prob - b.positive_prob) for a, b in zip(got, ref)) < FP32_TOLERANCE
+    assert "QAttention" in _op_types(fused_dir / "model.int8.onnx")
+    for batch_size in (1, 64):  # padding goes through the fused attention's mask
+        got = Classifier.load(fused_dir, runtime="onnx", threads=1).predict(SENTENCES + [LONG], batch_size)
+        ref = torch_clf.predict(SENTENCES + [LONG], batch_size)
+        assert max(abs(a.positive_prob - b.positive_prob) for a, b in zip(got, ref)) < FP32_TOLERANCE
 
 
 def test_export_leaves_the_model_attention_as_it_was(tiny_model_dir, tmp_path):

@@ -238,8 +238,9 @@ class PredictConfig:
 class ExportConfig:
     model_dir: str = opt("runs/efficient/model", "a saved model directory; model.onnx is written into it")
     int8: bool = opt(False, "also write model.int8.onnx (dynamic int8 quantization of the MatMul weights)")
-    fuse: bool = opt(True, "fuse the encoder into onnxruntime's transformer ops (Attention, SkipLayerNormalization, "
-                           "BiasGelu, EmbedLayerNormalization); --no-fuse keeps the plain traced graph")
+    fuse: bool = opt(False, "fuse the encoder into onnxruntime's transformer ops (Attention, SkipLayerNormalization, "
+                            "BiasGelu, EmbedLayerNormalization); measured faster or slower depending on the "
+                            "CPU's state (README), so off by default")
     per_channel: bool = opt(True, "int8: one weight scale per output channel rather than per tensor")
     reduce_range: bool = opt(False, "int8: 7-bit weights (can help accuracy on CPUs without VNNI)")
     opset: int = opt(17, "ONNX opset version")
