@@ -3,7 +3,7 @@ import torch
 import pytest
 
 from sst2.backbone import Backbone
-from sst2.cache import FeatureCache, cache_key, encode_texts
+from sst2.cache import FeatureCache, cache_key, encode_texts, token_batches
 from sst2.config import TrainConfig
 from sst2.data import load_splits
 from sst2.train import prepare_features
@@ -23,6 +23,27 @@ def test_encoded_states_match_a_single_sentence_forward(backbone):
         enc = backbone.tokenize([text], max_length=32)
         ref = backbone(enc["input_ids"], enc["attention_mask"])[0].detach().numpy()  # (T, K, H)
         np.testing.assert_allclose(f.states[f.offsets[i] : f.offsets[i] + f.lengths[i]], ref, atol=2e-3, rtol=2e-3)
+
+
+def test_encoded_states_do_not_depend_on_the_batching(backbone):
+    one_each = encode_texts(backbone, TEXTS, max_length=32, batch_tokens=1)
+    together = encode_texts(backbone, TEXTS, max_length=32)
+    np.testing.assert_allclose(one_each.states, together.states, atol=2e-3, rtol=2e-3)
+
+
+def test_token_batches_cover_every_row_once_within_the_budget():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 60, size=500)
+    lengths[7] = 200  # longer than the budget: a batch of its own
+    batches = token_batches(lengths, batch_tokens=256, max_batch=40)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(500))
+    assert np.all(np.diff(lengths[flat]) >= 0)  # sorted by length: little padding
+    assert [7] in [b.tolist() for b in batches]
+    for b in batches:
+        assert len(b) <= 40 and (len(b) == 1 or len(b) * lengths[b].max() <= 256)
+    short = token_batches(np.full(100, 4), batch_tokens=256)
+    assert [len(b) for b in short] == [64, 36]  # short rows: more of them per batch
 
 
 def test_cache_hit_equals_fresh_encode(backbone, tmp_path):

@@ -235,12 +235,32 @@ class FeatureCache:
         return self.build(key, key_fields, write)
 
 
-def encode_texts(backbone, texts: list[str], max_length: int, batch_size: int = 64, dtype: str = "float16",
-                 progress=None, out: Path | None = None) -> Features:
+def token_batches(lengths: np.ndarray, batch_tokens: int, max_batch: int | None = None) -> list[np.ndarray]:
+    """Indexes of ``lengths`` sorted by length, cut into batches of at most ``batch_tokens`` padded
+    tokens (rows x longest row; a single longer row gets a batch of its own) and ``max_batch`` rows."""
+    order = np.argsort(lengths, kind="stable")
+    batches, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while (stop < len(order) and (stop + 1 - start) * int(lengths[order[stop]]) <= batch_tokens
+               and (max_batch is None or stop - start < max_batch)):
+            stop += 1
+        batches.append(order[start:stop])
+        start = stop
+    return batches
+
+
+def encode_texts(backbone, texts: list[str], max_length: int, batch_tokens: int = 4096, dtype: str = "float16",
+                 progress=None, out: Path | None = None, batch_size: int | None = 256) -> Features:
     """Run the frozen encoder over ``texts`` (sorted by length to avoid padding) and collect states.
 
+    Batches hold at most ``batch_tokens`` padded tokens (many short sentences or a few long ones, at
+    most ``batch_size`` sentences), so every encoder call allocates buffers of about the same size.
+    With a fixed 64 sentences per batch the buffers grew with the sorted lengths and the process's
+    resident set with them: encoding GLUE's 67k phrases peaked at 2.34 GB, against 1.31 GB with
+    these defaults, which were also the fastest of those measured (README, "The frozen-feature cache").
     With ``out`` the states are written straight to that ``.npy`` file batch by batch, so memory stays
-    flat however large the data set (GLUE's 67k phrases give several GB of states).
+    flat however large the data set (GLUE's phrases give several GB of states).
     """
     np_dtype = DTYPES[dtype]
     enc = backbone.tokenizer(list(texts), truncation=True, max_length=max_length)
@@ -256,13 +276,11 @@ def encode_texts(backbone, texts: list[str], max_length: int, batch_size: int = 
     else:
         states = StatesFile.create(out, shape, np_dtype)
         write = states.write_rows
-    order = np.argsort(lengths, kind="stable")
     pad_id = backbone.tokenizer.pad_token_id or 0
     was_training = backbone.training
     backbone.eval()
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in token_batches(lengths, batch_tokens, batch_size):
             input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)
             # (B, T, K, H), converted once per batch rather than once per sentence
             batch_states = backbone(input_ids, mask).numpy().astype(np_dtype, copy=False)
