@@ -5,7 +5,9 @@ Per runtime:
   included; the first such SST-2 dev sentence), tokenization included: warm-up calls, then
   ``--calls`` timed calls; median and p90 in ms;
 * throughput at ``--batch-size`` over all SST-2 dev sentences (length-sorted batches, tokenization
-  included), the median of ``--repeats`` passes after a warm-up pass;
+  included), the median of ``--repeats`` passes after a warm-up pass; and the same with ``--workers``
+  model calls at a time, each on ``threads / workers`` threads (passes of the two set-ups alternate,
+  so their ratio is measured under the same conditions);
 * dev accuracy of the same predictions, so the int8 accuracy change is visible.
 
 Writes JSON (conditions + one flat row per runtime, units in the key names) and a markdown table.
@@ -66,31 +68,48 @@ def measure(runtime: str, args, texts: list[str], labels: list[int], sentence: s
     row.update(latency_calls=len(times), latency_median_ms=round(statistics.median(times), 3),
                latency_p90_ms=round(percentile(times, 90), 3), latency_min_ms=round(min(times), 3))
 
-    clf.predict(texts[: args.batch_size * 2])  # warm-up: allocations for larger shapes
-    rates, logits = [], None
+    setups = {1: clf}
+    if args.workers > 1:
+        setups[args.workers] = Classifier.load(args.model_dir, runtime=runtime, workers=args.workers,
+                                               threads=max(1, args.threads // args.workers),
+                                               batch_size=args.batch_size)
+    for c in setups.values():
+        c.predict(texts[: args.batch_size * 2])  # warm-up: allocations for larger shapes
+    rates: dict[int, list[float]] = {w: [] for w in setups}
+    logits = {}
     for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        logits = clf.predict_logits(texts, batch_size=args.batch_size)
-        rates.append(len(texts) / (time.perf_counter() - t0))
+        for w, c in setups.items():
+            t0 = time.perf_counter()
+            logits[w] = c.predict_logits(texts, batch_size=args.batch_size)
+            rates[w].append(len(texts) / (time.perf_counter() - t0))
     row.update(throughput_batch_size=args.batch_size, throughput_sentences=len(texts),
-               throughput_sentences_per_s=round(statistics.median(rates), 1),
-               throughput_passes_per_s=[round(r, 1) for r in rates],
-               dev_accuracy=round(float(np.mean((logits > 0).astype(int) == np.asarray(labels))), 4),
-               peak_rss_mb=peak_rss_mb())
+               throughput_sentences_per_s=round(statistics.median(rates[1]), 1),
+               throughput_passes_per_s=[round(r, 1) for r in rates[1]],
+               dev_accuracy=round(float(np.mean((logits[1] > 0).astype(int) == np.asarray(labels))), 4))
+    if args.workers > 1:
+        w = args.workers
+        if not np.array_equal(logits[w] > 0, logits[1] > 0):
+            raise SystemExit(f"{runtime}: {w} workers changed predictions")  # same model, same inputs
+        row.update(throughput_workers=w, throughput_threads_per_worker=max(1, args.threads // w),
+                   throughput_workers_sentences_per_s=round(statistics.median(rates[w]), 1),
+                   throughput_workers_passes_per_s=[round(r, 1) for r in rates[w]])
+    row["peak_rss_mb"] = peak_rss_mb()
     return row
 
 
 def markdown(rows: list[dict], conditions: dict) -> str:
     base = next((r["dev_accuracy"] for r in rows if r["runtime"] == "torch" and "dev_accuracy" in r), None)
+    workers = conditions["workers"]
     lines = ["| runtime | batch-1 latency median (ms) | p90 (ms) | batch-64 throughput (sentences/s) | "
-             "dev accuracy | vs torch (points) |", "|---|---:|---:|---:|---:|---:|"]
+             f"same, {workers} workers | dev accuracy | vs torch (points) |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['runtime']} | error: {r['error']} | | | | |")
+            lines.append(f"| {r['runtime']} | error: {r['error']} | | | | | |")
             continue
         delta = "" if base is None else f"{(r['dev_accuracy'] - base) * 100:+.2f}"
+        par = f"{r['throughput_workers_sentences_per_s']:.0f}" if "throughput_workers" in r else "–"
         lines.append(f"| {r['runtime']} | {r['latency_median_ms']:.2f} | {r['latency_p90_ms']:.2f} | "
-                     f"{r['throughput_sentences_per_s']:.0f} | {r['dev_accuracy'] * 100:.2f} | {delta} |")
+                     f"{r['throughput_sentences_per_s']:.0f} | {par} | {r['dev_accuracy'] * 100:.2f} | {delta} |")
     env = conditions["environment"]
     lines.append("")
     lines.append(f"{env['cpu_model']}, {conditions['threads']} threads, load average before "
@@ -111,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3, help="timed throughput passes over dev")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="also measure throughput with this many model calls at a time (1: skip)")
     ap.add_argument("--out", default=None, help="write JSON here (and the table beside it as .md)")
     args = ap.parse_args(argv)
     args.threads = args.threads or physical_cores()
@@ -120,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     conditions = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "model_dir": args.model_dir,
         "threads": args.threads, "calls": args.calls, "warmup": args.warmup, "repeats": args.repeats,
-        "batch_size": args.batch_size, "dev_sentences": len(dev), "load_average_before": os.getloadavg(),
+        "batch_size": args.batch_size, "workers": args.workers, "dev_sentences": len(dev), "load_average_before": os.getloadavg(),
         "environment": environment(),
     }
     rows = []

@@ -52,6 +52,20 @@ def test_predict_matches_the_reference_model_in_input_order(tiny_model_dir, torc
     np.testing.assert_allclose(one_by_one, [p.positive_prob for p in preds[:6]], atol=1e-6)
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnx-int8"])
+def test_concurrent_workers_give_the_same_predictions_in_input_order(exported_dir, runtime):
+    one = Classifier.load(exported_dir, runtime=runtime, threads=1)
+    two = Classifier.load(exported_dir, runtime=runtime, threads=1, workers=2)
+    calls = []
+    got = two.predict(SENTENCES, batch_size=4, progress=calls.append)
+    ref = one.predict(SENTENCES, batch_size=4)
+    assert [p.label for p in got] == [p.label for p in ref]
+    np.testing.assert_allclose([p.positive_prob for p in got], [p.positive_prob for p in ref], atol=1e-6)
+    assert sum(calls) == len(SENTENCES) and len(calls) >= len(SENTENCES) // 4  # one report per model call
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        Classifier.load(exported_dir, runtime=runtime, workers=0)
+
+
 def test_truncation_is_reported(torch_clf):
     short, long_ = torch_clf.predict(["good film", LONG])
     assert not short.truncated and long_.truncated
@@ -147,6 +161,16 @@ def test_cli_predict_from_file_and_stdin_agree(tiny_model_dir, tmp_path, capsys,
     monkeypatch.setattr(sys, "stdin", io.StringIO((tmp_path / "in.txt").read_text()))
     assert main(["predict", "--model-dir", str(tiny_model_dir)]) == 0
     assert _lines(capsys.readouterr().out) == from_file
+
+
+def test_cli_predict_with_workers_matches_one_worker(exported_dir, capsys):
+    args = ["predict", "--model-dir", str(exported_dir), "--runtime", "onnx", "--batch-size", "2", *SENTENCES[:7]]
+    assert main(args) == 0
+    one = _lines(capsys.readouterr().out)
+    assert main(args + ["--workers", "2"]) == 0
+    assert _lines(capsys.readouterr().out) == one
+    assert main(args + ["--workers", "0"]) == 2
+    assert "workers: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_cli_predict_errors(tiny_model_dir, tmp_path, capsys, monkeypatch):

@@ -47,7 +47,8 @@ def predict(cfg: PredictConfig) -> list[dict]:
     texts = read_texts(cfg)
     if not texts:
         raise InputError("no texts to classify (give them as arguments, with --input FILE, or on standard input)")
-    clf = Classifier.load(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.batch_size)
+    clf = Classifier.load(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.batch_size,
+                          workers=cfg.workers)
     show = progress_enabled(cfg.quiet) and len(texts) >= PROGRESS_MIN_TEXTS
     with tqdm(total=len(texts), disable=not show, unit="text", desc="predict", leave=False,
               dynamic_ncols=True) as bar:
