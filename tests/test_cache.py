@@ -74,7 +74,7 @@ def test_corrupt_entry_is_detected_and_removed(backbone, tmp_path):
     assert not cache.entry_dir(key).exists()
 
 
-def test_changed_key_misses_and_same_key_hits(tiny_backbone_dir, tiny_data_dir, tmp_path):
+def test_changed_key_misses_and_same_key_hits(tiny_backbone_dir, tiny_data_dir, tmp_path, monkeypatch):
     splits = load_splits(tiny_data_dir)
     bb = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
     cfg = TrainConfig(data=str(tiny_data_dir), cache_dir=str(tmp_path), max_length=32, quiet=True)
@@ -88,6 +88,11 @@ def test_changed_key_misses_and_same_key_hits(tiny_backbone_dir, tiny_data_dir, 
     _, other_text = prepare_features(TrainConfig(cache_dir=str(tmp_path), max_length=32, quiet=True, normalize="none"),
                                      bb, splits)
     assert not any(other_text.hits.values())
+
+    monkeypatch.setattr("sst2.train.ENCODE_BATCH_TOKENS", 128)  # other batch shapes: other last bits
+    _, other_batching = prepare_features(cfg, bb, splits)
+    assert not any(other_batching.hits.values())
+    monkeypatch.undo()
 
     bb2 = Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
     _, other_layers = prepare_features(cfg, bb2, splits)

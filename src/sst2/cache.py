@@ -30,6 +30,11 @@ from .model import pad_batch
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}
+# How the encoder batches a split (see encode_texts). Part of the cache key: the batch shapes change the
+# order of floating-point sums, so the stored fp16 states can differ in their last bit, and a run must
+# train on the same states whether its cache was cold or warm.
+ENCODE_BATCH_TOKENS = 4096
+ENCODE_BATCH_SIZE = 256
 
 
 def default_cache_dir() -> Path:
@@ -250,8 +255,9 @@ def token_batches(lengths: np.ndarray, batch_tokens: int, max_batch: int | None 
     return batches
 
 
-def encode_texts(backbone, texts: list[str], max_length: int, batch_tokens: int = 4096, dtype: str = "float16",
-                 progress=None, out: Path | None = None, batch_size: int | None = 256) -> Features:
+def encode_texts(backbone, texts: list[str], max_length: int, batch_tokens: int = ENCODE_BATCH_TOKENS,
+                 dtype: str = "float16", progress=None, out: Path | None = None,
+                 batch_size: int | None = ENCODE_BATCH_SIZE) -> Features:
     """Run the frozen encoder over ``texts`` (sorted by length to avoid padding) and collect states.
 
     Batches hold at most ``batch_tokens`` padded tokens (many short sentences or a few long ones, at

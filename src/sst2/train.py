@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .backbone import Backbone
-from .cache import FeatureCache, Features, cache_key, encode_texts
+from .cache import ENCODE_BATCH_SIZE, ENCODE_BATCH_TOKENS, FeatureCache, Features, cache_key, encode_texts
 from .config import TrainConfig, to_dict
 from .data import Split, load_splits, resolve_data_dir
 from .errors import UserError
@@ -187,6 +187,7 @@ def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Spl
         "layers": list(backbone.layers),
         "dtype": dtype,
         "text_normalization": cfg.normalize,
+        "encode_batch": {"tokens": ENCODE_BATCH_TOKENS, "sentences": ENCODE_BATCH_SIZE},
     }
     feats, hits = {}, {}
     for name, split in splits.items():
@@ -200,7 +201,8 @@ def prepare_features(cfg: TrainConfig, backbone: Backbone, splits: dict[str, Spl
             with _tqdm(cfg, total=len(split), desc=f"encode {name}", unit="sent") as bar:
                 f = cache.build(key, {**fields, "source": backbone.source, "file": str(split.path)},
                                 lambda path: encode_texts(backbone, split.texts, max_length, dtype=dtype,
-                                                          progress=bar, out=path))
+                                                          batch_tokens=ENCODE_BATCH_TOKENS,
+                                                          batch_size=ENCODE_BATCH_SIZE, progress=bar, out=path))
         feats[name] = f
     report = FeatureReport(time.perf_counter() - t0, hits, sum(f.nbytes for f in feats.values()))
     states = ", ".join(f"{k}={'hit' if v else 'miss'}" for k, v in hits.items())
