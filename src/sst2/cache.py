@@ -263,8 +263,8 @@ def encode_texts(backbone, texts: list[str], max_length: int, batch_tokens: int 
     Batches hold at most ``batch_tokens`` padded tokens (many short sentences or a few long ones, at
     most ``batch_size`` sentences), so every encoder call allocates buffers of about the same size.
     With a fixed 64 sentences per batch the buffers grew with the sorted lengths and the process's
-    resident set with them: encoding GLUE's 67k phrases peaked at 2.34 GB, against 1.31 GB with
-    these defaults, which were also the fastest of those measured (README, "The frozen-feature cache").
+    resident set with them: encoding GLUE's 67k phrases peaked at 2.36 GB, against 1.31 GB with
+    these defaults, at the same speed (README, "GLUE's memory while encoding").
     With ``out`` the states are written straight to that ``.npy`` file batch by batch, so memory stays
     flat however large the data set (GLUE's phrases give several GB of states).
     """
