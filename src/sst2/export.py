@@ -110,11 +110,11 @@ def fuse_transformer(src: str | Path, dst: str | Path, num_heads: int, hidden_si
 def quantize_int8(src: str | Path, dst: str | Path, per_channel: bool = True, reduce_range: bool = False) -> Path:
     """Dynamic int8 quantization of the MatMul weights (activations quantized on the fly).
 
-    MatMul and (fused) Attention are quantized: they hold nearly all encoder and head-projection FLOPs,
-    while the LSTM's recurrence is small and quantizing it costs accuracy for no measurable speed.
-    Per-channel scales
-    keep the accuracy of the 384-wide projections; ``reduce_range`` (7-bit weights) is only needed on
-    CPUs without VNNI where saturation of the int16 accumulation in AVX2 kernels can hurt accuracy.
+    MatMul and (with ``--fuse``) Attention are quantized: they hold nearly all encoder and
+    head-projection FLOPs, while the LSTM's recurrence is small and quantizing it costs accuracy for no
+    measurable speed. Per-channel scales keep the accuracy of the 384-wide projections; ``reduce_range``
+    (7-bit weights) is only needed on CPUs without VNNI where saturation of the int16 accumulation in
+    AVX2 kernels can hurt accuracy.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
