@@ -62,7 +62,7 @@ def eager_attention(encoder):
         encoder.set_attn_implementation(before)
 
 
-def export_onnx(model, path: str | Path, opset: int = 17, eager: bool = True) -> Path:
+def export_onnx(model, path: str | Path, opset: int = 17, eager: bool = False) -> Path:
     """Trace ``model(input_ids, attention_mask) -> logits`` into ``path`` (TorchScript exporter).
 
     The TorchScript-based exporter is used (``dynamo=False``): it handles the LSTM and the
@@ -164,7 +164,7 @@ def export(cfg: ExportConfig) -> dict:
             enc_cfg = model.backbone.encoder.config
             fused = fuse_transformer(traced, fp32, enc_cfg.num_attention_heads, enc_cfg.hidden_size)
     else:
-        export_onnx(model, fp32, cfg.opset, eager=False)
+        export_onnx(model, fp32, cfg.opset)
     check = parity(reference, Classifier(model.tokenizer, OnnxRunner(fp32, threads), model.max_length, "onnx"))
     report["files"]["onnx"] = {"path": str(fp32), "mb": round(fp32.stat().st_size / 2**20, 2),
                                "seconds": round(time.perf_counter() - t0, 2), "fused_ops": fused, "parity": check}

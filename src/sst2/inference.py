@@ -138,8 +138,10 @@ class Classifier:
 
     def __init__(self, tokenizer, runner, max_length: int, runtime: str = "torch", model_dir: str | Path = "",
                  batch_size: int = 64, normalize: str = "none", workers: int = 1):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         self.tokenizer = tokenizer
-        self.workers = max(1, int(workers))  # model calls run at once (see ``load``)
+        self.workers = workers  # model calls run at once (see ``load``)
         self.normalize = normalize  # text normalization before tokenization, as in training (sst2.text)
         self.runner = runner
         self.max_length = int(max_length)
@@ -161,8 +163,6 @@ class Classifier:
 
         if runtime not in RUNTIMES:
             raise RuntimeUnavailableError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
         if threads is None and workers > 1:
             threads = max(1, physical_cores() // workers)
         model_dir = Path(model_dir)
@@ -233,22 +233,21 @@ class Classifier:
         def run(rows: list[int]) -> tuple[list[int], np.ndarray]:
             return rows, self.runner(*self.pad([ids[i] for i in rows]))
 
+        pool = None
         if self.workers > 1 and len(calls) > 1:
             from concurrent.futures import ThreadPoolExecutor
 
             # onnxruntime sessions and torch modules in inference mode take concurrent calls, and both
             # release the GIL while they compute.
-            with ThreadPoolExecutor(min(self.workers, len(calls)), thread_name_prefix="sst2-batch") as pool:
-                results = pool.map(run, calls)
-                for rows, logits in results:
-                    out[rows] = logits
-                    if progress is not None:
-                        progress(len(rows))
-        else:
-            for rows in calls:
-                out[rows] = run(rows)[1]
+            pool = ThreadPoolExecutor(min(self.workers, len(calls)), thread_name_prefix="sst2-batch")
+        try:
+            for rows, logits in (pool.map if pool else map)(run, calls):
+                out[rows] = logits
                 if progress is not None:
                     progress(len(rows))
+        finally:
+            if pool is not None:
+                pool.shutdown()
         return out
 
     def predict_logits(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
