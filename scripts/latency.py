@@ -69,19 +69,20 @@ def measure(runtime: str, args, texts: list[str], labels: list[int], sentence: s
                latency_p90_ms=round(percentile(times, 90), 3), latency_min_ms=round(min(times), 3))
 
     setups = {1: clf}
+    threads = {1: args.threads, args.workers: max(1, args.threads // args.workers)}
     if args.workers > 1:
         setups[args.workers] = Classifier.load(args.model_dir, runtime=runtime, workers=args.workers,
-                                               threads=max(1, args.threads // args.workers),
-                                               batch_size=args.batch_size)
-    for c in setups.values():
-        c.predict(texts[: args.batch_size * 2])  # warm-up: allocations for larger shapes
+                                               threads=threads[args.workers], batch_size=args.batch_size)
     rates: dict[int, list[float]] = {w: [] for w in setups}
     logits = {}
-    for _ in range(args.repeats):
+    for rep in range(args.repeats + 1):  # pass 0 is the warm-up
         for w, c in setups.items():
+            set_threads(threads[w])  # torch's thread count is per process, not per model: set it each pass
             t0 = time.perf_counter()
             logits[w] = c.predict_logits(texts, batch_size=args.batch_size)
-            rates[w].append(len(texts) / (time.perf_counter() - t0))
+            if rep:
+                rates[w].append(len(texts) / (time.perf_counter() - t0))
+    set_threads(args.threads)
     row.update(throughput_batch_size=args.batch_size, throughput_sentences=len(texts),
                throughput_sentences_per_s=round(statistics.median(rates[1]), 1),
                throughput_passes_per_s=[round(r, 1) for r in rates[1]],
