@@ -24,6 +24,8 @@ HEADS = {
                                               bidirectional=True, pooling="maxmean")),
     "bi-last": lambda: build_head(HeadConfig(hidden_size=32, num_states=2, proj_size=16, lstm_size=8,
                                              bidirectional=True, pooling="last")),
+    "concat": lambda: build_head(HeadConfig(hidden_size=32, num_states=3, proj_size=16, lstm_size=8,
+                                            bidirectional=True, pooling="maxmean", combine="concat")),
     "linear-mean": lambda: build_head(HeadConfig(kind="linear", hidden_size=32, num_states=2, pooling="mean")),
 }
 
@@ -45,7 +47,7 @@ def test_padding_does_not_change_a_prediction(name):
     """Defect 1: the LSTM ran over padding, so the final state depended on the batch's padding."""
     torch.manual_seed(0)
     head = HEADS[name]().eval()
-    k = 3 if name == "improved" else (2 if name in ("bi-last", "linear-mean") else 1)
+    k = HEADS[name]().cfg.num_states
     x = torch.randn(4, 9, k, 32)
     lengths = torch.tensor([9, 2, 5, 7])
     alone = torch.stack([head(x[i : i + 1, : lengths[i]], lengths[i : i + 1])[0] for i in range(4)])
@@ -107,7 +109,7 @@ def test_accuracy_counts_examples_not_nominal_batches():
 def test_batch_of_one(name):
     """Defect 4: squeezing the final state broke batch size 1."""
     head = HEADS[name]()
-    k = 3 if name == "improved" else (2 if name in ("bi-last", "linear-mean") else 1)
+    k = HEADS[name]().cfg.num_states
     out = head(torch.randn(1, 6, k, 32), torch.tensor([6]))
     assert out.shape == (1,)
     out.sum().backward()

@@ -13,7 +13,7 @@ from sst2.config import ConfigError, TrainConfig
 from sst2.errors import UserError
 from sst2.heads import HeadConfig, build_head
 from sst2.model import SentimentModel
-from sst2.train import RUN_FILES, CachedStates, make_batches, train, train_one_epoch
+from sst2.train import RUN_FILES, CachedStates, TokenDropout, WeightAverage, make_batches, train, train_one_epoch
 
 from conftest import make_sentences, write_tsv
 
@@ -241,3 +241,80 @@ def test_sigterm_removes_the_partial_run_directory(tiny_backbone_dir, tiny_data_
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "sst2 train: interrupted" in err
     assert not partial.exists() and not out.exists()
+
+
+def test_weight_average_follows_the_weights_and_restores_the_trained_ones():
+    w = torch.nn.Parameter(torch.zeros(3))
+    avg = WeightAverage([w], decay=0.9)
+    with avg.applied():  # nothing averaged yet: the weights as they are
+        assert torch.equal(w.detach(), torch.zeros(3))
+    with torch.no_grad():
+        w.fill_(5.0)
+    avg.update()
+    torch.testing.assert_close(avg.averaged()[0], torch.full((3,), 5.0))  # bias-corrected: no pull towards 0
+    for n in range(2, 31):
+        with torch.no_grad():
+            w.fill_(float(n))
+        avg.update()
+    weights = torch.tensor([0.9 ** (30 - n) for n in range(1, 31)])
+    values = torch.tensor([5.0] + [float(n) for n in range(2, 31)])
+    expected = (weights * values).sum() / weights.sum()
+    torch.testing.assert_close(avg.averaged()[0], expected.expand(3))
+    assert 20.0 < expected < 30.0  # the average lags behind the weights
+    with avg.applied():
+        assert torch.equal(w.detach(), avg.averaged()[0])
+    assert torch.equal(w.detach(), torch.full((3,), 30.0))
+
+
+def test_averaged_weights_are_the_ones_scored_and_saved(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    runs = {ema: train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / str(ema), epochs=3, ema=ema))
+            for ema in (0.0, 0.9)}
+    heads = {ema: SentimentModel.load(tmp_path / str(ema) / "run" / "model").head.state_dict() for ema in runs}
+    assert any(not torch.equal(heads[0.0][k], heads[0.9][k]) for k in heads[0.0])
+    m = runs[0.9]
+    with open(tmp_path / "0.9" / "run" / "epochs.csv") as f:
+        best = list(csv.DictReader(f))[m["best_epoch"] - 1]
+    assert float(best["dev_loss"]) == pytest.approx(m["dev_loss"], abs=1e-6)
+    model = SentimentModel.load(tmp_path / "0.9" / "run" / "model")
+    from sst2.data import load_splits
+
+    dev = load_splits(tiny_data_dir)["dev"]
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model.predict_logits(dev.texts),
+                                                                torch.tensor(dev.labels, dtype=torch.float32))
+    assert loss.item() == pytest.approx(m["dev_loss"], abs=2e-3)  # fp32 encoder vs the fp16 cache
+    json_cfg = json.loads((tmp_path / "0.9" / "run" / "config.json").read_text())
+    assert json_cfg["resolved"]["ema"] == 0.9
+
+
+def test_token_dropout_removes_inner_tokens_in_order_and_keeps_the_ends():
+    lengths = torch.tensor([6, 3, 2])
+    # token j of sentence b has the value 100 * b + j + 1 in every (layer, feature) cell; padding is 0
+    states = torch.zeros(3, 6, 2, 4)
+    for b, n in enumerate(lengths.tolist()):
+        for j in range(n):
+            states[b, j] = 100 * b + j + 1
+
+    class Source:
+        def __init__(self):
+            self.lengths = lengths.numpy()
+
+        def __call__(self, idx):
+            return states[idx], lengths[idx]
+
+    idx = np.arange(3)
+    same, same_len = TokenDropout(Source(), 0.0, np.random.default_rng(0))(idx)
+    assert torch.equal(same, states) and torch.equal(same_len, lengths)
+    seen_shorter = False
+    for seed in range(20):
+        out, new_len = TokenDropout(Source(), 0.5, np.random.default_rng(seed))(idx)
+        assert out.shape[1] == int(new_len.max())
+        assert new_len[2] == 2 and torch.all(new_len >= 2) and torch.all(new_len <= lengths)
+        for b in range(3):
+            tokens = out[b, : new_len[b], 0, 0].tolist()
+            n = int(lengths[b])
+            assert tokens[0] == 100 * b + 1 and tokens[-1] == 100 * b + n  # [CLS] and [SEP] stay
+            assert tokens == sorted(tokens) and set(tokens) <= set(range(100 * b + 1, 100 * b + n + 1))
+            assert torch.all(out[b, new_len[b]:] == 0)
+            assert torch.all(out[b, : new_len[b]] == out[b, : new_len[b], :1, :1])  # rows moved whole
+        seen_shorter |= bool(new_len[0] < 6)
+    assert seen_shorter

@@ -49,12 +49,12 @@ PRESETS: dict[str, dict] = {
     "seed": dict(
         layers=[-1], proj_size=256, lstm_size=256, bidirectional=False, pooling="last", dropout=0.1,
         epochs=10, batch_size=128, lr=1e-3, schedule="constant", warmup_ratio=0.0, weight_decay=0.0,
-        mix_lr_scale=1.0,
+        mix_lr_scale=1.0, ema=0.0, token_dropout=0.0, combine="mix",
     ),
     "improved": dict(
         layers="all", proj_size=128, lstm_size=128, bidirectional=True, pooling="maxmean",
         dropout=0.1, epochs=8, batch_size=128, lr=1e-3, schedule="linear", warmup_ratio=0.1, weight_decay=0.0,
-        mix_lr_scale=30.0,
+        mix_lr_scale=30.0, ema=0.0, token_dropout=0.0, combine="mix",
     ),
 }
 DEFAULT_PRESET = "improved"
@@ -69,11 +69,11 @@ EFFICIENT_MAX_LENGTH = 128
 # layers and takes a higher rate: 3e-4 gave 0.875 dev against 0.866 at 1e-4 (seed 0; README).
 FINETUNE: dict[str, dict] = {
     "vanilla": dict(epochs=3, batch_size=32, lr=1e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                    weight_decay=0.01, schedule="linear"),
+                    weight_decay=0.01, schedule="linear", ema=0.0),
     "partial": dict(epochs=3, batch_size=32, lr=3e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                    weight_decay=0.01, schedule="linear"),
+                    weight_decay=0.01, schedule="linear", ema=0.0),
     "lora": dict(epochs=3, batch_size=32, lr=5e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                 weight_decay=0.01, schedule="linear"),
+                 weight_decay=0.01, schedule="linear", ema=0.0),
 }
 MODELS = ("efficient", *FINETUNE)
 LORA_TARGETS = ["query", "key", "value", "output.dense", "intermediate.dense"]
@@ -106,6 +106,14 @@ class TrainConfig:
     layer_lr_decay: float | None = opt(None, "fine-tuned models: each encoder layer below the top gets this factor "
                                              "times the learning rate of the layer above it, the embeddings the "
                                              "lowest (1 = one rate for all; default: the model's)")
+    ema: float | None = opt(None, "exponential moving average of the trainable weights, decay per step (0 = off); "
+                                  "dev scoring, the best-epoch choice and the saved model use the averaged "
+                                  "weights (default: the preset's or model's)")
+    combine: str | None = opt(None, "efficient head with several --layers: 'mix' sums them with learned softmax "
+                                    "weights, 'concat' projects their concatenation (default: the preset's)",
+                              choices=["mix", "concat"])
+    token_dropout: float | None = opt(None, "efficient head: in training, drop each word-piece between [CLS] and "
+                                            "[SEP] from its sentence with this probability (default: the preset's)")
     mix_lr_scale: float | None = opt(None, "efficient head: learning rate of the layer-mix weights as a multiple of "
                                            "--lr (default: the preset's)")
     normalize: str = opt("contractions", "text normalization before tokenization, also applied by the saved model at "
@@ -147,7 +155,7 @@ class TrainConfig:
                 problems.append(f"{name}: must be >= 1, got {v}")
         if self.lr is not None and not self.lr > 0:
             problems.append(f"lr: must be > 0, got {self.lr}")
-        for name in ("dropout", "lora_dropout", "warmup_ratio"):
+        for name in ("dropout", "lora_dropout", "warmup_ratio", "ema", "token_dropout"):
             v = getattr(self, name)
             if v is not None and not 0 <= v < 1:
                 problems.append(f"{name}: must be in [0, 1), got {v}")
@@ -161,6 +169,8 @@ class TrainConfig:
             problems.append(f"grad_clip: must be >= 0, got {self.grad_clip}")
         if self.max_length is not None and self.max_length < 3:
             problems.append(f"max_length: must be >= 3, got {self.max_length}")
+        if self.token_dropout and self.model != "efficient":
+            problems.append("token_dropout: only the efficient model drops tokens")
         if self.model == "lora" and not self.lora_targets:
             problems.append("lora_targets: give at least one module name")
         if self.layers is not None and self.layers != "all":
@@ -182,7 +192,7 @@ class TrainConfig:
             p.setdefault("layer_lr_decay", 1.0)
         p["normalize"] = self.normalize
         for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay", "schedule",
-                     "proj_size", "lstm_size", "mix_lr_scale", "layer_lr_decay"):
+                     "proj_size", "lstm_size", "mix_lr_scale", "layer_lr_decay", "ema", "token_dropout", "combine"):
             if getattr(self, name) is not None:
                 p[name] = getattr(self, name)
         if self.layers == "all":

@@ -25,6 +25,7 @@ class HeadConfig:
     lstm_size: int = 256
     bidirectional: bool = False
     pooling: str = "last"
+    combine: str = "mix"  # K > 1 states: "mix" = learned softmax-weighted sum; "concat" = project their concatenation
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -85,9 +86,12 @@ class LSTMHead(nn.Module):
         super().__init__()
         if cfg.pooling not in ("last", "maxmean", "mean"):
             raise ValueError(f"the lstm head supports pooling last, mean or maxmean, not {cfg.pooling!r}")
+        if cfg.combine not in ("mix", "concat"):
+            raise ValueError(f"combine must be mix or concat, not {cfg.combine!r}")
         self.cfg = cfg
-        self.mix = ScalarMix(cfg.num_states) if cfg.num_states > 1 else None
-        self.proj = nn.Linear(cfg.hidden_size, cfg.proj_size)
+        concat = cfg.combine == "concat"
+        self.mix = ScalarMix(cfg.num_states) if cfg.num_states > 1 and not concat else None
+        self.proj = nn.Linear(cfg.hidden_size * (cfg.num_states if concat else 1), cfg.proj_size)
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(cfg.proj_size, cfg.lstm_size, num_layers=1, batch_first=True)
         self.lstm_rev = (
@@ -97,7 +101,10 @@ class LSTMHead(nn.Module):
         self.fc = nn.Linear(d * (2 if cfg.pooling == "maxmean" else 1), 1)
 
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = self.mix(states) if self.mix is not None else states[:, :, 0]  # (B, T, H)
+        if self.cfg.combine == "concat":
+            x = states.flatten(2)  # (B, T, K * H)
+        else:
+            x = self.mix(states) if self.mix is not None else states[:, :, 0]  # (B, T, H)
         x = self.dropout(self.proj(x))  # (B, T, P)
         out, _ = self.lstm(x)  # (B, T, S)
         if self.lstm_rev is not None:

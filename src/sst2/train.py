@@ -21,6 +21,7 @@ import re
 import shutil
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,28 @@ class CachedStates:
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return self.features.batch(idx)
+
+
+class TokenDropout:
+    """Word dropout for training: each token between the first and the last ([CLS] and [SEP]) is removed
+    from its sentence with probability ``p`` before the head sees it. Sentences get shorter (the kept
+    tokens move up, in order); nothing is masked, so the head sees the same kind of input as at test time."""
+
+    def __init__(self, inner, p: float, rng: np.random.Generator):
+        self.inner, self.p, self.rng = inner, p, rng
+        self.lengths = inner.lengths
+
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        states, lengths = self.inner(idx)  # (B, T, K, H), (B,)
+        t = torch.arange(states.shape[1])[None, :]
+        inner = (t > 0) & (t < lengths[:, None] - 1)
+        drop = inner & torch.from_numpy(self.rng.random(tuple(inner.shape)) < self.p)
+        keep = (t < lengths[:, None]) & ~drop
+        new_lengths = keep.sum(1)
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(new_lengths.max())]
+        out = states.gather(1, order[:, :, None, None].expand(-1, -1, *states.shape[2:]))
+        out[~(t[:, : out.shape[1]] < new_lengths[:, None])] = 0
+        return out, new_lengths
 
 
 class TokenBatches:
@@ -115,12 +138,55 @@ def make_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
 
 
 # --- the loops -------------------------------------------------------------------------------------
+class WeightAverage:
+    """Exponential moving average of the trainable weights (Polyak averaging), updated after every step.
+
+    The average starts from zero and is divided by ``1 - decay ** n`` after ``n`` updates (the bias
+    correction Adam uses for its moments), so it weighs the last ``~1 / (1 - decay)`` steps from the first
+    update on, with no pull towards the initial weights. ``applied()`` swaps the averaged weights into the
+    model for scoring and saving and restores the trained ones afterwards."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float):
+        self.params = list(params)
+        self.decay = decay
+        self.updates = 0
+        self.shadow = [torch.zeros_like(q, memory_format=torch.preserve_format) for q in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        for s, q in zip(self.shadow, self.params):
+            s.lerp_(q.detach(), 1.0 - self.decay)
+
+    def averaged(self) -> list[torch.Tensor]:
+        correction = 1.0 - self.decay**self.updates
+        return [s / correction for s in self.shadow]
+
+    @contextmanager
+    def applied(self):
+        if self.updates == 0:
+            yield
+            return
+        backup = [q.detach().clone() for q in self.params]
+        with torch.no_grad():
+            for q, a in zip(self.params, self.averaged()):
+                q.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for q, b in zip(self.params, backup):
+                    q.copy_(b)
+
+
 def train_one_epoch(forward, inputs, labels: torch.Tensor, batches, optimizer, grad_clip: float, epoch: int,
-                    step: int, progress=None, scheduler=None, params=None) -> tuple[dict, list[dict]]:
+                    step: int, progress=None, scheduler=None, params=None,
+                    average: WeightAverage | None = None) -> tuple[dict, list[dict]]:
     """One pass over ``batches``: ``forward(*inputs(idx)) -> logits (B,)``; the loss applies the one sigmoid.
 
-    ``params`` are the parameters whose gradient norm is clipped (default: the optimizer's). A module
-    ``forward`` is put in training mode; for any other callable the caller sets the modes."""
+    ``params`` are the parameters whose gradient norm is clipped (default: the optimizer's); ``average``
+    is updated after every optimizer step. A module ``forward`` is put in training mode; for any other
+    callable the caller sets the modes."""
     if isinstance(forward, nn.Module):
         forward.train()
     params = list(params) if params is not None else [p for g in optimizer.param_groups for p in g["params"]]
@@ -136,6 +202,8 @@ def train_one_epoch(forward, inputs, labels: torch.Tensor, batches, optimizer, g
         if grad_clip:
             nn.utils.clip_grad_norm_(params, grad_clip)
         optimizer.step()
+        if average is not None:
+            average.update()
         if scheduler is not None:
             scheduler.step()
         step += 1
@@ -280,6 +348,7 @@ def _setup_efficient(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job
     head_cfg = HeadConfig(
         kind="lstm", hidden_size=backbone.hidden_size, num_states=len(backbone.layers), proj_size=p["proj_size"],
         dropout=p["dropout"], lstm_size=p["lstm_size"], bidirectional=p["bidirectional"], pooling=p["pooling"],
+        combine=p.get("combine", "mix"),
     )
     head = build_head(head_cfg)
     spec = _spec(cfg, p, backbone, head)
@@ -516,10 +585,15 @@ def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Pat
 
     torch.manual_seed(cfg.seed)  # same dropout stream whatever happened above
     rng = np.random.default_rng(cfg.seed)
-    train_lengths = job.inputs["train"].lengths
+    train_inputs = job.inputs["train"]
+    if p.get("token_dropout"):
+        train_inputs = TokenDropout(train_inputs, p["token_dropout"], np.random.default_rng([cfg.seed, 1]))
+    train_lengths = train_inputs.lengths
     steps_per_epoch = -(-len(train_lengths) // p["batch_size"])
     optimizer, scheduler = _optimizer(job, p, steps_per_epoch * p["epochs"])
     trainable_names = [n for n, q in model.named_parameters() if q.requires_grad]
+    average = WeightAverage(job.params, p["ema"]) if p["ema"] else None
+    scored = average.applied if average is not None else nullcontext  # the weights that are scored and saved
     history, epochs = [], []
     best_acc, best_epoch, best_state = -1.0, 0, None
     step = 0
@@ -531,21 +605,23 @@ def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Pat
         for m in job.train_modules:
             m.train()
         with _tqdm(cfg, total=len(batches), desc=f"epoch {epoch}/{p['epochs']}", unit="batch") as bar:
-            tr, rows = train_one_epoch(job.forward, job.inputs["train"], labels["train"], batches, optimizer,
-                                       cfg.grad_clip, epoch, step, bar, scheduler=scheduler, params=job.params)
+            tr, rows = train_one_epoch(job.forward, train_inputs, labels["train"], batches, optimizer,
+                                       cfg.grad_clip, epoch, step, bar, scheduler=scheduler, params=job.params,
+                                       average=average)
         step += len(rows)
         history += rows
         model.eval()
         for m in job.train_modules:
             m.eval()
-        dev = evaluate_states(job.forward, job.inputs["dev"], labels["dev"])
-        row = {"epoch": epoch, **tr, "dev_loss": dev["loss"], "dev_accuracy": dev["accuracy"],
-               "seconds": time.perf_counter() - t_ep}
-        epochs.append(row)
-        if dev["accuracy"] > best_acc:
-            best_acc, best_epoch = dev["accuracy"], epoch
-            params = dict(model.named_parameters())
-            best_state = {n: params[n].detach().clone() for n in trainable_names}
+        with scored():
+            dev = evaluate_states(job.forward, job.inputs["dev"], labels["dev"])
+            row = {"epoch": epoch, **tr, "dev_loss": dev["loss"], "dev_accuracy": dev["accuracy"],
+                   "seconds": time.perf_counter() - t_ep}
+            epochs.append(row)
+            if dev["accuracy"] > best_acc:
+                best_acc, best_epoch = dev["accuracy"], epoch
+                params = dict(model.named_parameters())
+                best_state = {n: params[n].detach().clone() for n in trainable_names}
         log(cfg, f"epoch {epoch:>2}: train loss {tr['train_loss']:.4f} acc {tr['train_accuracy']:.4f} | "
                  f"dev loss {dev['loss']:.4f} acc {dev['accuracy']:.4f} | {row['seconds']:.1f} s")
     train_seconds = time.perf_counter() - t_train
