@@ -318,3 +318,25 @@ def test_token_dropout_removes_inner_tokens_in_order_and_keeps_the_ends():
             assert torch.all(out[b, : new_len[b]] == out[b, : new_len[b], :1, :1])  # rows moved whole
         seen_shorter |= bool(new_len[0] < 6)
     assert seen_shorter
+
+
+def test_token_dropout_on_cached_states_matches_dropping_after_the_gather():
+    from sst2.cache import Features
+
+    rng = np.random.default_rng(0)
+    lengths = np.array([7, 3, 5, 2, 9])
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    feats = Features(rng.standard_normal((int(lengths.sum()), 2, 4)).astype(np.float16), lengths, offsets)
+    cached = CachedStates(feats)
+
+    class Gathered:  # the same states, through the path for states that are not cached
+        lengths = feats.lengths
+
+        def __call__(self, idx):
+            return cached(idx)
+
+    idx = np.array([4, 0, 2, 1])
+    a, la = TokenDropout(cached, 0.4, np.random.default_rng(3))(idx)
+    b, lb = TokenDropout(Gathered(), 0.4, np.random.default_rng(3))(idx)
+    assert torch.equal(la, lb) and torch.equal(a, b) and a.dtype == torch.float32
+    assert torch.any(la < torch.from_numpy(lengths[idx]))  # something was dropped

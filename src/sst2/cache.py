@@ -139,11 +139,12 @@ class Features:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx, drop: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad sentences ``idx`` to their longest: ``(B, T, K, H)`` float32 and lengths ``(B,)``.
 
         Rows are gathered in the stored dtype and widened once by torch (numpy's float16 conversion is
-        several times slower); padding positions are zeros."""
+        several times slower); padding positions are zeros. ``drop`` ``(B, T)`` bool leaves those token
+        positions out (``drop_positions``), before the widening."""
         lens = self.lengths[idx]
         t_max = int(lens.max())
         k, h = self.states.shape[1:]
@@ -156,12 +157,26 @@ class Features:
             rows = self.offsets[idx][:, None] + np.minimum(pos, lens[:, None] - 1)
             buf = self.states[rows]
             buf[pos >= lens[:, None]] = 0
+        if drop is not None:
+            buf, lens = drop_positions(buf, lens, drop)
         return torch.from_numpy(buf).float(), torch.from_numpy(lens.astype(np.int64))
 
     @property
     def nbytes(self) -> int:
         return int(self.states.nbytes)
 
+
+
+def drop_positions(x: np.ndarray, lengths: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove the positions marked in ``drop (B, T)`` from the padded batch ``x (B, T, ...)``: the kept
+    positions of each row move up in order, the rest is zero padding. Returns ``(x, new lengths)``."""
+    t = np.arange(x.shape[1])[None, :]
+    keep = (t < lengths[:, None]) & ~drop
+    new_lengths = keep.sum(1)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, : int(new_lengths.max())]
+    out = x[np.arange(len(x))[:, None], order]
+    out[t[:, : out.shape[1]] >= new_lengths[:, None]] = 0
+    return out, new_lengths
 
 
 def cache_key(**fields) -> str:

@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from .backbone import Backbone
-from .cache import ENCODE_BATCH_SIZE, ENCODE_BATCH_TOKENS, FeatureCache, Features, cache_key, encode_texts
+from .cache import (ENCODE_BATCH_SIZE, ENCODE_BATCH_TOKENS, FeatureCache, Features, cache_key, drop_positions,
+                    encode_texts)
 from .config import TrainConfig, to_dict
 from .data import Split, load_splits, resolve_data_dir
 from .errors import UserError
@@ -70,23 +71,22 @@ class CachedStates:
 class TokenDropout:
     """Word dropout for training: each token between the first and the last ([CLS] and [SEP]) is removed
     from its sentence with probability ``p`` before the head sees it. Sentences get shorter (the kept
-    tokens move up, in order); nothing is masked, so the head sees the same kind of input as at test time."""
+    tokens move up, in order); nothing is masked, so the head sees the same kind of input as at test time.
+    Cached states are dropped while still in their stored dtype, before they are widened."""
 
     def __init__(self, inner, p: float, rng: np.random.Generator):
         self.inner, self.p, self.rng = inner, p, rng
         self.lengths = inner.lengths
 
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        states, lengths = self.inner(idx)  # (B, T, K, H), (B,)
-        t = torch.arange(states.shape[1])[None, :]
-        inner = (t > 0) & (t < lengths[:, None] - 1)
-        drop = inner & torch.from_numpy(self.rng.random(tuple(inner.shape)) < self.p)
-        keep = (t < lengths[:, None]) & ~drop
-        new_lengths = keep.sum(1)
-        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, : int(new_lengths.max())]
-        out = states.gather(1, order[:, :, None, None].expand(-1, -1, *states.shape[2:]))
-        out[~(t[:, : out.shape[1]] < new_lengths[:, None])] = 0
-        return out, new_lengths
+        lengths = self.lengths[idx]
+        t = np.arange(int(lengths.max()))[None, :]
+        drop = (t > 0) & (t < lengths[:, None] - 1) & (self.rng.random((len(idx), t.shape[1])) < self.p)
+        if isinstance(self.inner, CachedStates):
+            return self.inner.features.batch(idx, drop=drop)
+        states, lens = self.inner(idx)
+        out, new_lengths = drop_positions(states.numpy(), lens.numpy(), drop)
+        return torch.from_numpy(out), torch.from_numpy(new_lengths.astype(np.int64))
 
 
 class TokenBatches:
