@@ -185,7 +185,8 @@ def test_layer_mix_learns_at_its_own_rate(tiny_backbone_dir, tiny_data_dir, tmp_
     from sst2.data import load_splits
     from sst2.train import _optimizer, _setup_efficient
 
-    cfg = tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, mix_lr_scale=30.0, lr=1e-3, weight_decay=0.01)
+    cfg = tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, mix_lr_scale=30.0, lr=1e-3, weight_decay=0.01,
+                   combine="mix")
     p = cfg.resolved()
     job = _setup_efficient(cfg, p, load_splits(tiny_data_dir))
     opt, _ = _optimizer(job, p, total_steps=10)
@@ -200,6 +201,14 @@ def test_layer_mix_learns_at_its_own_rate(tiny_backbone_dir, tiny_data_dir, tmp_
     assert TrainConfig(preset="improved").resolved()["mix_lr_scale"] == 30.0
     with pytest.raises(ConfigError, match="mix_lr_scale: must be > 0, got 0"):
         TrainConfig(mix_lr_scale=0)
+
+
+def test_default_head_projects_the_concatenated_layers(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path))  # layers -2,-1 of a 32-wide encoder
+    head = SentimentModel.load(tmp_path / "run" / "model").head
+    assert head.cfg.combine == "concat" and head.mix is None
+    assert head.proj.in_features == 2 * 32
+    assert TrainConfig().resolved()["combine"] == "concat" and TrainConfig(preset="seed").resolved()["combine"] == "mix"
 
 
 def test_layer_lr_decay_scales_each_layer_below_the_top(tiny_backbone_dir, tiny_data_dir, tmp_path):

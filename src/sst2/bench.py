@@ -214,7 +214,7 @@ def lstm_head_config(preset: str, hidden_size: int, num_states: int) -> HeadConf
     p = PRESETS[preset]
     return HeadConfig(kind="lstm", hidden_size=hidden_size, num_states=num_states, proj_size=p["proj_size"],
                       dropout=p["dropout"], lstm_size=p["lstm_size"], bidirectional=p["bidirectional"],
-                      pooling=p["pooling"])
+                      pooling=p["pooling"], combine=p["combine"])
 
 
 def vanilla_head_config(hidden_size: int) -> HeadConfig:
@@ -512,7 +512,10 @@ def _pivot(rows: list[dict], case: str, value: str, lengths: list[int]) -> list[
 
 def _describe_preset(name: str) -> str:
     p = PRESETS[name]
-    layers = "a learned mix of all hidden states" if p["layers"] == "all" else f"hidden states {p['layers']}"
+    if p["layers"] == "all":
+        layers = "all hidden states concatenated" if p["combine"] == "concat" else "a learned mix of all hidden states"
+    else:
+        layers = f"hidden states {p['layers']}"
     lstm = f"{'bidirectional ' if p['bidirectional'] else ''}LSTM {p['lstm_size']}"
     return f"{layers}, projection {p['proj_size']}, {lstm}, {p['pooling']} pooling"
 
