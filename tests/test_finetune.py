@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sst2.backbone import Backbone
-from sst2.config import TrainConfig
+from sst2.config import ConfigError, TrainConfig
 from sst2.data import load_splits
 from sst2.errors import UserError
 from sst2.model import SentimentModel
@@ -70,6 +70,26 @@ def test_partial_trains_exactly_the_top_layers_and_head(tiny_backbone_dir, tiny_
     assert changed == top  # every tensor of the top layer moved; embeddings, layer 0 and pooler did not
     assert m["trainable_params"] == sum(before[k].numel() for k in top) + 32 + 1
     assert dev_accuracy(tmp_path / "run" / "model", tiny_data_dir) == pytest.approx(m["dev_accuracy"], abs=1 / 16)
+
+
+def test_partial_with_the_lstm_head_reads_every_hidden_state(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    m = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="partial", unfreeze=1, head="lstm"))
+    before = Backbone.load(str(tiny_backbone_dir)).encoder.state_dict()
+    model = SentimentModel.load(tmp_path / "run" / "model")
+    after = model.backbone.encoder.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {k for k in before if k.startswith("encoder.layer.1.")}
+    assert model.backbone.layers == (0, 1, 2) and model.head.cfg.combine == "concat"
+    assert model.head.proj.in_features == 3 * 32
+    head_params = sum(q.numel() for q in model.head.parameters())
+    top = sum(before[k].numel() for k in before if k.startswith("encoder.layer.1."))
+    assert m["trainable_params"] == top + head_params
+    # cached states 0..1 + the trained layer in training; the whole encoder in the saved model: the same scores
+    assert dev_accuracy(tmp_path / "run" / "model", tiny_data_dir) == pytest.approx(m["dev_accuracy"], abs=1 / 16)
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
+    assert resolved["head"] == "lstm" and resolved["head_lr"] == 1e-3
+    with pytest.raises(ConfigError, match="head: only the partial model has a choice of head"):
+        TrainConfig(model="vanilla", head="lstm")
 
 
 def test_top_layers_over_lower_states_equal_the_full_encoder(tiny_backbone_dir):
@@ -137,13 +157,14 @@ def test_seeds_write_one_run_per_seed_and_a_summary(tiny_backbone_dir, tiny_data
     assert len(hist) == 3
 
 
-@pytest.mark.parametrize("model", ["vanilla", "partial", "lora"])
+@pytest.mark.parametrize("model", ["vanilla", "partial", "partial-lstm", "lora"])
 def test_every_model_type_serves_through_classifier_and_onnx(model, tiny_backbone_dir, tiny_data_dir, tmp_path):
     from sst2.cli import main
     from sst2.export import FP32_TOLERANCE, PARITY_SENTENCES
     from sst2.inference import Classifier
 
-    train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model=model, epochs=1, unfreeze=1))
+    model, _, head = model.partition("-")
+    train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model=model, epochs=1, unfreeze=1, head=head or "linear"))
     model_dir = tmp_path / "run" / "model"
     ref = SentimentModel.load(model_dir).predict_logits(PARITY_SENTENCES)
     clf = Classifier.load(model_dir, threads=1)

@@ -125,6 +125,11 @@ class TrainConfig:
                                      "'none' keeps texts as they are",
                          choices=list(NORMALIZERS))
     unfreeze: int = opt(2, "partial model: number of top encoder layers that train")
+    head: str = opt("linear", "partial model: 'linear' classifies the mean-pooled top layer (as vanilla); 'lstm' "
+                              "puts the efficient model's head over every hidden state, the cached frozen ones and "
+                              "the trained top ones", choices=["linear", "lstm"])
+    head_lr: float | None = opt(None, "learning rate of the head, if it should differ from --lr (default: --lr; "
+                                      "partial with --head lstm: 1e-3, the efficient head's rate)")
     lora_r: int = opt(8, "lora model: adapter rank")
     lora_alpha: int = opt(16, "lora model: adapter scale numerator (scale = alpha / r)")
     lora_dropout: float = opt(0.1, "lora model: dropout on the adapter input")
@@ -171,6 +176,10 @@ class TrainConfig:
             problems.append(f"grad_clip: must be >= 0, got {self.grad_clip}")
         if self.max_length is not None and self.max_length < 3:
             problems.append(f"max_length: must be >= 3, got {self.max_length}")
+        if self.head != "linear" and self.model != "partial":
+            problems.append("head: only the partial model has a choice of head")
+        if self.head_lr is not None and not self.head_lr > 0:
+            problems.append(f"head_lr: must be > 0, got {self.head_lr}")
         if self.token_dropout and self.model != "efficient":
             problems.append("token_dropout: only the efficient model drops tokens")
         if self.model == "lora" and not self.lora_targets:
@@ -192,9 +201,14 @@ class TrainConfig:
         else:
             p = dict(FINETUNE[self.model], layers=[-1], mix_lr_scale=1.0)
             p.setdefault("layer_lr_decay", 1.0)
+            if self.model == "partial":
+                p["head"] = self.head
+                if self.head == "lstm":
+                    p["head_lr"] = PRESETS[DEFAULT_PRESET]["lr"]
         p["normalize"] = self.normalize
         for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay", "schedule",
-                     "proj_size", "lstm_size", "mix_lr_scale", "layer_lr_decay", "ema", "token_dropout", "combine"):
+                     "proj_size", "lstm_size", "mix_lr_scale", "layer_lr_decay", "ema", "token_dropout", "combine",
+                     "head_lr"):
             if getattr(self, name) is not None:
                 p[name] = getattr(self, name)
         if self.layers == "all":

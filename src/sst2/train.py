@@ -32,7 +32,7 @@ from torch import nn
 from .backbone import Backbone
 from .cache import (ENCODE_BATCH_SIZE, ENCODE_BATCH_TOKENS, FeatureCache, Features, cache_key, drop_positions,
                     encode_texts)
-from .config import TrainConfig, to_dict
+from .config import DEFAULT_PRESET, PRESETS, TrainConfig, to_dict
 from .data import Split, load_splits, resolve_data_dir
 from .errors import UserError
 from .heads import HeadConfig, build_head, count_parameters, lengths_to_mask
@@ -332,13 +332,19 @@ class TopLayers(nn.Module):
         self.layers = transformer_layers(encoder)[start:]
 
     def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.all_outputs(hidden, lengths)[-1]
+
+    def all_outputs(self, hidden: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every top layer, bottom to top (each ``(B, T, H)``)."""
         from transformers.masking_utils import create_bidirectional_mask
 
         mask = lengths_to_mask(lengths, hidden.shape[1]).long()
         attn = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=mask)
+        outs = []
         for layer in self.layers:
             hidden = layer(hidden, attn)
-        return hidden
+            outs.append(hidden)
+        return outs
 
 
 def _setup_efficient(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job:
@@ -404,7 +410,8 @@ def _attach_lora(cfg: TrainConfig, backbone: Backbone) -> dict:
 
 
 def _setup_partial(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job:
-    backbone = Backbone.load(cfg.backbone, (-1,))
+    lstm = cfg.head == "lstm"
+    backbone = Backbone.load(cfg.backbone, "all" if lstm else (-1,))
     n = backbone.num_layers
     if cfg.unfreeze > n:
         raise UserError(f"unfreeze: the encoder has {n} layers, cannot train the top {cfg.unfreeze}")
@@ -413,14 +420,25 @@ def _setup_partial(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job:
     backbone.eval()
     top = TopLayers(backbone.encoder, start)
     top.requires_grad_(True)
-    head = _linear_head(backbone, p)
+    if lstm:  # the efficient head over every hidden state: the cached frozen ones and the trained top ones
+        e = PRESETS[DEFAULT_PRESET]
+        head = build_head(HeadConfig(kind="lstm", hidden_size=backbone.hidden_size, num_states=n + 1,
+                                     proj_size=e["proj_size"], dropout=p["dropout"], lstm_size=e["lstm_size"],
+                                     bidirectional=e["bidirectional"], pooling=e["pooling"], combine="concat"))
+    else:
+        head = _linear_head(backbone, p)
     spec = _spec(cfg, p, backbone, head, unfreeze=cfg.unfreeze)
     model = SentimentModel(backbone, head, spec)
-    # the frozen lower layers: their output (hidden state ``start``) is cached or computed per batch
-    lower = Backbone(backbone.encoder, backbone.tokenizer, (start,), source=backbone.source)
+    # the frozen lower layers: their output (hidden state ``start``; with the lstm head every hidden state
+    # up to it) is cached or computed per batch
+    lower = Backbone(backbone.encoder, backbone.tokenizer, tuple(range(start + 1)) if lstm else (start,),
+                     source=backbone.source)
 
     def forward(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return head(top(states[:, :, 0], lengths).unsqueeze(2), lengths)
+        if lstm:
+            trained = torch.stack(top.all_outputs(states[:, :, -1], lengths), 2)  # (B, T, K, H)
+            return head(torch.cat([states, trained], 2), lengths)
+        return head(top(states[:, :, -1], lengths).unsqueeze(2), lengths)
 
     params = list(top.parameters()) + list(head.parameters())
     job = Job(model, forward, {}, params, [top, head], spec, extra={"unfreeze": cfg.unfreeze})
@@ -464,7 +482,8 @@ def _optimizer(job: Job, p: dict, total_steps: int):
     for q in job.params:
         name = names.get(id(q), "")
         mix = name.rpartition(".")[0].endswith("mix")
-        lr = p["lr"] * (p["mix_lr_scale"] if mix else 1.0) * p["layer_lr_decay"] ** _depth(name, n_layers)
+        base = p["head_lr"] if (p.get("head_lr") and name.startswith("head.")) else p["lr"]
+        lr = base * (p["mix_lr_scale"] if mix else 1.0) * p["layer_lr_decay"] ** _depth(name, n_layers)
         decay = 0.0 if (mix or q.ndim < 2 or "LayerNorm" in name) else p["weight_decay"]
         grouped.setdefault((lr, decay), []).append(q)
     groups = [{"params": qs, "lr": lr, "weight_decay": decay} for (lr, decay), qs in grouped.items()]
