@@ -209,6 +209,8 @@ def test_default_head_projects_the_concatenated_layers(tiny_backbone_dir, tiny_d
     assert head.cfg.combine == "concat" and head.mix is None
     assert head.proj.in_features == 2 * 32
     assert TrainConfig().resolved()["combine"] == "concat" and TrainConfig(preset="seed").resolved()["combine"] == "mix"
+    with pytest.raises(ConfigError, match="combine: only the efficient head combines layers"):
+        TrainConfig(model="vanilla", combine="concat")
 
 
 def test_layer_lr_decay_scales_each_layer_below_the_top(tiny_backbone_dir, tiny_data_dir, tmp_path):

@@ -180,6 +180,8 @@ class TrainConfig:
             problems.append("head: only the partial model has a choice of head")
         if self.head_lr is not None and not self.head_lr > 0:
             problems.append(f"head_lr: must be > 0, got {self.head_lr}")
+        if self.combine is not None and self.model != "efficient":
+            problems.append("combine: only the efficient head combines layers")
         if self.token_dropout and self.model != "efficient":
             problems.append("token_dropout: only the efficient model drops tokens")
         if self.model == "lora" and not self.lora_targets:

@@ -354,7 +354,7 @@ def _setup_efficient(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job
     head_cfg = HeadConfig(
         kind="lstm", hidden_size=backbone.hidden_size, num_states=len(backbone.layers), proj_size=p["proj_size"],
         dropout=p["dropout"], lstm_size=p["lstm_size"], bidirectional=p["bidirectional"], pooling=p["pooling"],
-        combine=p.get("combine", "mix"),
+        combine=p["combine"],
     )
     head = build_head(head_cfg)
     spec = _spec(cfg, p, backbone, head)
