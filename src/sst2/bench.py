@@ -211,10 +211,7 @@ def preset_layers(preset: str, num_states: int) -> tuple[int, ...]:
 
 
 def lstm_head_config(preset: str, hidden_size: int, num_states: int) -> HeadConfig:
-    p = PRESETS[preset]
-    return HeadConfig(kind="lstm", hidden_size=hidden_size, num_states=num_states, proj_size=p["proj_size"],
-                      dropout=p["dropout"], lstm_size=p["lstm_size"], bidirectional=p["bidirectional"],
-                      pooling=p["pooling"], combine=p["combine"])
+    return HeadConfig.lstm(PRESETS[preset], hidden_size, num_states)
 
 
 def vanilla_head_config(hidden_size: int) -> HeadConfig:

@@ -351,12 +351,7 @@ def _setup_efficient(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job
     backbone = Backbone.load(cfg.backbone, p["layers"] if p["layers"] == "all" else tuple(p["layers"]))
     backbone.requires_grad_(False)
     backbone.eval()
-    head_cfg = HeadConfig(
-        kind="lstm", hidden_size=backbone.hidden_size, num_states=len(backbone.layers), proj_size=p["proj_size"],
-        dropout=p["dropout"], lstm_size=p["lstm_size"], bidirectional=p["bidirectional"], pooling=p["pooling"],
-        combine=p["combine"],
-    )
-    head = build_head(head_cfg)
+    head = build_head(HeadConfig.lstm(p, backbone.hidden_size, len(backbone.layers)))
     spec = _spec(cfg, p, backbone, head)
     model = SentimentModel(backbone, head, spec)
     job = Job(model, head, {}, list(head.parameters()), [head], spec)
@@ -421,10 +416,8 @@ def _setup_partial(cfg: TrainConfig, p: dict, splits: dict[str, Split]) -> Job:
     top = TopLayers(backbone.encoder, start)
     top.requires_grad_(True)
     if lstm:  # the efficient head over every hidden state: the cached frozen ones and the trained top ones
-        e = PRESETS[DEFAULT_PRESET]
-        head = build_head(HeadConfig(kind="lstm", hidden_size=backbone.hidden_size, num_states=n + 1,
-                                     proj_size=e["proj_size"], dropout=p["dropout"], lstm_size=e["lstm_size"],
-                                     bidirectional=e["bidirectional"], pooling=e["pooling"], combine="concat"))
+        e = dict(PRESETS[DEFAULT_PRESET], dropout=p["dropout"], combine="concat")
+        head = build_head(HeadConfig.lstm(e, backbone.hidden_size, n + 1))
     else:
         head = _linear_head(backbone, p)
     spec = _spec(cfg, p, backbone, head, unfreeze=cfg.unfreeze)
