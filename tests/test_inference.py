@@ -140,6 +140,21 @@ def test_onnx_int8_gives_valid_probabilities(exported_dir):
     assert np.all(np.isfinite(probs)) and np.all((probs >= 0) & (probs <= 1))
 
 
+def test_int8_keeps_the_ops_named_in_keep_fp32(exported_dir, tmp_path):
+    import onnx
+
+    from sst2.export import quantize_int8
+
+    def head_ops(path):
+        return {n.op_type for n in onnx.load(str(path)).graph.node if n.name.startswith("/head/proj/")}
+
+    quantize_int8(exported_dir / "model.onnx", tmp_path / "all.onnx")
+    quantize_int8(exported_dir / "model.onnx", tmp_path / "kept.onnx", keep_fp32=(r"^/head/",))
+    assert "MatMulInteger" in head_ops(tmp_path / "all.onnx")
+    assert "MatMul" in head_ops(tmp_path / "kept.onnx") and "MatMulInteger" not in head_ops(tmp_path / "kept.onnx")
+    assert "MatMulInteger" in _op_types(tmp_path / "kept.onnx")  # the encoder is still quantized
+
+
 def _lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.splitlines()]
 

@@ -107,15 +107,19 @@ def fuse_transformer(src: str | Path, dst: str | Path, num_heads: int, hidden_si
     return {op: n for op, n in fused.get_fused_operator_statistics().items() if n}
 
 
-def quantize_int8(src: str | Path, dst: str | Path, per_channel: bool = True, reduce_range: bool = False) -> Path:
+def quantize_int8(src: str | Path, dst: str | Path, per_channel: bool = True, reduce_range: bool = False,
+                  keep_fp32: tuple[str, ...] = ()) -> Path:
     """Dynamic int8 quantization of the MatMul weights (activations quantized on the fly).
 
     MatMul and (with ``--fuse``) Attention are quantized: they hold nearly all encoder and
     head-projection FLOPs, while the LSTM's recurrence is small and quantizing it costs accuracy for no
     measurable speed. Per-channel scales keep the accuracy of the 384-wide projections; ``reduce_range``
     (7-bit weights) is only needed on CPUs without VNNI where saturation of the int16 accumulation in
-    AVX2 kernels can hurt accuracy.
+    AVX2 kernels can hurt accuracy. ``keep_fp32``: regular expressions; the ops whose node names match
+    one of them stay in fp32 (``scripts/int8_agreement.py`` measures such choices).
     """
+    import re
+
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -124,9 +128,13 @@ def quantize_int8(src: str | Path, dst: str | Path, per_channel: bool = True, re
         # Shape inference + graph cleanup first, as the quantization tools recommend.
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre), skip_optimization=False, skip_symbolic_shape=True)
+        exclude = []
+        if keep_fp32:
+            graph = onnx.load(str(pre), load_external_data=False).graph
+            exclude = [n.name for n in graph.node if any(re.search(k, n.name) for k in keep_fp32)]
         quantize_dynamic(
             str(pre), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Attention"],
-            per_channel=per_channel, reduce_range=reduce_range,
+            per_channel=per_channel, reduce_range=reduce_range, nodes_to_exclude=exclude,
             # ONNX shape inference does not type the outputs of onnxruntime's fused ops; they are float
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
