@@ -173,3 +173,74 @@ def test_every_model_type_serves_through_classifier_and_onnx(model, tiny_backbon
     onnx = Classifier.load(model_dir, runtime="onnx", threads=1).predict(PARITY_SENTENCES)
     diff = np.abs(np.array([p.positive_prob for p in onnx]) - torch.sigmoid(ref).numpy())
     assert diff.max() < FP32_TOLERANCE
+
+
+def test_probe_fits_only_the_classifier_on_the_untrained_features(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    from sst2.train import fit_probe
+
+    cfg = cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla")
+    splits = load_splits(tiny_data_dir)
+    job = _setup_finetune(cfg, cfg.resolved(), splits)
+    before = {n: q.detach().clone() for n, q in job.model.named_parameters()}
+    labels = torch.tensor(splits["train"].labels, dtype=torch.float32)
+    out = fit_probe(job, job.inputs["train"], labels, epochs=30, lr=1e-2, batch_size=8, rng=np.random.default_rng(0))
+    changed = {n for n, q in job.model.named_parameters() if not torch.equal(q, before[n])}
+    assert changed == {"head.fc.weight", "head.fc.bias"}
+    # the reported accuracy is the whole model's, scored end to end on the training split
+    job.model.eval()
+    with torch.no_grad():
+        logits = job.forward(*job.inputs["train"](np.arange(len(labels))))
+    assert out["probe_train_accuracy"] == pytest.approx(((logits > 0).float() == labels).float().mean().item())
+    assert out["probe_train_accuracy"] > 0.75  # the sentiment word is in every sentence
+    assert out["probe_epochs"] == 30 and out["probe_seconds"] >= out["probe_encode_seconds"] > 0
+
+
+@pytest.mark.parametrize("model", ["vanilla", "partial", "lora"])
+def test_probe_stage_runs_before_fine_tuning_and_is_recorded(model, tiny_backbone_dir, tiny_data_dir, tmp_path):
+    m = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model=model, epochs=1, unfreeze=1, probe_epochs=2))
+    assert m["probe_epochs"] == 2 and 0 <= m["probe_train_accuracy"] <= 1
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
+    assert resolved["probe_epochs"] == 2 and resolved["probe_lr"] == 1e-3
+
+
+def test_probe_needs_a_fine_tuned_linear_head():
+    for kw in (dict(model="efficient"), dict(model="partial", head="lstm")):
+        with pytest.raises(ConfigError, match="probe_epochs: only a fine-tuned model's linear head can be fitted first"):
+            TrainConfig(probe_epochs=3, **kw)
+    with pytest.raises(ConfigError, match="probe_epochs: must be >= 0, got -1\n  rdrop: must be >= 0, got -0.5"):
+        TrainConfig(model="vanilla", probe_epochs=-1, rdrop=-0.5)
+
+
+def test_bernoulli_symmetric_kl():
+    from torch.distributions import Bernoulli, kl_divergence
+
+    from sst2.train import bernoulli_sym_kl
+
+    a, b = torch.tensor([0.3, -2.0, 8.0]), torch.tensor([0.3, 1.0, -1.0])
+    ref = (kl_divergence(Bernoulli(logits=a), Bernoulli(logits=b)) + kl_divergence(Bernoulli(logits=b), Bernoulli(logits=a))) / 2
+    torch.testing.assert_close(bernoulli_sym_kl(a, b), ref)
+    assert bernoulli_sym_kl(a, b)[0] == 0
+    # confident, opposite predictions: each KL is about the logit (15 or 30 nats); at 30 torch's formula gives inf
+    assert bernoulli_sym_kl(torch.tensor([-15.0]), torch.tensor([15.0])).item() == pytest.approx(15.0, rel=1e-4)
+    assert bernoulli_sym_kl(torch.tensor([-30.0]), torch.tensor([30.0])).item() == pytest.approx(30.0, rel=1e-4)
+
+
+def test_rdrop_without_dropout_trains_like_plain_training(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    """With no dropout anywhere both passes of a batch agree: the KL term is zero and the mean of the two
+    losses is the plain loss, so R-Drop must follow the plain run step for step."""
+    kw = dict(preset="seed", layers="-1", dropout=0.0, epochs=2)
+    plain = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "a", **kw))
+    rdrop = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "b", rdrop=1.0, **kw))
+    a = np.loadtxt(tmp_path / "a" / "run" / "history.csv", delimiter=",", skiprows=1)
+    b = np.loadtxt(tmp_path / "b" / "run" / "history.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert rdrop["dev_accuracy"] == plain["dev_accuracy"]
+
+
+def test_rdrop_with_dropout_changes_training(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    kw = dict(model="vanilla", epochs=1, dropout=0.3)
+    train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "a", **kw))
+    train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "b", rdrop=1.0, **kw))
+    a = np.loadtxt(tmp_path / "a" / "run" / "history.csv", delimiter=",", skiprows=1)
+    b = np.loadtxt(tmp_path / "b" / "run" / "history.csv", delimiter=",", skiprows=1)
+    assert not np.allclose(a[:, 2], b[:, 2])

@@ -51,12 +51,12 @@ PRESETS: dict[str, dict] = {
     "seed": dict(
         layers=[-1], proj_size=256, lstm_size=256, bidirectional=False, pooling="last", dropout=0.1,
         epochs=10, batch_size=128, lr=1e-3, schedule="constant", warmup_ratio=0.0, weight_decay=0.0,
-        mix_lr_scale=1.0, ema=0.0, token_dropout=0.0, combine="mix",
+        mix_lr_scale=1.0, ema=0.0, token_dropout=0.0, combine="mix", rdrop=0.0,
     ),
     "improved": dict(
         layers="all", proj_size=128, lstm_size=128, bidirectional=True, pooling="maxmean",
         dropout=0.1, epochs=8, batch_size=128, lr=1e-3, schedule="linear", warmup_ratio=0.1, weight_decay=0.0,
-        mix_lr_scale=30.0, ema=0.0, token_dropout=0.0, combine="concat",
+        mix_lr_scale=30.0, ema=0.0, token_dropout=0.0, combine="concat", rdrop=0.0,
     ),
 }
 DEFAULT_PRESET = "improved"
@@ -71,11 +71,11 @@ EFFICIENT_MAX_LENGTH = 128
 # layers and takes a higher rate: 3e-4 gave 0.875 dev against 0.866 at 1e-4 (seed 0; README).
 FINETUNE: dict[str, dict] = {
     "vanilla": dict(epochs=3, batch_size=32, lr=1e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                    weight_decay=0.01, schedule="linear", ema=0.0),
+                    weight_decay=0.01, schedule="linear", ema=0.0, probe_epochs=0, rdrop=0.0),
     "partial": dict(epochs=3, batch_size=32, lr=3e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                    weight_decay=0.01, schedule="linear", ema=0.0),
+                    weight_decay=0.01, schedule="linear", ema=0.0, probe_epochs=0, rdrop=0.0),
     "lora": dict(epochs=3, batch_size=32, lr=5e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                 weight_decay=0.01, schedule="linear", ema=0.0),
+                 weight_decay=0.01, schedule="linear", ema=0.0, probe_epochs=0, rdrop=0.0),
 }
 MODELS = ("efficient", *FINETUNE)
 LORA_TARGETS = ["query", "key", "value", "output.dense", "intermediate.dense"]
@@ -111,6 +111,13 @@ class TrainConfig:
     ema: float | None = opt(None, "exponential moving average of the trainable weights, decay per step (0 = off); "
                                   "dev scoring, the best-epoch choice and the saved model use the averaged "
                                   "weights (default: the preset's or model's)")
+    probe_epochs: int | None = opt(None, "fine-tuned models with the linear head: first train the classifier alone "
+                                         "for this many epochs on the features of the model as loaded, then "
+                                         "fine-tune from there (LP-FT; 0 = off; default: the model's)")
+    probe_lr: float = opt(1e-3, "learning rate (Adam, constant) of the --probe-epochs stage")
+    rdrop: float | None = opt(None, "R-Drop: run each training batch twice (two dropout masks) and add this "
+                                    "weight times the symmetric KL divergence of the two predictions to the loss "
+                                    "(0 = off; doubles the cost of a step; default: the preset's or model's)")
     combine: str | None = opt(None, "efficient head with several --layers: 'mix' sums them with learned softmax "
                                     "weights, 'concat' projects their concatenation (default: the preset's)",
                               choices=["mix", "concat"])
@@ -122,6 +129,7 @@ class TrainConfig:
                                      "inference: 'contractions' splits n't off its word as the treebank does "
                                      "(doesn't -> does n't; a no-op on the SST files, it makes user text match "
                                      "them); 'treebank' also undoes the treebank's escapes (-lrb-, \\/, ``); "
+                                     "'negation' writes every n't as not (does n't -> does not); "
                                      "'none' keeps texts as they are",
                          choices=list(NORMALIZERS))
     unfreeze: int = opt(2, "partial model: number of top encoder layers that train")
@@ -182,6 +190,14 @@ class TrainConfig:
             problems.append(f"head_lr: must be > 0, got {self.head_lr}")
         if self.combine is not None and self.model != "efficient":
             problems.append("combine: only the efficient head combines layers")
+        if self.probe_epochs is not None and self.probe_epochs < 0:
+            problems.append(f"probe_epochs: must be >= 0, got {self.probe_epochs}")
+        if self.rdrop is not None and self.rdrop < 0:
+            problems.append(f"rdrop: must be >= 0, got {self.rdrop}")
+        if not self.probe_lr > 0:
+            problems.append(f"probe_lr: must be > 0, got {self.probe_lr}")
+        if self.probe_epochs and (self.model == "efficient" or self.head != "linear"):
+            problems.append("probe_epochs: only a fine-tuned model's linear head can be fitted first")
         if self.token_dropout and self.model != "efficient":
             problems.append("token_dropout: only the efficient model drops tokens")
         if self.model == "lora" and not self.lora_targets:
@@ -208,9 +224,11 @@ class TrainConfig:
                 if self.head == "lstm":
                     p["head_lr"] = PRESETS[DEFAULT_PRESET]["lr"]
         p["normalize"] = self.normalize
+        if self.model != "efficient":
+            p["probe_lr"] = self.probe_lr
         for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay", "schedule",
                      "proj_size", "lstm_size", "mix_lr_scale", "layer_lr_decay", "ema", "token_dropout", "combine",
-                     "head_lr"):
+                     "head_lr", "probe_epochs", "rdrop"):
             if getattr(self, name) is not None:
                 p[name] = getattr(self, name)
         if self.layers == "all":

@@ -35,7 +35,7 @@ from .cache import (ENCODE_BATCH_SIZE, ENCODE_BATCH_TOKENS, FeatureCache, Featur
 from .config import DEFAULT_PRESET, PRESETS, TrainConfig, to_dict
 from .data import Split, load_splits, resolve_data_dir
 from .errors import UserError
-from .heads import HeadConfig, build_head, count_parameters, lengths_to_mask
+from .heads import HeadConfig, LinearHead, build_head, count_parameters, lengths_to_mask
 from .model import SentimentModel, pad_batch
 from .text import normalize_texts
 from .runtime import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
@@ -179,9 +179,17 @@ class WeightAverage:
                     q.copy_(b)
 
 
+def bernoulli_sym_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(KL(p_a || p_b) + KL(p_b || p_a)) / 2`` per example for Bernoulli distributions given as logits."""
+    la, lb = nn.functional.logsigmoid(a), nn.functional.logsigmoid(b)  # log p
+    na, nb = nn.functional.logsigmoid(-a), nn.functional.logsigmoid(-b)  # log (1 - p)
+    pa, pb = la.exp(), lb.exp()
+    return ((pa - pb) * (la - lb) + ((1 - pa) - (1 - pb)) * (na - nb)) / 2
+
+
 def train_one_epoch(forward, inputs, labels: torch.Tensor, batches, optimizer, grad_clip: float, epoch: int,
                     step: int, progress=None, scheduler=None, params=None,
-                    average: WeightAverage | None = None) -> tuple[dict, list[dict]]:
+                    average: WeightAverage | None = None, rdrop: float = 0.0) -> tuple[dict, list[dict]]:
     """One pass over ``batches``: ``forward(*inputs(idx)) -> logits (B,)``; the loss applies the one sigmoid.
 
     ``params`` are the parameters whose gradient norm is clipped (default: the optimizer's); ``average``
@@ -195,8 +203,15 @@ def train_one_epoch(forward, inputs, labels: torch.Tensor, batches, optimizer, g
     rows = []
     for idx in batches:
         y = labels[idx]
-        logits = forward(*inputs(idx))
-        loss = loss_fn(logits, y)
+        if rdrop:
+            # the batch twice in one call: two dropout masks; loss = mean of both + rdrop * symmetric KL
+            both = forward(*(torch.cat([x, x]) for x in inputs(idx)))
+            l1, l2 = both.float().chunk(2)
+            loss = (loss_fn(l1, y) + loss_fn(l2, y)) / 2 + rdrop * bernoulli_sym_kl(l1, l2).sum()
+            logits = (l1 + l2) / 2
+        else:
+            logits = forward(*inputs(idx))
+            loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         (loss / len(idx)).backward()
         if grad_clip:
@@ -233,6 +248,73 @@ def evaluate_states(forward, inputs, labels: torch.Tensor | None, batch_size: in
         out["loss"] = nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
         out["accuracy"] = ((logits > 0).float() == labels).float().mean().item()
     return out
+
+
+# --- LP-FT: the head first, on the features of the untrained model ---------------------------------
+class _Rows:
+    """``idx -> (rows,)`` over a tensor, with the ``lengths`` the batching code reads."""
+
+    def __init__(self, x: torch.Tensor):
+        self.x = x
+        self.lengths = np.ones(len(x), dtype=np.int64)
+
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor]:
+        return (self.x[torch.from_numpy(np.asarray(idx))],)
+
+
+@torch.no_grad()
+def classifier_inputs(forward, inputs, fc: nn.Module, batch_size: int = 256) -> torch.Tensor:
+    """What ``fc`` receives for every example of a split, in order, with every module in eval mode:
+    the pooled features of the model as it stands. Read with a forward pre-hook, so it works whatever
+    runs below the head (a whole encoder, the top layers over cached states, a LoRA-wrapped encoder)."""
+    order = np.argsort(inputs.lengths, kind="stable")
+    out: torch.Tensor | None = None
+    seen: list[torch.Tensor] = []
+    handle = fc.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().float()))
+    try:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            seen.clear()
+            forward(*inputs(idx))
+            if out is None:
+                out = torch.empty(len(order), seen[0].shape[-1])
+            out[torch.from_numpy(idx)] = seen[0]
+    finally:
+        handle.remove()
+    return out
+
+
+def fit_probe(job: Job, inputs, labels: torch.Tensor, epochs: int, lr: float, batch_size: int,
+              rng: np.random.Generator) -> dict:
+    """The first stage of LP-FT (Kumar et al., ICLR 2022): train the head's classifier alone on the
+    pooled features of the model before any fine-tuning (encoder as loaded), then fine-tune everything
+    from there. A random head sends random gradients into the encoder during the first steps; a fitted
+    one does not, so fine-tuning starts from a working classifier. The features are computed once (one
+    forward pass over the training split); the classifier is trained with Adam at constant ``lr`` with
+    the head's dropout on them. Only the classifier's weights change."""
+    head = job.model.head
+    if not isinstance(head, LinearHead):
+        raise UserError("probe_epochs: the head must be the linear classifier (not the LSTM head)")
+    fc = head.fc
+    t0 = time.perf_counter()
+    job.model.eval()
+    feats = classifier_inputs(job.forward, inputs, fc)
+    encode_seconds = time.perf_counter() - t0
+    rows = _Rows(feats)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return fc(head.dropout(x))[:, 0]
+
+    optimizer = torch.optim.Adam(fc.parameters(), lr=lr)
+    head.train()
+    for epoch in range(1, epochs + 1):
+        batches = make_batches(rows.lengths, batch_size, rng, bucket=False)
+        tr, _ = train_one_epoch(forward, rows, labels, batches, optimizer, 0.0, epoch, 0)
+    head.eval()
+    with torch.no_grad():
+        acc = ((fc(feats)[:, 0] > 0).float() == labels).float().mean().item()
+    return {"probe_epochs": epochs, "probe_lr": lr, "probe_train_accuracy": acc, "probe_train_loss": tr["train_loss"],
+            "probe_encode_seconds": round(encode_seconds, 3), "probe_seconds": round(time.perf_counter() - t0, 3)}
 
 
 # --- features --------------------------------------------------------------------------------------
@@ -610,6 +692,13 @@ def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Pat
     best_acc, best_epoch, best_state = -1.0, 0, None
     step = 0
     t_train = time.perf_counter()
+    probe = {}
+    if p.get("probe_epochs"):
+        probe = fit_probe(job, job.inputs["train"], labels["train"], p["probe_epochs"], p["probe_lr"],
+                          p["batch_size"], np.random.default_rng([cfg.seed, 2]))
+        torch.manual_seed(cfg.seed)  # fine-tuning sees the same dropout stream as without the probe
+        log(cfg, f"probe: classifier fitted alone for {p['probe_epochs']} epochs on the untrained model's "
+                 f"features (train accuracy {probe['probe_train_accuracy']:.4f}) in {probe['probe_seconds']:.1f} s")
     for epoch in range(1, p["epochs"] + 1):
         t_ep = time.perf_counter()
         batches = make_batches(train_lengths, p["batch_size"], rng, cfg.bucket)
@@ -619,7 +708,7 @@ def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Pat
         with _tqdm(cfg, total=len(batches), desc=f"epoch {epoch}/{p['epochs']}", unit="batch") as bar:
             tr, rows = train_one_epoch(job.forward, train_inputs, labels["train"], batches, optimizer,
                                        cfg.grad_clip, epoch, step, bar, scheduler=scheduler, params=job.params,
-                                       average=average)
+                                       average=average, rdrop=p["rdrop"])
         step += len(rows)
         history += rows
         model.eval()
@@ -666,6 +755,7 @@ def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Pat
         "trainable_params": trainable,
         "total_params": total,
         **job.extra,
+        **probe,
         "epochs": p["epochs"],
         "best_epoch": best_epoch,
         "dev_accuracy": dev["accuracy"],
