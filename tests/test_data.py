@@ -88,3 +88,33 @@ def test_too_many_problems_are_summarised(tmp_path):
     p = write_raw(tmp_path / "train.tsv", "sentence\tlabel\n" + "x\t7\n" * 25)
     with pytest.raises(DataError, match=r"\.\.\. and 5 more problem\(s\)$"):
         read_split(p)
+
+
+def test_train_file_replaces_the_folders_train_split(tmp_path):
+    other = tmp_path / "phrases"
+    other.mkdir()
+    write_tsv(other / "train.tsv", [("good", 1), ("a bad film", 0), ("bad", 0)])
+    folder = tmp_path / "sentences"
+    folder.mkdir()
+    write_tsv(folder / "dev.tsv", [("a good film", 1)])
+    write_tsv(folder / "test.tsv", [("a dull film", 0)])
+    splits = load_splits(folder, other / "train.tsv")  # the folder needs no train.tsv
+    assert splits["train"].texts == ["good", "a bad film", "bad"] and splits["train"].labels == [1, 0, 0]
+    assert splits["train"].path == other / "train.tsv" and splits["train"].name == "train"
+    assert splits["dev"].texts == ["a good film"] and splits["test"].texts == ["a dull film"]
+    write_tsv(folder / "train.tsv", [("ignored", 1)])
+    assert load_splits(folder, other / "train.tsv")["train"].texts == ["good", "a bad film", "bad"]
+
+
+def test_train_file_errors(tmp_path):
+    write_tsv(tmp_path / "dev.tsv", [("ok", 1)])
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'nope.tsv'}: training file not found (--train-file)")):
+        load_splits(tmp_path, tmp_path / "nope.tsv")
+    write_tsv(tmp_path / "phrases.tsv", [("ok", 1)])
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path}: missing test.tsv (a data folder needs dev.tsv and "
+                                                  "test.tsv)")):
+        load_splits(tmp_path, tmp_path / "phrases.tsv")
+    (tmp_path / "bad.tsv").write_text("sentence\tlabel\nfine\t2\n")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'bad.tsv'}:2: label must be 0 or 1, got '2'")):
+        write_tsv(tmp_path / "test.tsv", [("ok", 1)])
+        load_splits(tmp_path, tmp_path / "bad.tsv")

@@ -358,3 +358,21 @@ def test_token_dropout_on_cached_states_matches_dropping_after_the_gather():
     b, lb = TokenDropout(Gathered(), 0.4, np.random.default_rng(3))(idx)
     assert torch.equal(la, lb) and torch.equal(a, b) and a.dtype == torch.float32
     assert torch.any(la < torch.from_numpy(lengths[idx]))  # something was dropped
+
+
+def test_train_file_trains_on_another_file_and_is_recorded(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    from sst2.compare import default_label
+
+    (tmp_path / "phrases").mkdir()
+    phrases = write_tsv(tmp_path / "phrases" / "train.tsv", make_sentences(24, 7))
+    m = train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, preset="seed", epochs=1,
+                       train_file=str(phrases)))
+    assert m["train_file"] == str(phrases) and m["train_size"] == 24 and m["dev_size"] == 16
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data_files"]["train"] == {"path": str(phrases), "sha256": config["data_files"]["train"]["sha256"],
+                                             "rows": 24}
+    assert config["data_files"]["dev"]["path"] == str(tiny_data_dir / "dev.tsv")
+    with open(tmp_path / "run" / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == 3  # 24 examples / batch 8
+    assert default_label(m) == "efficient (seed), trained on phrases/train.tsv"
+    assert default_label({**m, "train_file": None}) == "efficient (seed)"

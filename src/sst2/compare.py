@@ -90,14 +90,19 @@ def load_run(path: str | os.PathLike) -> RunSet:
 def default_label(m: dict) -> str:
     model = m.get("model", "?")
     if model == "efficient":
-        return f"efficient ({m.get('preset')})"
-    if model == "partial":
-        return f"partial (top {m.get('unfreeze')} layers)"
-    if model == "lora":
-        return f"LoRA (r={m.get('lora_r')})"
-    if model == "vanilla":
-        return "vanilla (full fine-tune)"
-    return str(model)
+        label = f"efficient ({m.get('preset')})"
+    elif model == "partial":
+        label = f"partial (top {m.get('unfreeze')} layers)"
+    elif model == "lora":
+        label = f"LoRA (r={m.get('lora_r')})"
+    elif model == "vanilla":
+        label = "vanilla (full fine-tune)"
+    else:
+        label = str(model)
+    if m.get("train_file"):  # trained on another file than the data folder's train.tsv
+        train_file = Path(m["train_file"])
+        label += f", trained on {train_file.parent.name}/{train_file.name}"
+    return label
 
 
 def stat(values: list) -> dict | None:

@@ -85,6 +85,9 @@ LORA_TARGETS = ["query", "key", "value", "output.dense", "intermediate.dense"]
 class TrainConfig:
     data: str | None = opt(None, "data folder with train.tsv, dev.tsv, test.tsv (default: $SST2_DATA, "
                                  "else ../shared/data/sst2-sentences)")
+    train_file: str | None = opt(None, "train on this labelled TSV instead of the data folder's train.tsv; dev and "
+                                       "test still come from the data folder (e.g. GLUE's 67,349 phrase-level "
+                                       "labels of the training sentences, scored on the sentence-level dev and test)")
     out: str = opt("runs/efficient", "run directory to write (config, history, metrics, plot, model)")
     model: str = opt("efficient", "efficient: frozen encoder + trained LSTM head; vanilla: full fine-tune; "
                                   "partial: fine-tune the top --unfreeze layers; lora: LoRA adapters (peft)",

@@ -130,16 +130,26 @@ def read_split(path: str | os.PathLike, name: str | None = None, *, require_labe
     return Split(name, path, texts, labels if labelled else None, hashlib.sha256(raw).hexdigest())
 
 
-def load_splits(data_dir: str | os.PathLike) -> dict[str, Split]:
-    """Read ``train``, ``dev`` and ``test`` from a folder; only ``test`` may be unlabelled."""
+def load_splits(data_dir: str | os.PathLike, train_file: str | os.PathLike | None = None) -> dict[str, Split]:
+    """Read ``train``, ``dev`` and ``test`` from a folder; only ``test`` may be unlabelled.
+
+    With ``train_file``, the training split is read from that file instead, and the folder needs only
+    ``dev.tsv`` and ``test.tsv`` (for example GLUE's phrase-level training set scored on the sentence-level
+    dev and test sets)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataError(
             f"{data_dir}: data folder not found (pass --data DIR or set {DATA_ENV}; "
             f"in this repository layout the data is in {DEFAULT_DATA_HINT})"
         )
-    missing = [s for s in SPLITS if not (data_dir / f"{s}.tsv").is_file()]
+    paths = {s: data_dir / f"{s}.tsv" for s in SPLITS}
+    if train_file is not None:
+        paths["train"] = Path(train_file)
+        if not paths["train"].is_file():
+            raise DataError(f"{paths['train']}: training file not found (--train-file)")
+    missing = [s for s in SPLITS if not paths[s].is_file()]
     if missing:
         names = ", ".join(f"{s}.tsv" for s in missing)
-        raise DataError(f"{data_dir}: missing {names} (a data folder needs train.tsv, dev.tsv and test.tsv)")
-    return {s: read_split(data_dir / f"{s}.tsv", s, require_labels=(s != "test")) for s in SPLITS}
+        need = "dev.tsv and test.tsv" if train_file is not None else "train.tsv, dev.tsv and test.tsv"
+        raise DataError(f"{data_dir}: missing {names} (a data folder needs {need})")
+    return {s: read_split(paths[s], s, require_labels=(s != "test")) for s in SPLITS}

@@ -604,7 +604,7 @@ def train(cfg: TrainConfig) -> dict:
     p = cfg.resolved()
     data_dir = resolve_data_dir(cfg.data)
     splits = {k: dataclasses.replace(s, texts=normalize_texts(s.texts, cfg.normalize))
-              for k, s in load_splits(data_dir).items()}
+              for k, s in load_splits(data_dir, cfg.train_file).items()}
     out, partial = _prepare_out(cfg)
     try:
         if cfg.seeds == 1:
@@ -643,7 +643,7 @@ SUMMARY_KEYS = ("dev_accuracy", "test_accuracy", "best_epoch", "train_seconds", 
 def summarize_seeds(runs: list[dict]) -> dict:
     """Mean and sample standard deviation (ddof=1) over seeds of the per-run metrics."""
     first = runs[0]
-    out = {k: first[k] for k in ("model", "preset", "backbone", "data", "trainable_params", "total_params", "epochs")}
+    out = {k: first[k] for k in ("model", "preset", "backbone", "data", "train_file", "trainable_params", "total_params", "epochs")}
     out["seeds"] = [r["seed"] for r in runs]
     out["runs"] = [f"seed-{r['seed']}" for r in runs]
     for key in SUMMARY_KEYS:
@@ -752,6 +752,7 @@ def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Pat
         "preset": spec["preset"],
         "backbone": cfg.backbone,
         "data": str(data_dir),
+        "train_file": cfg.train_file,
         "trainable_params": trainable,
         "total_params": total,
         **job.extra,
