@@ -115,6 +115,6 @@ def test_train_file_errors(tmp_path):
                                                   "test.tsv)")):
         load_splits(tmp_path, tmp_path / "phrases.tsv")
     (tmp_path / "bad.tsv").write_text("sentence\tlabel\nfine\t2\n")
+    write_tsv(tmp_path / "test.tsv", [("ok", 1)])
     with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'bad.tsv'}:2: label must be 0 or 1, got '2'")):
-        write_tsv(tmp_path / "test.tsv", [("ok", 1)])
         load_splits(tmp_path, tmp_path / "bad.tsv")

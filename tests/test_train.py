@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import json
 import re
 import subprocess
@@ -369,8 +370,8 @@ def test_train_file_trains_on_another_file_and_is_recorded(tiny_backbone_dir, ti
                        train_file=str(phrases)))
     assert m["train_file"] == str(phrases) and m["train_size"] == 24 and m["dev_size"] == 16
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["data_files"]["train"] == {"path": str(phrases), "sha256": config["data_files"]["train"]["sha256"],
-                                             "rows": 24}
+    sha256 = hashlib.sha256(phrases.read_bytes()).hexdigest()
+    assert config["data_files"]["train"] == {"path": str(phrases), "sha256": sha256, "rows": 24}
     assert config["data_files"]["dev"]["path"] == str(tiny_data_dir / "dev.tsv")
     with open(tmp_path / "run" / "history.csv") as f:
         assert len(list(csv.DictReader(f))) == 3  # 24 examples / batch 8

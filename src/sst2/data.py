@@ -143,13 +143,13 @@ def load_splits(data_dir: str | os.PathLike, train_file: str | os.PathLike | Non
             f"in this repository layout the data is in {DEFAULT_DATA_HINT})"
         )
     paths = {s: data_dir / f"{s}.tsv" for s in SPLITS}
+    need = "train.tsv, dev.tsv and test.tsv"
     if train_file is not None:
-        paths["train"] = Path(train_file)
+        paths["train"], need = Path(train_file), "dev.tsv and test.tsv"
         if not paths["train"].is_file():
             raise DataError(f"{paths['train']}: training file not found (--train-file)")
     missing = [s for s in SPLITS if not paths[s].is_file()]
     if missing:
         names = ", ".join(f"{s}.tsv" for s in missing)
-        need = "dev.tsv and test.tsv" if train_file is not None else "train.tsv, dev.tsv and test.tsv"
         raise DataError(f"{data_dir}: missing {names} (a data folder needs {need})")
     return {s: read_split(paths[s], s, require_labels=(s != "test")) for s in SPLITS}

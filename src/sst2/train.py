@@ -643,7 +643,8 @@ SUMMARY_KEYS = ("dev_accuracy", "test_accuracy", "best_epoch", "train_seconds", 
 def summarize_seeds(runs: list[dict]) -> dict:
     """Mean and sample standard deviation (ddof=1) over seeds of the per-run metrics."""
     first = runs[0]
-    out = {k: first[k] for k in ("model", "preset", "backbone", "data", "train_file", "trainable_params", "total_params", "epochs")}
+    out = {k: first[k] for k in ("model", "preset", "backbone", "data", "train_file", "trainable_params",
+                                 "total_params", "epochs")}
     out["seeds"] = [r["seed"] for r in runs]
     out["runs"] = [f"seed-{r['seed']}" for r in runs]
     for key in SUMMARY_KEYS:
