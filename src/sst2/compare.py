@@ -74,8 +74,10 @@ def load_run(path: str | os.PathLike) -> RunSet:
     seed_dirs = sorted((p for p in path.glob("seed-*") if p.is_dir()),
                        key=lambda p: (len(p.name), p.name))
     if not seed_dirs:
-        hint = " (an unfinished run: training is still going or was interrupted)" if path.name.endswith(
-            ".partial") else ""
+        from .rundir import PARTIAL_INFIX
+
+        unfinished = PARTIAL_INFIX in path.name or ".partial" in path.name
+        hint = " (an unfinished run: training is still going or was interrupted)" if unfinished else ""
         raise CompareError(f"{path}: not a run directory: no metrics.json and no seed-*/metrics.json{hint}")
     missing = [p.name for p in seed_dirs if not (p / "metrics.json").is_file()]
     if missing:

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import shutil
 import sys
 import time
 from contextlib import contextmanager, nullcontext
@@ -34,13 +33,14 @@ from .cache import (ENCODE_BATCH_SIZE, ENCODE_BATCH_TOKENS, FeatureCache, Featur
                     encode_texts)
 from .config import DEFAULT_PRESET, PRESETS, TrainConfig, to_dict
 from .data import Split, load_splits, resolve_data_dir
+from . import rundir
 from .errors import UserError
 from .heads import HeadConfig, LinearHead, build_head, count_parameters, lengths_to_mask
 from .model import SentimentModel, pad_batch
 from .text import normalize_texts
 from .runtime import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
 
-RUN_FILES = ("config.json", "history.csv", "epochs.csv", "metrics.json", "plot.png", "model")
+RUN_FILES = ("config.json", "history.csv", "epochs.csv", "metrics.json", "plot.png", "model", rundir.MARKER)
 EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "seconds")
 HISTORY_FIELDS = ("epoch", "step", "loss")
 
@@ -572,21 +572,16 @@ def _optimizer(job: Job, p: dict, total_steps: int):
 
 
 # --- the command -----------------------------------------------------------------------------------
-def _prepare_out(cfg: TrainConfig) -> tuple[Path, Path]:
+def _prepare_out(cfg: TrainConfig, data_dir: Path) -> tuple[Path, Path]:
+    """Check ``--out`` (``sst2.rundir``) and create this run's marked temporary folder beside it."""
+    from .cache import default_cache_dir
+
     out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise UserError(f"run directory {out} already exists and is not empty (pass --overwrite to replace it)")
-    partial = out.with_name(out.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    return out, partial
-
-
-def _finish_out(out: Path, partial: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    partial.rename(out)
+    protected = {"the data folder": data_dir, "the training file": Path(cfg.train_file) if cfg.train_file else None,
+                 "the feature cache": Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()}
+    rundir.check_out(out, cfg.overwrite, protected)
+    rundir.clean_stale(out, log=lambda m: log(cfg, m))
+    return out, rundir.begin(out)
 
 
 def write_csv(path: Path, fields, rows) -> None:
@@ -605,7 +600,7 @@ def train(cfg: TrainConfig) -> dict:
     data_dir = resolve_data_dir(cfg.data)
     splits = {k: dataclasses.replace(s, texts=normalize_texts(s.texts, cfg.normalize))
               for k, s in load_splits(data_dir, cfg.train_file).items()}
-    out, partial = _prepare_out(cfg)
+    out, partial = _prepare_out(cfg, data_dir)
     try:
         if cfg.seeds == 1:
             result = _train_run(cfg, p, splits, partial, threads, t_start, data_dir)
@@ -617,13 +612,14 @@ def train(cfg: TrainConfig) -> dict:
                 one = dataclasses.replace(cfg, seed=seed, seeds=1)
                 runs.append(_train_run(one, p, splits, partial / f"seed-{seed}", threads, time.perf_counter(),
                                        data_dir))
+                rundir.mark_run(partial / f"seed-{seed}")
             result = summarize_seeds(runs)
             result["total_seconds"] = round(time.perf_counter() - t_start, 3)
             (partial / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)  # never leave a half-written run behind
+        rundir.abort(partial)  # never leave a half-written run behind
         raise
-    _finish_out(out, partial)
+    rundir.finish(out, partial)
     if cfg.seeds == 1:
         log(cfg, f"wrote {out}/ ({', '.join(RUN_FILES)})")
     elif cfg.quiet:

@@ -1,0 +1,146 @@
+"""Run directories: where ``sst2 train`` writes, and the rules that keep it from touching anything else.
+
+A run is written into a fresh temporary folder beside ``OUT`` (``.OUT.partial-XXXXXXXX``, unique per
+process) and renamed to ``OUT`` only when it is complete. Every folder sst2 writes this way carries a
+marker file, ``.sst2-run``; the rules that follow from it:
+
+* ``--overwrite`` replaces ``OUT`` only if it is empty or carries the marker; anything else is refused
+  with a message naming what is in it. It never replaces the working directory or one of its
+  parents, nor a folder holding the data or the feature cache.
+* Only temporaries that carry the marker are ever removed: the run's own, on failure, and stale ones
+  left by a process that was killed (their marker names a process id that no longer runs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import UserError
+
+MARKER = ".sst2-run"
+MARKER_FORMAT = "sst2-run/1"
+PARTIAL_INFIX = ".partial-"
+MAX_LISTED = 5
+
+
+class RunDirError(UserError, OSError):
+    pass
+
+
+def write_marker(path: Path, state: str) -> None:
+    info = {"format": MARKER_FORMAT, "state": state, "pid": os.getpid(), "host": socket.gethostname(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    (path / MARKER).write_text(json.dumps(info) + "\n")
+
+
+def read_marker(path: Path) -> dict | None:
+    """The marker of a folder sst2 wrote, or None (no marker, or a file that is not ours)."""
+    try:
+        info = json.loads((Path(path) / MARKER).read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return info if isinstance(info, dict) and info.get("format") == MARKER_FORMAT else None
+
+
+def _listing(path: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
+def _is_within(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def check_out(out: Path, overwrite: bool, protected: dict[str, Path]) -> None:
+    """Refuse an ``OUT`` that must not be written or replaced; ``protected`` maps a description
+    (``"the data folder"``) to a path that ``OUT`` must not be or contain."""
+    if out.exists() and not out.is_dir():
+        raise RunDirError(f"run directory {out} is a file, not a directory")
+    resolved = out.resolve()
+    cwd = Path.cwd().resolve()
+    if _is_within(cwd, resolved):
+        what = "the working directory" if resolved == cwd else "a parent of the working directory"
+        raise RunDirError(f"refusing to write the run into {out}: it is {what}")
+    for what, path in protected.items():
+        if path is not None and _is_within(Path(path).resolve(), resolved):
+            raise RunDirError(f"refusing to write the run into {out}: it holds {what} ({path})")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise RunDirError(f"run directory {out} already exists and is not empty (pass --overwrite to replace it)")
+    marker = read_marker(out)
+    if marker is None:
+        raise RunDirError(f"refusing to replace {out}: it was not written by sst2 train (no {MARKER} marker); "
+                          f"it holds {_listing(out)}")
+    if marker.get("state") != "complete":
+        raise RunDirError(f"refusing to replace {out}: its {MARKER} marker says {marker.get('state')!r}, not a "
+                          f"finished run")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(out: Path, log=lambda msg: None) -> list[Path]:
+    """Remove temporaries of ``out`` left by killed processes on this host; returns what was removed."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for tmp in out.parent.glob(f".{out.name}{PARTIAL_INFIX}*"):
+        marker = read_marker(tmp) if tmp.is_dir() else None
+        if marker is None or marker.get("state") != "writing" or marker.get("host") != socket.gethostname():
+            continue
+        if not _pid_alive(int(marker.get("pid", -1))):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+            log(f"removed {tmp}, left by an interrupted run (process {marker.get('pid')})")
+    return removed
+
+
+def begin(out: Path) -> Path:
+    """A new, marked temporary folder beside ``out`` for this process's run."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_INFIX}", dir=out.parent))
+    write_marker(tmp, "writing")
+    return tmp
+
+
+def mark_run(path: Path) -> None:
+    """Mark a finished run folder (a single run, or one seed of a multi-seed run)."""
+    path.mkdir(parents=True, exist_ok=True)
+    write_marker(path, "complete")
+
+
+def abort(tmp: Path) -> None:
+    """Remove this process's temporary folder (only if it is one of ours)."""
+    if read_marker(tmp) is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def finish(out: Path, tmp: Path) -> None:
+    """Move the completed ``tmp`` to ``out``, replacing an empty or sst2-marked ``out`` (checked again
+    here: it may have changed while the run was training)."""
+    write_marker(tmp, "complete")
+    if out.exists():
+        if any(out.iterdir()) and (read_marker(out) or {}).get("state") != "complete":
+            raise RunDirError(f"{out} changed while the run was training and is no longer an sst2 run; "
+                              f"the finished run was left in {tmp}")
+        trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, trash / "run")
+        os.replace(tmp, out)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -1,0 +1,126 @@
+"""``sst2 train --out``: nothing that sst2 did not write is ever replaced or removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from sst2.cli import main
+
+
+@pytest.fixture
+def train_cli(tiny_backbone_dir, tiny_data_dir, tmp_path, capsys):
+    """``train_cli(out, *extra) -> (status, stderr)``: a one-epoch efficient run through the CLI."""
+
+    def run(out, *extra, data=tiny_data_dir, cache=None):
+        argv = ["train", "--data", str(data), "--backbone", str(tiny_backbone_dir), "--out", str(out),
+                "--cache-dir", str(cache or tmp_path / "cache"), "--epochs", "1", "--batch-size", "8",
+                "--max-length", "32", "--threads", "1", "--quiet", *extra]
+        capsys.readouterr()
+        status = main(argv)
+        return status, capsys.readouterr().err
+
+    return run
+
+
+def test_overwrite_refuses_a_folder_sst2_did_not_write(train_cli, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    status, err = train_cli(out, "--overwrite")
+    assert status == 2
+    assert err.strip() == (f"sst2 train: error: refusing to replace {out}: it was not written by sst2 train "
+                           f"(no .sst2-run marker); it holds precious.txt")
+    assert (out / "precious.txt").read_text() == "keep me"
+    assert not list(tmp_path.glob(".mine.partial-*"))
+
+
+def test_overwrite_replaces_a_real_run(train_cli, tmp_path):
+    out = tmp_path / "run"
+    assert train_cli(out)[0] == 0
+    first = json.loads((out / "metrics.json").read_text())
+    status, err = train_cli(out)
+    assert status == 2 and "already exists and is not empty (pass --overwrite to replace it)" in err
+    assert train_cli(out, "--overwrite", "--seed", "1")[0] == 0
+    second = json.loads((out / "metrics.json").read_text())
+    assert first["seed"] == 0 and second["seed"] == 1
+    assert json.loads((out / ".sst2-run").read_text())["state"] == "complete"
+    assert (out / "model" / "head.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run"]  # no temporaries left
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent"])
+def test_out_is_never_the_working_directory_or_a_parent(train_cli, tmp_path, monkeypatch, where):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("x")
+    monkeypatch.chdir(work)
+    out = "." if where == "cwd" else ".."
+    status, err = train_cli(out, "--overwrite")
+    what = "the working directory" if where == "cwd" else "a parent of the working directory"
+    assert status == 2 and err.strip() == f"sst2 train: error: refusing to write the run into {out}: it is {what}"
+    assert (work / "notes.txt").read_text() == "x"
+
+
+def test_out_never_holds_the_data_or_the_cache(train_cli, tmp_path, tiny_data_dir):
+    import shutil
+
+    holder = tmp_path / "holder"
+    shutil.copytree(tiny_data_dir, holder / "data")
+    status, err = train_cli(holder, "--overwrite", data=holder / "data")
+    assert status == 2 and err.strip() == (f"sst2 train: error: refusing to write the run into {holder}: it holds "
+                                           f"the data folder ({holder / 'data'})")
+    status, err = train_cli(tmp_path / "c", "--overwrite", cache=tmp_path / "c" / "features")
+    assert status == 2 and "it holds the feature cache" in err
+    assert sorted(p.name for p in (holder / "data").iterdir()) == ["dev.tsv", "test.tsv", "train.tsv"]
+
+
+def test_out_naming_a_file_is_an_error(train_cli, tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    status, err = train_cli(f, "--overwrite")
+    assert status == 2 and err.strip() == f"sst2 train: error: run directory {f} is a file, not a directory"
+    assert f.read_text() == "x"
+
+
+def test_a_users_sibling_partial_folder_is_left_alone(train_cli, tmp_path):
+    sibling = tmp_path / "results.partial"
+    sibling.mkdir()
+    (sibling / "mine.txt").write_text("x")
+    assert train_cli(tmp_path / "results")[0] == 0
+    assert (sibling / "mine.txt").read_text() == "x"
+
+
+def test_an_empty_out_is_used_without_overwrite(train_cli, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert train_cli(tmp_path / "empty")[0] == 0
+    assert (tmp_path / "empty" / "metrics.json").is_file()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporaries_of_killed_runs_are_removed_and_nothing_else(train_cli, tmp_path):
+    import socket
+
+    def temp(name, pid=None, marker=True):
+        d = tmp_path / name
+        d.mkdir()
+        if marker:
+            (d / ".sst2-run").write_text(json.dumps({"format": "sst2-run/1", "state": "writing", "pid": pid,
+                                                     "host": socket.gethostname()}))
+        (d / "config.json").write_text("{}")
+        return d
+
+    stale = temp(".run.partial-dead0000", pid=_dead_pid())
+    live = temp(".run.partial-live0000", pid=os.getpid())
+    unmarked = temp(".run.partial-user0000", marker=False)
+    assert train_cli(tmp_path / "run")[0] == 0
+    assert not stale.exists() and live.is_dir() and unmarked.is_dir()
