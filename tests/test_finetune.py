@@ -107,7 +107,7 @@ def test_top_layers_over_lower_states_equal_the_full_encoder(tiny_backbone_dir):
 def test_partial_rejects_more_layers_than_the_encoder_has(tiny_backbone_dir, tiny_data_dir, tmp_path):
     with pytest.raises(UserError, match=r"^unfreeze: the encoder has 2 layers, cannot train the top 3$"):
         train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="partial", unfreeze=3))
-    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial-*"))
 
 
 def test_lora_trains_only_adapters_and_head(tiny_backbone_dir, tiny_data_dir, tmp_path):
@@ -143,7 +143,7 @@ def test_seeds_write_one_run_per_seed_and_a_summary(tiny_backbone_dir, tiny_data
     s = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, seeds=3, seed=5, epochs=1, layers="-1",
                       preset="seed"))
     run = tmp_path / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["seed-5", "seed-6", "seed-7", "summary.json"]
+    assert sorted(p.name for p in run.iterdir()) == [".sst2-run", "seed-5", "seed-6", "seed-7", "summary.json"]
     runs = [json.loads((run / f"seed-{k}" / "metrics.json").read_text()) for k in (5, 6, 7)]
     assert [r["seed"] for r in runs] == [5, 6, 7]
     assert sorted(p.name for p in (run / "seed-6").iterdir()) == sorted(RUN_FILES)

@@ -35,7 +35,7 @@ def test_train_writes_exactly_the_run_files(tiny_backbone_dir, tiny_data_dir, tm
     m = train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, preset="seed"))
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
-    assert not (tmp_path / "run.partial").exists()
+    assert not list(tmp_path.glob(".run.partial-*"))
     metrics = json.loads((run / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics) and metrics == m
     assert 0 <= metrics["dev_accuracy"] <= 1 and 0 <= metrics["test_accuracy"] <= 1
@@ -148,7 +148,7 @@ def test_failed_run_leaves_no_partial_directory(tiny_backbone_dir, tiny_data_dir
     monkeypatch.setattr(t, "train_one_epoch", boom)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path))
-    assert not (tmp_path / "run").exists() and not (tmp_path / "run.partial").exists()
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial-*"))
 
 
 def test_config_reports_every_problem_at_once():
@@ -250,16 +250,15 @@ def test_sigterm_removes_the_partial_run_directory(tiny_backbone_dir, tiny_data_
            "--max-length", "32", "--quiet", "--threads", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    partial = tmp_path / "run.partial"
     deadline = time.monotonic() + 60
-    while not partial.exists() and time.monotonic() < deadline:
+    while not list(tmp_path.glob(".run.partial-*")) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # into the model set-up or training
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "sst2 train: interrupted" in err
-    assert not partial.exists() and not out.exists()
+    assert not list(tmp_path.glob(".run.partial-*")) and not out.exists()
 
 
 def test_weight_average_follows_the_weights_and_restores_the_trained_ones():
