@@ -28,8 +28,8 @@ from pathlib import Path
 
 from sst2.cli import build_parser
 from sst2.config import TrainConfig
-from sst2.data import read_split, resolve_data_dir
-from sst2.train import train
+from sst2.data.splits import read_split, resolve_data_dir
+from sst2.training.api import train
 
 
 def write_folds(train_tsv: Path, k: int, root: Path, seed: int = 0) -> list[Path]:

@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from sst2.backbone import Backbone
-from sst2.cache import encode_texts
+from sst2.modeling.backbone import Backbone
+from sst2.features.cache import encode_texts
 from sst2.config import EFFICIENT_MAX_LENGTH
-from sst2.data import read_split, resolve_data_dir
-from sst2.runtime import current_rss_mb, environment, peak_rss_mb, set_threads
+from sst2.data.splits import read_split, resolve_data_dir
+from sst2.system import current_rss_mb, environment, peak_rss_mb, set_threads
 
 DEFAULTS = inspect.signature(encode_texts).parameters
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sst2.data import load_splits, resolve_data_dir
-from sst2.export import quantize_int8
-from sst2.inference import ONNX_FILES, Classifier
+from sst2.data.splits import load_splits, resolve_data_dir
+from sst2.inference.export import quantize_int8
+from sst2.inference.classifier import ONNX_FILES, Classifier
 
 SETTINGS: dict[str, dict] = {
     "default": {},  # what `sst2 export --int8` writes

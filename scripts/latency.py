@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sst2.data import read_split, resolve_data_dir
-from sst2.inference import RUNTIMES, Classifier, physical_cores
-from sst2.runtime import environment, peak_rss_mb, set_threads
+from sst2.data.splits import read_split, resolve_data_dir
+from sst2.inference.classifier import RUNTIMES, Classifier, physical_cores
+from sst2.system import environment, peak_rss_mb, set_threads
 
 SENTENCE_TOKENS = 12
 

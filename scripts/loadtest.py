@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (1 <= args.clients <= 1000 and 1 <= args.requests <= 100):
         ap.error("--clients must be in 1..1000 and --requests in 1..100")
 
-    from sst2.data import read_split, resolve_data_dir
+    from sst2.data.splits import read_split, resolve_data_dir
 
     texts = read_split(resolve_data_dir(args.data) / "dev.tsv", "dev").texts
     proc = None

@@ -16,7 +16,7 @@ import json
 import time
 
 from sst2.config import TrainConfig
-from sst2.train import train
+from sst2.training.api import train
 
 BASE = dict(proj_size=256, lstm_size=128, epochs=10, schedule="constant", warmup_ratio=0.0)
 LINEAR = dict(schedule="linear", warmup_ratio=0.1)

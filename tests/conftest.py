@@ -67,7 +67,7 @@ def cache_dir(tmp_path) -> Path:
 def tiny_model_dir(tiny_backbone_dir, tiny_data_dir, tmp_path_factory) -> Path:
     """A saved model directory (improved preset, 2 hidden states, max_length 32) trained for one epoch."""
     from sst2.config import TrainConfig
-    from sst2.train import train
+    from sst2.training.api import train
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
     train(TrainConfig(data=str(tiny_data_dir), backbone=str(tiny_backbone_dir), out=str(out),

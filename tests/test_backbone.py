@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sst2.backbone import Backbone, BackboneError, resolve_backbone
+from sst2.modeling.backbone import Backbone, BackboneError, resolve_backbone
 
 
 def test_unavailable_hub_name_fails_fast_with_advice(monkeypatch):
@@ -32,8 +32,8 @@ def test_backbone_returns_kept_layers(tiny_backbone_dir):
 
 @pytest.mark.slow
 def test_packaged_minilm_loads_offline_and_classifies(monkeypatch):
-    from sst2.heads import HeadConfig, build_head
-    from sst2.model import SentimentModel
+    from sst2.modeling.heads import HeadConfig, build_head
+    from sst2.modeling.model import SentimentModel
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     bb = Backbone.load(None, layers=(-1,))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sst2.bench import MIN_TIMED, ROW_KEYS, PeakMemory, fit_slope, time_step
+from sst2.bench.bench import MIN_TIMED, ROW_KEYS, PeakMemory, fit_slope, time_step
 from sst2.cli import main
 from sst2.config import BenchConfig, ConfigError
 

@@ -2,11 +2,11 @@ import numpy as np
 import torch
 import pytest
 
-from sst2.backbone import Backbone
-from sst2.cache import FeatureCache, cache_key, encode_texts, token_batches
+from sst2.modeling.backbone import Backbone
+from sst2.features.cache import FeatureCache, cache_key, encode_texts, token_batches
 from sst2.config import TrainConfig
-from sst2.data import load_splits
-from sst2.train import prepare_features
+from sst2.data.splits import load_splits
+from sst2.training.api import prepare_features
 
 TEXTS = ["good film", "the plot is very dull and the story is weak .", "lovely", "it 's a movie"]
 
@@ -89,7 +89,7 @@ def test_changed_key_misses_and_same_key_hits(tiny_backbone_dir, tiny_data_dir, 
                                      bb, splits)
     assert not any(other_text.hits.values())
 
-    monkeypatch.setattr("sst2.train.ENCODE_BATCH_TOKENS", 128)  # other batch shapes: other last bits
+    monkeypatch.setattr("sst2.training.api.ENCODE_BATCH_TOKENS", 128)  # other batch shapes: other last bits
     _, other_batching = prepare_features(cfg, bb, splits)
     assert not any(other_batching.hits.values())
     monkeypatch.undo()
@@ -130,7 +130,7 @@ def test_streamed_encode_to_disk_equals_in_memory_encode(backbone, tmp_path):
 
 
 def test_states_file_reads_rows_straight_into_a_buffer(tmp_path):
-    from sst2.cache import StatesFile
+    from sst2.features.cache import StatesFile
 
     rows = np.arange(5 * 3 * 4, dtype=np.float16).reshape(5, 3, 4)
     f = StatesFile.create(tmp_path / "s.npy", rows.shape, np.float16)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sst2.compare import compare, load_run
+from sst2.evaluation.compare import compare, load_run
 from sst2.config import CompareConfig, ConfigError
 from sst2.errors import UserError
 

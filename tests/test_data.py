@@ -2,7 +2,7 @@ import re
 
 import pytest
 
-from sst2.data import DataError, load_splits, read_split
+from sst2.data.splits import DataError, load_splits, read_split
 
 from conftest import write_tsv
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from sst2.backbone import Backbone
+from sst2.modeling.backbone import Backbone
 from sst2.config import ConfigError, TrainConfig
-from sst2.data import load_splits
+from sst2.data.splits import load_splits
 from sst2.errors import UserError
-from sst2.model import SentimentModel
-from sst2.train import RUN_FILES, TopLayers, _setup_finetune, train
+from sst2.modeling.model import SentimentModel
+from sst2.training.api import RUN_FILES, TopLayers, _setup_finetune, train
 
 
 def cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, **kw):
@@ -160,8 +160,8 @@ def test_seeds_write_one_run_per_seed_and_a_summary(tiny_backbone_dir, tiny_data
 @pytest.mark.parametrize("model", ["vanilla", "partial", "partial-lstm", "lora"])
 def test_every_model_type_serves_through_classifier_and_onnx(model, tiny_backbone_dir, tiny_data_dir, tmp_path):
     from sst2.cli import main
-    from sst2.export import FP32_TOLERANCE, PARITY_SENTENCES
-    from sst2.inference import Classifier
+    from sst2.inference.export import FP32_TOLERANCE, PARITY_SENTENCES
+    from sst2.inference.classifier import Classifier
 
     model, _, head = model.partition("-")
     train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model=model, epochs=1, unfreeze=1, head=head or "linear"))
@@ -176,7 +176,7 @@ def test_every_model_type_serves_through_classifier_and_onnx(model, tiny_backbon
 
 
 def test_probe_fits_only_the_classifier_on_the_untrained_features(tiny_backbone_dir, tiny_data_dir, tmp_path):
-    from sst2.train import fit_probe
+    from sst2.training.api import fit_probe
 
     cfg = cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla")
     splits = load_splits(tiny_data_dir)
@@ -214,7 +214,7 @@ def test_probe_needs_a_fine_tuned_linear_head():
 def test_bernoulli_symmetric_kl():
     from torch.distributions import Bernoulli, kl_divergence
 
-    from sst2.train import bernoulli_sym_kl
+    from sst2.training.api import bernoulli_sym_kl
 
     a, b = torch.tensor([0.3, -2.0, 8.0]), torch.tensor([0.3, 1.0, -1.0])
     ref = (kl_divergence(Bernoulli(logits=a), Bernoulli(logits=b)) + kl_divergence(Bernoulli(logits=b), Bernoulli(logits=a))) / 2

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from sst2.cli import main
-from sst2.export import FP32_TOLERANCE, PARITY_SENTENCES
-from sst2.inference import Classifier, Prediction, RuntimeUnavailableError
-from sst2.model import SentimentModel
+from sst2.inference.export import FP32_TOLERANCE, PARITY_SENTENCES
+from sst2.inference.classifier import Classifier, Prediction, RuntimeUnavailableError
+from sst2.modeling.model import SentimentModel
 
 from conftest import make_sentences
 
@@ -125,7 +125,7 @@ def test_export_fuse_gives_onnxruntime_transformer_ops_and_the_same_predictions(
 
 
 def test_export_leaves_the_model_attention_as_it_was(tiny_model_dir, tmp_path):
-    from sst2.export import export_onnx
+    from sst2.inference.export import export_onnx
 
     model = SentimentModel.load(tiny_model_dir)
     before = model.backbone.encoder.config._attn_implementation
@@ -143,7 +143,7 @@ def test_onnx_int8_gives_valid_probabilities(exported_dir):
 def test_int8_keeps_the_ops_named_in_keep_fp32(exported_dir, tmp_path):
     import onnx
 
-    from sst2.export import quantize_int8
+    from sst2.inference.export import quantize_int8
 
     def head_ops(path):
         return {n.op_type for n in onnx.load(str(path)).graph.node if n.name.startswith("/head/proj/")}
@@ -203,7 +203,7 @@ def test_cli_predict_errors(tiny_model_dir, tmp_path, capsys, monkeypatch):
 def test_split_padded_is_optimal_and_covers_every_row():
     import itertools
 
-    from sst2.inference import split_padded
+    from sst2.inference.classifier import split_padded
 
     assert split_padded([12] * 64) == [(0, 64)]  # equal lengths: one call
     assert split_padded([]) == []

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from sst2.backbone import Backbone
+from sst2.modeling.backbone import Backbone
 from sst2.config import PRESETS
-from sst2.heads import HeadConfig, build_head, count_parameters
-from sst2.model import SentimentModel
-from sst2.train import evaluate_states, train_one_epoch
+from sst2.modeling.heads import HeadConfig, build_head, count_parameters
+from sst2.modeling.model import SentimentModel
+from sst2.training.api import evaluate_states, train_one_epoch
 
 
 def seed_head(hidden=32, **kw):

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from sst2.errors import UserError
-from sst2.inference import Classifier, Prediction
-from sst2.serve import Limits, MicroBatcher, create_app
+from sst2.inference.classifier import Classifier, Prediction
+from sst2.serving.app import Limits, MicroBatcher, create_app
 
 LIMITS = Limits(max_texts=4, max_chars=300, max_batch=8, max_wait_ms=5)
 LONG = " ".join(["the film is good and"] * 12)  # 60 words, 240 characters: over max_length 32 tokens
@@ -127,7 +127,7 @@ def test_micro_batcher_gathers_pending_requests(max_batch, expected):
 
 
 def test_serve_binds_first_so_port_0_reports_the_real_port():
-    from sst2.serve import bind_socket
+    from sst2.serving.app import bind_socket
 
     sock = bind_socket("127.0.0.1", 0)
     try:

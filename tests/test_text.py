@@ -2,7 +2,7 @@
 
 import pytest
 
-from sst2.text import normalize_texts, normalize_treebank
+from sst2.data.text import normalize_texts, normalize_treebank
 
 
 @pytest.mark.parametrize("raw, canonical", [

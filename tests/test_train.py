@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from sst2.backbone import Backbone
+from sst2.modeling.backbone import Backbone
 from sst2.config import ConfigError, TrainConfig
 from sst2.errors import UserError
-from sst2.heads import HeadConfig, build_head
-from sst2.model import SentimentModel
-from sst2.train import RUN_FILES, CachedStates, TokenDropout, WeightAverage, make_batches, train, train_one_epoch
+from sst2.modeling.heads import HeadConfig, build_head
+from sst2.modeling.model import SentimentModel
+from sst2.training.api import RUN_FILES, CachedStates, TokenDropout, WeightAverage, make_batches, train, train_one_epoch
 
 from conftest import make_sentences, write_tsv
 
@@ -52,7 +52,7 @@ def test_train_writes_exactly_the_run_files(tiny_backbone_dir, tiny_data_dir, tm
     assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the saved model reloads without the data and reproduces the dev accuracy
     model = SentimentModel.load(run / "model")
-    from sst2.data import load_splits
+    from sst2.data.splits import load_splits
 
     dev = load_splits(tiny_data_dir)["dev"]
     acc = ((model.predict_logits(dev.texts) > 0).long() == torch.tensor(dev.labels)).float().mean().item()
@@ -104,7 +104,7 @@ def test_encoder_runs_once_with_the_cache_and_every_batch_without(tiny_backbone_
 def test_overfits_sixteen_examples(tiny_backbone_dir, tmp_path):
     torch.manual_seed(0)
     bb = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
-    from sst2.cache import encode_texts
+    from sst2.features.cache import encode_texts
 
     rows = make_sentences(16, 7)
     feats = encode_texts(bb, [s for s, _ in rows], max_length=32)
@@ -115,7 +115,7 @@ def test_overfits_sixteen_examples(tiny_backbone_dir, tmp_path):
     for epoch in range(60):
         stats, _ = train_one_epoch(head, CachedStates(feats), labels, make_batches(feats.lengths, 8, rng, True),
                                    opt, 1.0, epoch, 0)
-    from sst2.train import evaluate_states
+    from sst2.training.api import evaluate_states
 
     res = evaluate_states(head, CachedStates(feats), labels)
     assert res["accuracy"] == 1.0 and res["loss"] < 0.05
@@ -140,7 +140,7 @@ def test_existing_run_directory_is_not_overwritten(tiny_backbone_dir, tiny_data_
 
 
 def test_failed_run_leaves_no_partial_directory(tiny_backbone_dir, tiny_data_dir, tmp_path, monkeypatch):
-    import sst2.train as t
+    import sst2.training.api as t
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -184,8 +184,8 @@ def test_cli_end_to_end(tiny_backbone_dir, tiny_data_dir, tmp_path):
 
 def test_layer_mix_learns_at_its_own_rate(tiny_backbone_dir, tiny_data_dir, tmp_path):
     """The mix weights get mix_lr_scale x lr (they barely move at the head's rate); nothing else does."""
-    from sst2.data import load_splits
-    from sst2.train import _optimizer, _setup_efficient
+    from sst2.data.splits import load_splits
+    from sst2.training.api import _optimizer, _setup_efficient
 
     cfg = tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, mix_lr_scale=30.0, lr=1e-3, weight_decay=0.01,
                    combine="mix")
@@ -216,8 +216,8 @@ def test_default_head_projects_the_concatenated_layers(tiny_backbone_dir, tiny_d
 
 
 def test_layer_lr_decay_scales_each_layer_below_the_top(tiny_backbone_dir, tiny_data_dir, tmp_path):
-    from sst2.data import load_splits
-    from sst2.train import _optimizer, _setup_finetune
+    from sst2.data.splits import load_splits
+    from sst2.training.api import _optimizer, _setup_finetune
 
     cfg = tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla", lr=1e-3, layer_lr_decay=0.5)
     p = cfg.resolved()
@@ -294,7 +294,7 @@ def test_averaged_weights_are_the_ones_scored_and_saved(tiny_backbone_dir, tiny_
         best = list(csv.DictReader(f))[m["best_epoch"] - 1]
     assert float(best["dev_loss"]) == pytest.approx(m["dev_loss"], abs=1e-6)
     model = SentimentModel.load(tmp_path / "0.9" / "run" / "model")
-    from sst2.data import load_splits
+    from sst2.data.splits import load_splits
 
     dev = load_splits(tiny_data_dir)["dev"]
     loss = torch.nn.functional.binary_cross_entropy_with_logits(model.predict_logits(dev.texts),
@@ -339,7 +339,7 @@ def test_token_dropout_removes_inner_tokens_in_order_and_keeps_the_ends():
 
 
 def test_token_dropout_on_cached_states_matches_dropping_after_the_gather():
-    from sst2.cache import Features
+    from sst2.features.cache import Features
 
     rng = np.random.default_rng(0)
     lengths = np.array([7, 3, 5, 2, 9])
@@ -361,7 +361,7 @@ def test_token_dropout_on_cached_states_matches_dropping_after_the_gather():
 
 
 def test_train_file_trains_on_another_file_and_is_recorded(tiny_backbone_dir, tiny_data_dir, tmp_path):
-    from sst2.compare import default_label
+    from sst2.evaluation.compare import default_label
 
     (tmp_path / "phrases").mkdir()
     phrases = write_tsv(tmp_path / "phrases" / "train.tsv", make_sentences(24, 7))

@@ -12,17 +12,17 @@ import sys
 import types
 import typing
 
-from . import __version__
+from sst2 import __version__
 
 # name -> (config class, function, one-line description); imported only when the command runs.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("sst2.config:TrainConfig", "sst2.train:train", "train a model and write its run directory"),
-    "evaluate": ("sst2.config:EvaluateConfig", "sst2.evaluate:evaluate", "score a saved model on a data split"),
-    "bench": ("sst2.config:BenchConfig", "sst2.bench:bench", "measure time and memory against sequence length"),
-    "predict": ("sst2.config:PredictConfig", "sst2.predict:predict", "classify texts; writes JSON lines"),
-    "export": ("sst2.config:ExportConfig", "sst2.export:export", "export the model to ONNX (--int8: also int8)"),
-    "serve": ("sst2.config:ServeConfig", "sst2.serve:serve", "serve predictions over an HTTP JSON API"),
-    "compare": ("sst2.config:CompareConfig", "sst2.compare:compare",
+    "train": ("sst2.config:TrainConfig", "sst2.training.api:train", "train a model and write its run directory"),
+    "evaluate": ("sst2.config:EvaluateConfig", "sst2.evaluation.evaluate:evaluate", "score a saved model on a data split"),
+    "bench": ("sst2.config:BenchConfig", "sst2.bench.bench:bench", "measure time and memory against sequence length"),
+    "predict": ("sst2.config:PredictConfig", "sst2.inference.predict:predict", "classify texts; writes JSON lines"),
+    "export": ("sst2.config:ExportConfig", "sst2.inference.export:export", "export the model to ONNX (--int8: also int8)"),
+    "serve": ("sst2.config:ServeConfig", "sst2.serving.app:serve", "serve predictions over an HTTP JSON API"),
+    "compare": ("sst2.config:CompareConfig", "sst2.evaluation.compare:compare",
                 "compare finished runs: table and plot of cost and accuracy, inference timed"),
 }
 
@@ -87,7 +87,7 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .errors import UserError
+    from sst2.errors import UserError
 
     # The library's own loading/saving bars would interleave with ours; the CLI shows its own.
     from transformers.utils import logging as hf_logging

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from .errors import UserError
-from .text import NORMALIZERS
+from sst2.errors import UserError
+from sst2.data.text import NORMALIZERS
 
 
 class ConfigError(UserError, ValueError):

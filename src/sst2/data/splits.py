@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from sst2.errors import UserError
 
 SPLITS = ("train", "dev", "test")
 LABELLED_HEADER = ("sentence", "label")

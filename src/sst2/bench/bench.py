@@ -37,11 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbone import Backbone
-from .config import PRESETS, BenchConfig, to_dict
-from .heads import HeadConfig, build_head, count_parameters
-from .model import SentimentModel
-from .runtime import current_rss_mb, environment, set_threads
+from sst2.modeling.backbone import Backbone
+from sst2.config import PRESETS, BenchConfig, to_dict
+from sst2.modeling.heads import HeadConfig, build_head, count_parameters
+from sst2.modeling.model import SentimentModel
+from sst2.system import current_rss_mb, environment, set_threads
 
 FORMAT = "sst2-bench/1"
 MIN_TIMED = 3  # a median of fewer runs is not a median
@@ -684,7 +684,7 @@ def bench(cfg: BenchConfig) -> dict:
     threads = set_threads(cfg.threads)
     s = cfg.resolved()
     if s["device"] == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
+        from sst2.errors import UserError
 
         raise UserError("--device cuda: no CUDA device is available to torch")
     out = Path(cfg.out)

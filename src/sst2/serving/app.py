@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from .config import ServeConfig
-from .errors import UserError
+from sst2.config import ServeConfig
+from sst2.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def create_app(classifier, limits: Limits | None = None):
 def serve(cfg: ServeConfig) -> None:
     import uvicorn
 
-    from .inference import Classifier
+    from sst2.inference.classifier import Classifier
 
     # spin=False: busy-waiting model threads would starve the event loop that gathers the next batch.
     clf = Classifier.load(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.max_batch,

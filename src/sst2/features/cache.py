@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .model import pad_batch
+from sst2.modeling.model import pad_batch
 
 FORMAT_VERSION = 1
 DTYPES = {"float16": np.float16, "float32": np.float32}

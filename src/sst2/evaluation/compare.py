@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CompareConfig
-from .errors import UserError
-from .report import plot_compare
+from sst2.config import CompareConfig
+from sst2.errors import UserError
+from sst2.evaluation.plots import plot_compare
 
 STATS = ("dev_accuracy", "test_accuracy", "train_seconds", "seconds_per_epoch", "total_seconds", "cache_seconds",
          "peak_rss_mb", "best_epoch")
@@ -74,7 +74,7 @@ def load_run(path: str | os.PathLike) -> RunSet:
     seed_dirs = sorted((p for p in path.glob("seed-*") if p.is_dir()),
                        key=lambda p: (len(p.name), p.name))
     if not seed_dirs:
-        from .rundir import PARTIAL_INFIX
+        from sst2.training.rundir import PARTIAL_INFIX
 
         unfinished = PARTIAL_INFIX in path.name or ".partial" in path.name
         hint = " (an unfinished run: training is still going or was interrupted)" if unfinished else ""
@@ -134,7 +134,7 @@ def percentile(xs: list[float], q: float) -> float:
 
 def measure_inference(model_dir: Path, texts: list[str], cfg: CompareConfig) -> dict:
     """Batch-1 ms per call over the first ``cfg.calls`` texts, and batch-64 ms per sentence over all."""
-    from .inference import Classifier
+    from sst2.inference.classifier import Classifier
 
     clf = Classifier.load(model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.batch_size)
     single = texts[: cfg.calls]
@@ -221,8 +221,8 @@ def command_line(cfg: CompareConfig) -> str:
 
 
 def compare(cfg: CompareConfig) -> dict:
-    from .data import read_split, resolve_data_dir
-    from .runtime import environment, set_threads
+    from sst2.data.splits import read_split, resolve_data_dir
+    from sst2.system import environment, set_threads
 
     sets = [load_run(p) for p in cfg.runs]  # every path checked before anything is measured
     labels = cfg.labels or [default_label(s.first) for s in sets]

@@ -7,11 +7,11 @@ import time
 
 import torch
 
-from .config import EvaluateConfig
-from .data import LABEL_NAMES, load_splits, resolve_data_dir
-from .errors import UserError
-from .model import SentimentModel
-from .runtime import set_threads
+from sst2.config import EvaluateConfig
+from sst2.data.splits import LABEL_NAMES, load_splits, resolve_data_dir
+from sst2.errors import UserError
+from sst2.modeling.model import SentimentModel
+from sst2.system import set_threads
 
 
 def classification_metrics(labels: list[int], preds: list[int]) -> dict:

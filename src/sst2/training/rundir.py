@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import UserError
+from sst2.errors import UserError
 
 MARKER = ".sst2-run"
 MARKER_FORMAT = "sst2-run/1"

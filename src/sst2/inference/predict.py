@@ -10,8 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import PredictConfig
-from .errors import UserError
+from sst2.config import PredictConfig
+from sst2.errors import UserError
 
 # Below this many texts a progress bar is noise: a batch or two finishes at once.
 PROGRESS_MIN_TEXTS = 256
@@ -41,8 +41,8 @@ def read_texts(cfg: PredictConfig) -> list[str]:
 def predict(cfg: PredictConfig) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from .inference import Classifier
-    from .runtime import progress_enabled
+    from sst2.inference.classifier import Classifier
+    from sst2.system import progress_enabled
 
     texts = read_texts(cfg)
     if not texts:

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbone import Backbone, load_backbone_parts
-from .errors import UserError
-from .heads import HeadConfig, build_head
-from .text import normalize_texts
+from sst2.modeling.backbone import Backbone, load_backbone_parts
+from sst2.errors import UserError
+from sst2.modeling.heads import HeadConfig, build_head
+from sst2.data.text import normalize_texts
 
 SPEC_FILE = "sst2_model.json"
 HEAD_FILE = "head.safetensors"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import LABEL_NAMES
-from .errors import UserError
-from .text import normalize_texts
+from sst2.data.splits import LABEL_NAMES
+from sst2.errors import UserError
+from sst2.data.text import normalize_texts
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -159,7 +159,7 @@ class Classifier:
         single-threaded calls at once keep the cores busier than one two-threaded call (the LSTM and
         the element-wise ops parallelise poorly), for more sentences/s on large inputs but no gain on
         a single batch. ``spin=False``: onnx pool threads sleep when idle (see ``onnx_session_options``)."""
-        from .model import ModelDirError, SentimentModel, SPEC_FILE
+        from sst2.modeling.model import ModelDirError, SentimentModel, SPEC_FILE
 
         if runtime not in RUNTIMES:
             raise RuntimeUnavailableError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
@@ -167,7 +167,7 @@ class Classifier:
             threads = max(1, physical_cores() // workers)
         model_dir = Path(model_dir)
         if runtime == "torch":
-            from .runtime import set_threads
+            from sst2.system import set_threads
 
             set_threads(threads)
             model = SentimentModel.load(model_dir)
@@ -182,7 +182,7 @@ class Classifier:
             runner = OnnxRunner(path, threads, spin)
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise RuntimeUnavailableError(f"runtime {runtime!r} needs onnxruntime: pip install 'sst2[onnx]'") from exc
-        from .model import ENCODER_DIR
+        from sst2.modeling.model import ENCODER_DIR
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(model_dir / ENCODER_DIR, local_files_only=True)

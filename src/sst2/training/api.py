@@ -28,17 +28,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbone import Backbone
-from .cache import (ENCODE_BATCH_SIZE, ENCODE_BATCH_TOKENS, FeatureCache, Features, cache_key, drop_positions,
+from sst2.modeling.backbone import Backbone
+from sst2.features.cache import (ENCODE_BATCH_SIZE, ENCODE_BATCH_TOKENS, FeatureCache, Features, cache_key, drop_positions,
                     encode_texts)
-from .config import DEFAULT_PRESET, PRESETS, TrainConfig, to_dict
-from .data import Split, load_splits, resolve_data_dir
-from . import rundir
-from .errors import UserError
-from .heads import HeadConfig, LinearHead, build_head, count_parameters, lengths_to_mask
-from .model import SentimentModel, pad_batch
-from .text import normalize_texts
-from .runtime import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
+from sst2.config import DEFAULT_PRESET, PRESETS, TrainConfig, to_dict
+from sst2.data.splits import Split, load_splits, resolve_data_dir
+from sst2.training import rundir
+from sst2.errors import UserError
+from sst2.modeling.heads import HeadConfig, LinearHead, build_head, count_parameters, lengths_to_mask
+from sst2.modeling.model import SentimentModel, pad_batch
+from sst2.data.text import normalize_texts
+from sst2.system import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
 
 RUN_FILES = ("config.json", "history.csv", "epochs.csv", "metrics.json", "plot.png", "model", rundir.MARKER)
 EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "seconds")
@@ -574,7 +574,7 @@ def _optimizer(job: Job, p: dict, total_steps: int):
 # --- the command -----------------------------------------------------------------------------------
 def _prepare_out(cfg: TrainConfig, data_dir: Path) -> tuple[Path, Path]:
     """Check ``--out`` (``sst2.rundir``) and create this run's marked temporary folder beside it."""
-    from .cache import default_cache_dir
+    from sst2.features.cache import default_cache_dir
 
     out = Path(cfg.out)
     protected = {"the data folder": data_dir, "the training file": Path(cfg.train_file) if cfg.train_file else None,
@@ -782,7 +782,7 @@ def _train_run(cfg: TrainConfig, p: dict, splits: dict[str, Split], run_dir: Pat
     write_csv(run_dir / "history.csv", HISTORY_FIELDS, history)
     write_csv(run_dir / "epochs.csv", EPOCH_FIELDS, [{k: round(v, 6) if isinstance(v, float) else v
                                                        for k, v in r.items()} for r in epochs])
-    from .report import plot_run
+    from sst2.evaluation.plots import plot_run
 
     plot_run(run_dir)
     # metrics.json last: its presence marks a complete run directory

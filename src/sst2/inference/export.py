@@ -23,9 +23,9 @@ import time
 import warnings
 from pathlib import Path
 
-from .config import ExportConfig
-from .errors import UserError
-from .inference import ONNX_FILES, Classifier, OnnxRunner, TorchRunner
+from sst2.config import ExportConfig
+from sst2.errors import UserError
+from sst2.inference.classifier import ONNX_FILES, Classifier, OnnxRunner, TorchRunner
 
 # Fixed sentences for the parity check: short and long, positive and negative, one with padding
 # to a much longer neighbour in its batch.
@@ -154,8 +154,8 @@ def parity(reference: Classifier, candidate: Classifier, texts: list[str] | None
 
 
 def export(cfg: ExportConfig) -> dict:
-    from .model import SentimentModel
-    from .runtime import set_threads
+    from sst2.modeling.model import SentimentModel
+    from sst2.system import set_threads
 
     threads = set_threads(cfg.threads)
     model_dir = Path(cfg.model_dir)
