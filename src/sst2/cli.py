@@ -16,7 +16,7 @@ from sst2 import __version__
 
 # name -> (config class, function, one-line description); imported only when the command runs.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("sst2.config:TrainConfig", "sst2.training.api:train", "train a model and write its run directory"),
+    "train": ("sst2.config:TrainArgs", "sst2.cli:train_command", "train a model and write its run directory"),
     "evaluate": ("sst2.config:EvaluateConfig", "sst2.evaluation.evaluate:evaluate", "score a saved model on a data split"),
     "bench": ("sst2.config:BenchConfig", "sst2.bench.bench:bench", "measure time and memory against sequence length"),
     "predict": ("sst2.config:PredictConfig", "sst2.inference.predict:predict", "classify texts; writes JSON lines"),
@@ -78,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_arguments(p, cls)
         p.set_defaults(_config_cls=cls, _command=name)
     return parser
+
+
+def train_command(args) -> dict:
+    """``sst2 train``: resolve the config (preset, --config, flags, --set) and train."""
+    import shlex
+
+    from sst2.training.api import train
+    from sst2.training.config import resolve
+
+    cfg = resolve(preset=args.preset, config=args.config, recipe=args.model, overrides=args.overrides(),
+                  sets=args.set)
+    return train(cfg, command="sst2 " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None)
 
 
 def _interrupt(signum, frame):

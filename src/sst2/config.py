@@ -5,10 +5,11 @@ Each config validates itself in ``__post_init__`` and reports every problem at o
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from sst2.errors import UserError
-from sst2.data.text import NORMALIZERS
 
 
 class ConfigError(UserError, ValueError):
@@ -28,8 +29,12 @@ def check(problems: list[str], owner: str) -> None:
 
 
 def choices_problems(cfg) -> list[str]:
+    """Values outside a field's ``choices``, and non-finite numbers in any float field."""
     out = []
     for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append(f"{f.name}: must be a finite number, got {v}")
         ch = f.metadata.get("choices")
         if ch and getattr(cfg, f.name) is not None and getattr(cfg, f.name) not in ch:
             out.append(f"{f.name}: must be one of {', '.join(map(str, ch))}, got {getattr(cfg, f.name)!r}")
@@ -40,205 +45,62 @@ def to_dict(cfg) -> dict:
     return asdict(cfg)
 
 
-# Head/optimisation presets of the efficient model. ``seed`` is the reference design, with its
-# defects fixed; ``improved`` (every encoder layer, concatenated and projected, a bidirectional LSTM and
-# max+mean pooling over valid positions, 8 epochs with linear warm-up and decay) is the default because
-# it measured better: its shape and schedule had the best mean dev accuracy over 3 seeds among the head
-# variants that keep a warm-cache run under a minute on 2 cores, and the concatenation beat the learned
-# layer mix by 0.6-0.7 points in 5-fold cross-validation on the training split (README, "Choosing the
-# default head"). ``mix_lr_scale`` only matters with ``combine="mix"``.
-PRESETS: dict[str, dict] = {
-    "seed": dict(
-        layers=[-1], proj_size=256, lstm_size=256, bidirectional=False, pooling="last", dropout=0.1,
-        epochs=10, batch_size=128, lr=1e-3, schedule="constant", warmup_ratio=0.0, weight_decay=0.0,
-        mix_lr_scale=1.0, ema=0.0, token_dropout=0.0, combine="mix", rdrop=0.0,
-    ),
-    "improved": dict(
-        layers="all", proj_size=128, lstm_size=128, bidirectional=True, pooling="maxmean",
-        dropout=0.1, epochs=8, batch_size=128, lr=1e-3, schedule="linear", warmup_ratio=0.1, weight_decay=0.0,
-        mix_lr_scale=30.0, ema=0.0, token_dropout=0.0, combine="concat", rdrop=0.0,
-    ),
-}
-DEFAULT_PRESET = "improved"
-EFFICIENT_MAX_LENGTH = 128
-
-# Defaults of the fine-tuned models: the same encoder with a linear classifier on mean-pooled token
-# states, trained with AdamW, linear warm-up then linear decay, on length-grouped batches.
-# ``vanilla`` trains every encoder weight; ``partial`` only the top ``--unfreeze`` layers (the lower
-# ones are frozen and their states come from the feature cache); ``lora`` trains low-rank adapters.
-# vanilla's lr: 1e-4 had the better mean dev accuracy over seeds 0 and 1 than 5e-5, 3e-5 (4 epochs)
-# and 2e-4, and 3 epochs beat 2 (README, "Choosing vanilla's learning rate"). partial trains only the top
-# layers and takes a higher rate: 3e-4 gave 0.875 dev against 0.866 at 1e-4 (seed 0; README).
-FINETUNE: dict[str, dict] = {
-    "vanilla": dict(epochs=3, batch_size=32, lr=1e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                    weight_decay=0.01, schedule="linear", ema=0.0, probe_epochs=0, rdrop=0.0),
-    "partial": dict(epochs=3, batch_size=32, lr=3e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                    weight_decay=0.01, schedule="linear", ema=0.0, probe_epochs=0, rdrop=0.0),
-    "lora": dict(epochs=3, batch_size=32, lr=5e-4, dropout=0.1, max_length=64, warmup_ratio=0.1,
-                 weight_decay=0.01, schedule="linear", ema=0.0, probe_epochs=0, rdrop=0.0),
-}
-MODELS = ("efficient", *FINETUNE)
-LORA_TARGETS = ["query", "key", "value", "output.dense", "intermediate.dense"]
+PRESET_NAMES = sorted(p.stem for p in (Path(__file__).resolve().parent / "configs").glob("*.toml"))
+RECIPES = ("efficient", "vanilla", "partial", "lora")
 
 
 @dataclass
-class TrainConfig:
-    data: str | None = opt(None, "data folder with train.tsv, dev.tsv, test.tsv (default: $SST2_DATA, "
-                                 "else ../shared/data/sst2-sentences)")
-    train_file: str | None = opt(None, "train on this labelled TSV instead of the data folder's train.tsv; dev and "
-                                       "test still come from the data folder (e.g. GLUE's 67,349 phrase-level "
-                                       "labels of the training sentences, scored on the sentence-level dev and test)")
-    out: str = opt("runs/efficient", "run directory to write (config, history, metrics, plot, model)")
-    model: str = opt("efficient", "efficient: frozen encoder + trained LSTM head; vanilla: full fine-tune; "
-                                  "partial: fine-tune the top --unfreeze layers; lora: LoRA adapters (peft)",
-                     choices=MODELS)
-    preset: str = opt(DEFAULT_PRESET, "efficient-head preset: 'seed' is the reference design", choices=list(PRESETS))
-    backbone: str = opt("all-MiniLM-L6-v2", "encoder: a local directory or a Hugging Face name "
-                                            "(default: the packaged all-MiniLM-L6-v2, fully offline)")
+class TrainArgs:
+    """``sst2 train``'s flags: the common options; every other setting comes from the config file
+    (``--config``, or the preset) or ``--set group.field=value`` (``sst2.training.config``)."""
+
+    config: str | None = opt(None, "a TOML config file: a preset (configs/*.toml) or a run's config.toml, which "
+                                   "re-runs that run; its 'preset' key names the preset it changes")
+    preset: str | None = opt(None, "start from this preset: improved (the default efficient model), seed (the "
+                                   "reference design, fixed), vanilla, partial, lora", choices=PRESET_NAMES)
+    model: str | None = opt(None, "the recipe: efficient (frozen encoder + trained LSTM head), vanilla (full "
+                                  "fine-tune), partial (top layers fine-tuned), lora (LoRA adapters); alone, it "
+                                  "picks the recipe's preset", choices=list(RECIPES))
+    data: str | None = opt(None, "data folder with train.tsv, dev.tsv, test.tsv (default: $SST2_DATA, else "
+                                 "../shared/data/sst2-sentences)")
+    train_file: str | None = opt(None, "train on this labelled TSV instead of the folder's train.tsv; dev and test "
+                                       "still come from the folder (e.g. GLUE's phrase labels)")
+    backbone: str | None = opt(None, "encoder: a local directory or a Hugging Face name (default: the packaged "
+                                     "all-MiniLM-L6-v2, fully offline)")
     epochs: int | None = opt(None, "training epochs (default: the preset's)")
     batch_size: int | None = opt(None, "training batch size (default: the preset's)")
-    lr: float | None = opt(None, "peak learning rate (default: the preset's or model's)")
-    dropout: float | None = opt(None, "head dropout (default: the preset's or model's)")
-    schedule: str | None = opt(None, "learning rate schedule: constant, or linear warm-up then linear decay to 0 "
-                                     "(default: constant for the efficient head, linear for fine-tuned models)",
-                               choices=["constant", "linear"])
-    warmup_ratio: float | None = opt(None, "share of steps with linear warm-up under the linear schedule "
-                                           "(default: 0 efficient, 0.1 fine-tuned)")
-    weight_decay: float | None = opt(None, "decoupled weight decay, not on biases and LayerNorm "
-                                           "(default: 0 efficient, 0.01 fine-tuned)")
-    proj_size: int | None = opt(None, "efficient head: width of the linear 'reshape' (default: the preset's)")
-    lstm_size: int | None = opt(None, "efficient head: LSTM hidden size per direction (default: the preset's)")
-    layer_lr_decay: float | None = opt(None, "fine-tuned models: each encoder layer below the top gets this factor "
-                                             "times the learning rate of the layer above it, the embeddings the "
-                                             "lowest (1 = one rate for all; default: the model's)")
-    ema: float | None = opt(None, "exponential moving average of the trainable weights, decay per step (0 = off); "
-                                  "dev scoring, the best-epoch choice and the saved model use the averaged "
-                                  "weights (default: the preset's or model's)")
-    probe_epochs: int | None = opt(None, "fine-tuned models with the linear head: first train the classifier alone "
-                                         "for this many epochs on the features of the model as loaded, then "
-                                         "fine-tune from there (LP-FT; 0 = off; default: the model's)")
-    probe_lr: float = opt(1e-3, "learning rate (Adam, constant) of the --probe-epochs stage")
-    rdrop: float | None = opt(None, "R-Drop: run each training batch twice (two dropout masks) and add this "
-                                    "weight times the symmetric KL divergence of the two predictions to the loss "
-                                    "(0 = off; doubles the cost of a step; default: the preset's or model's)")
-    combine: str | None = opt(None, "efficient head with several --layers: 'mix' sums them with learned softmax "
-                                    "weights, 'concat' projects their concatenation (default: the preset's)",
-                              choices=["mix", "concat"])
-    token_dropout: float | None = opt(None, "efficient head: in training, drop each word-piece between [CLS] and "
-                                            "[SEP] from its sentence with this probability (default: the preset's)")
-    mix_lr_scale: float | None = opt(None, "efficient head: learning rate of the layer-mix weights as a multiple of "
-                                           "--lr (default: the preset's)")
-    normalize: str = opt("contractions", "text normalization before tokenization, also applied by the saved model at "
-                                     "inference: 'contractions' splits n't off its word as the treebank does "
-                                     "(doesn't -> does n't; a no-op on the SST files, it makes user text match "
-                                     "them); 'treebank' also undoes the treebank's escapes (-lrb-, \\/, ``); "
-                                     "'negation' writes every n't as not (does n't -> does not); "
-                                     "'none' keeps texts as they are",
-                         choices=list(NORMALIZERS))
-    unfreeze: int = opt(2, "partial model: number of top encoder layers that train")
-    head: str = opt("linear", "partial model: 'linear' classifies the mean-pooled top layer (as vanilla); 'lstm' "
-                              "puts the efficient model's head over every hidden state, the cached frozen ones and "
-                              "the trained top ones", choices=["linear", "lstm"])
-    head_lr: float | None = opt(None, "learning rate of the head, if it should differ from --lr (default: --lr; "
-                                      "partial with --head lstm: 1e-3, the efficient head's rate)")
-    lora_r: int = opt(8, "lora model: adapter rank")
-    lora_alpha: int = opt(16, "lora model: adapter scale numerator (scale = alpha / r)")
-    lora_dropout: float = opt(0.1, "lora model: dropout on the adapter input")
-    lora_targets: list[str] = opt(list(LORA_TARGETS), "lora model: encoder Linear modules that get adapters "
-                                                      "(names or name suffixes, as peft matches them)")
-    layers: str | None = opt(None, "encoder hidden states fed to the head: 'all', or comma-separated indexes, "
-                                   "negative = from the top, 0 = embeddings; write --layers=-2,-1 "
-                                   "(default: the preset's)")
-    grad_clip: float = opt(1.0, "gradient norm clipping (0 = off)")
-    max_length: int | None = opt(None, "maximum tokens per sentence, special tokens included; longer ones are "
-                                       "truncated (default: 128 efficient, 64 fine-tuned models)")
-    seed: int = opt(0, "random seed (runs are deterministic on CPU for a given seed)")
-    seeds: int = opt(1, "train this many seeds (seed, seed+1, ...) into OUT/seed-N/ and write "
-                        "OUT/summary.json with mean and std of the accuracies")
-    cache: bool = opt(True, "reuse frozen-encoder token states from the on-disk cache; --no-cache runs the "
-                            "encoder on every batch like the reference")
+    lr: float | None = opt(None, "peak learning rate (default: the preset's)")
+    max_length: int | None = opt(None, "tokens per text, special tokens included; longer texts are truncated "
+                                       "(default: the preset's)")
+    seed: int | None = opt(None, "random seed (runs are deterministic on one CPU for a given seed; default 0)")
+    seeds: int | None = opt(None, "train this many seeds (seed, seed+1, ...) into OUT/seed-N/ and write "
+                                  "OUT/summary.json with mean and std")
+    out: str | None = opt(None, "run directory to write (default: the preset's, e.g. runs/efficient)")
     cache_dir: str | None = opt(None, "feature cache folder (default: $SST2_CACHE, else ~/.cache/sst2/features)")
-    bucket: bool = opt(True, "group training batches by length (shuffled) so short sentences are not "
-                             "padded to long ones")
+    no_cache: bool = opt(False, "run the frozen encoder on every batch, as the reference did, instead of "
+                                "reading its states from the feature cache")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
-    overwrite: bool = opt(False, "replace an existing run directory")
-    quiet: bool = opt(False, "no progress bars or per-epoch lines")
+    overwrite: bool = opt(False, "replace an existing run directory written by sst2 train")
+    quiet: bool = opt(False, "no progress bars or per-epoch lines; print the metrics as one JSON line")
+    set: list[str] = opt([], "settings beyond the flags, as group.field=value (e.g. optim.warmup_ratio=0.2 "
+                             "model.dropout=0.2 model.layers=[-2,-1]); see configs/*.toml for every key")
 
     def __post_init__(self):
-        problems = choices_problems(self)
-        for name in ("epochs", "batch_size", "threads", "unfreeze", "lora_r", "lora_alpha", "seeds", "proj_size",
-                     "lstm_size"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                problems.append(f"{name}: must be >= 1, got {v}")
-        if self.lr is not None and not self.lr > 0:
-            problems.append(f"lr: must be > 0, got {self.lr}")
-        for name in ("dropout", "lora_dropout", "warmup_ratio", "ema", "token_dropout"):
-            v = getattr(self, name)
-            if v is not None and not 0 <= v < 1:
-                problems.append(f"{name}: must be in [0, 1), got {v}")
-        if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
-            problems.append(f"layer_lr_decay: must be in (0, 1], got {self.layer_lr_decay}")
-        if self.mix_lr_scale is not None and not self.mix_lr_scale > 0:
-            problems.append(f"mix_lr_scale: must be > 0, got {self.mix_lr_scale}")
-        if self.weight_decay is not None and self.weight_decay < 0:
-            problems.append(f"weight_decay: must be >= 0, got {self.weight_decay}")
-        if self.grad_clip < 0:
-            problems.append(f"grad_clip: must be >= 0, got {self.grad_clip}")
-        if self.max_length is not None and self.max_length < 3:
-            problems.append(f"max_length: must be >= 3, got {self.max_length}")
-        if self.head != "linear" and self.model != "partial":
-            problems.append("head: only the partial model has a choice of head")
-        if self.head_lr is not None and not self.head_lr > 0:
-            problems.append(f"head_lr: must be > 0, got {self.head_lr}")
-        if self.combine is not None and self.model != "efficient":
-            problems.append("combine: only the efficient head combines layers")
-        if self.probe_epochs is not None and self.probe_epochs < 0:
-            problems.append(f"probe_epochs: must be >= 0, got {self.probe_epochs}")
-        if self.rdrop is not None and self.rdrop < 0:
-            problems.append(f"rdrop: must be >= 0, got {self.rdrop}")
-        if not self.probe_lr > 0:
-            problems.append(f"probe_lr: must be > 0, got {self.probe_lr}")
-        if self.probe_epochs and (self.model == "efficient" or self.head != "linear"):
-            problems.append("probe_epochs: only a fine-tuned model's linear head can be fitted first")
-        if self.token_dropout and self.model != "efficient":
-            problems.append("token_dropout: only the efficient model drops tokens")
-        if self.model == "lora" and not self.lora_targets:
-            problems.append("lora_targets: give at least one module name")
-        if self.layers is not None and self.layers != "all":
-            try:
-                parsed = [int(x) for x in str(self.layers).split(",")]
-                if not parsed or len(set(parsed)) != len(parsed):
-                    raise ValueError
-            except ValueError:
-                problems.append(f"layers: expected distinct comma-separated integers such as -4,-3,-2,-1, "
-                                f"got {self.layers!r}")
-        check(problems, "train")
+        check(choices_problems(self), "train")
 
-    def resolved(self) -> dict:
-        """The preset (efficient) or model defaults (fine-tuned) filled in with explicit overrides."""
-        if self.model == "efficient":
-            p = dict(PRESETS[self.preset], max_length=EFFICIENT_MAX_LENGTH, layer_lr_decay=1.0)
-        else:
-            p = dict(FINETUNE[self.model], layers=[-1], mix_lr_scale=1.0)
-            p.setdefault("layer_lr_decay", 1.0)
-            if self.model == "partial":
-                p["head"] = self.head
-                if self.head == "lstm":
-                    p["head_lr"] = PRESETS[DEFAULT_PRESET]["lr"]
-        p["normalize"] = self.normalize
-        if self.model != "efficient":
-            p["probe_lr"] = self.probe_lr
-        for name in ("epochs", "batch_size", "lr", "dropout", "max_length", "warmup_ratio", "weight_decay", "schedule",
-                     "proj_size", "lstm_size", "mix_lr_scale", "layer_lr_decay", "ema", "token_dropout", "combine",
-                     "head_lr", "probe_epochs", "rdrop"):
-            if getattr(self, name) is not None:
-                p[name] = getattr(self, name)
-        if self.layers == "all":
-            p["layers"] = "all"
-        elif self.layers is not None:
-            p["layers"] = [int(x) for x in str(self.layers).split(",")]
-        return p
+    FLAGS = {"data": "data.path", "train_file": "data.train_file", "max_length": "data.max_length",
+             "backbone": "model.backbone", "epochs": "optim.epochs", "batch_size": "optim.batch_size",
+             "lr": "optim.lr", "seed": "run.seed", "seeds": "run.seeds", "out": "run.out",
+             "cache_dir": "run.cache_dir", "threads": "run.threads"}
+
+    def overrides(self) -> dict:
+        """The flags given, as ``group.field`` keys of the training config."""
+        out = {key: getattr(self, flag) for flag, key in self.FLAGS.items() if getattr(self, flag) is not None}
+        for flag, key, value in (("no_cache", "run.cache", False), ("overwrite", "run.overwrite", True),
+                                 ("quiet", "run.quiet", True)):
+            if getattr(self, flag):
+                out[key] = value
+        return out
 
 
 @dataclass
@@ -246,14 +108,18 @@ class EvaluateConfig:
     model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
     data: str | None = opt(None, "data folder (default: $SST2_DATA, else ../shared/data/sst2-sentences)")
     split: str = opt("test", "which split to score", choices=["train", "dev", "test"])
+    runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
+                       choices=["torch", "onnx", "onnx-int8"])
     batch_size: int = opt(64, "inference batch size")
     json: bool = opt(False, "print the metrics as JSON")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
 
     def __post_init__(self):
         problems = choices_problems(self)
-        if self.batch_size < 1:
-            problems.append(f"batch_size: must be >= 1, got {self.batch_size}")
+        for name in ("batch_size", "threads"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                problems.append(f"{name}: must be >= 1, got {v}")
         check(problems, "evaluate")
 
 

@@ -41,27 +41,8 @@ def normalize_treebank(text: str) -> str:
     return split_contractions(text)
 
 
-_NOT_STEMS = {"ca": "can", "wo": "will", "sha": "shall", "ai": "is"}  # the stem of "can't" is "ca" in the treebank
-_SPLIT_NOT = re.compile(r"(?:\b(\w+) )?n't\b", re.IGNORECASE)
-
-
-def expand_negations(text: str) -> str:
-    """Write every ``n't`` as ``not`` (``does n't`` / ``doesn't`` -> ``does not``, ``ca n't`` -> ``can not``,
-    ``wo n't`` -> ``will not``); idempotent. A WordPiece vocabulary reads ``n't`` as three pieces
-    (``n ' t``) that pretraining text hardly ever has, but ``not`` as one common word."""
-
-    def repl(m: re.Match) -> str:
-        stem = m.group(1)
-        if stem is None:
-            return "not"
-        return f"{_NOT_STEMS.get(stem.lower(), stem)} not"
-
-    return _SPLIT_NOT.sub(repl, split_contractions(text))
-
-
 NORMALIZERS: dict[str, Callable[[str], str]] = {
     "none": lambda s: s, "contractions": split_contractions, "treebank": normalize_treebank,
-    "negation": expand_negations,
 }
 
 

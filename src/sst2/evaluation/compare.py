@@ -5,7 +5,7 @@ A run directory is either a single run (``RUN/metrics.json``) or a multi-seed ru
 deviation over the seeds. Training figures (parameters, time, memory, accuracy) are read from the
 runs' ``metrics.json``; inference latency is measured here, for every model in the same process
 and under the same conditions, on the saved ``model/`` directories (the first seed's for a
-multi-seed run) through :class:`sst2.inference.Classifier`, tokenization included:
+multi-seed run) through :class:`sst2.SentimentClassifier`, tokenization included:
 
 * batch 1: each of the first ``--calls`` dev sentences alone, one ``predict`` call each, after
   warm-up calls; the median (and p90) milliseconds per call;
@@ -33,6 +33,7 @@ import numpy as np
 from sst2.config import CompareConfig
 from sst2.errors import UserError
 from sst2.evaluation.plots import plot_compare
+from sst2.stats import seed_stat
 
 STATS = ("dev_accuracy", "test_accuracy", "train_seconds", "seconds_per_epoch", "total_seconds", "cache_seconds",
          "peak_rss_mb", "best_epoch")
@@ -107,14 +108,6 @@ def default_label(m: dict) -> str:
     return label
 
 
-def stat(values: list) -> dict | None:
-    """Mean, sample std (ddof=1; 0 for one value) and n; ``None`` if any value is missing."""
-    if not values or any(v is None for v in values):
-        return None
-    arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n": len(arr)}
-
-
 def summarize(rs: RunSet, label: str) -> dict:
     m = rs.first
     row = {"label": label, "run": str(rs.path), "model": m.get("model"), "preset": m.get("preset"),
@@ -122,7 +115,7 @@ def summarize(rs: RunSet, label: str) -> dict:
            "trainable_params": m.get("trainable_params"), "total_params": m.get("total_params"),
            "epochs": m.get("epochs"), "max_length": m.get("max_length"), "threads": m.get("threads")}
     for key in STATS:
-        s = stat([r.get(key) for r in rs.runs])
+        s = seed_stat([r.get(key) for r in rs.runs])
         row[f"{key}_mean"] = None if s is None else round(s["mean"], 6)
         row[f"{key}_std"] = None if s is None else round(s["std"], 6)
     return row
@@ -134,16 +127,17 @@ def percentile(xs: list[float], q: float) -> float:
 
 def measure_inference(model_dir: Path, texts: list[str], cfg: CompareConfig) -> dict:
     """Batch-1 ms per call over the first ``cfg.calls`` texts, and batch-64 ms per sentence over all."""
-    from sst2.inference.classifier import Classifier
+    from sst2.inference.classifier import SentimentClassifier
 
-    clf = Classifier.load(model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.batch_size)
+    clf = SentimentClassifier.from_pretrained(model_dir, runtime=cfg.runtime, threads=cfg.threads,
+                                              batch_size=cfg.batch_size)
     single = texts[: cfg.calls]
     for t in single[: cfg.warmup]:
-        clf.predict([t])
+        clf.predict_details([t])
     times = []
     for t in single:
         t0 = time.perf_counter()
-        clf.predict([t])
+        clf.predict_details([t])
         times.append((time.perf_counter() - t0) * 1000)
     clf.predict_logits(texts[: cfg.batch_size * 2])  # warm-up for the larger shapes
     per_sentence = []

@@ -26,15 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from sst2.modeling.model import pad_batch
 
 FORMAT_VERSION = 1
-DTYPES = {"float16": np.float16, "float32": np.float32}
-# How the encoder batches a split (see encode_texts). Part of the cache key: the batch shapes change the
-# order of floating-point sums, so the stored fp16 states can differ in their last bit, and a run must
-# train on the same states whether its cache was cold or warm.
-ENCODE_BATCH_TOKENS = 4096
-ENCODE_BATCH_SIZE = 256
 
 
 def default_cache_dir() -> Path:
@@ -139,12 +132,11 @@ class Features:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def batch(self, idx, drop: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad sentences ``idx`` to their longest: ``(B, T, K, H)`` float32 and lengths ``(B,)``.
 
         Rows are gathered in the stored dtype and widened once by torch (numpy's float16 conversion is
-        several times slower); padding positions are zeros. ``drop`` ``(B, T)`` bool leaves those token
-        positions out (``drop_positions``), before the widening."""
+        several times slower); padding positions are zeros."""
         lens = self.lengths[idx]
         t_max = int(lens.max())
         k, h = self.states.shape[1:]
@@ -157,26 +149,11 @@ class Features:
             rows = self.offsets[idx][:, None] + np.minimum(pos, lens[:, None] - 1)
             buf = self.states[rows]
             buf[pos >= lens[:, None]] = 0
-        if drop is not None:
-            buf, lens = drop_positions(buf, lens, drop)
         return torch.from_numpy(buf).float(), torch.from_numpy(lens.astype(np.int64))
 
     @property
     def nbytes(self) -> int:
         return int(self.states.nbytes)
-
-
-
-def drop_positions(x: np.ndarray, lengths: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Remove the positions marked in ``drop (B, T)`` from the padded batch ``x (B, T, ...)``: the kept
-    positions of each row move up in order, the rest is zero padding. Returns ``(x, new lengths)``."""
-    t = np.arange(x.shape[1])[None, :]
-    keep = (t < lengths[:, None]) & ~drop
-    new_lengths = keep.sum(1)
-    order = np.argsort(~keep, axis=1, kind="stable")[:, : int(new_lengths.max())]
-    out = x[np.arange(len(x))[:, None], order]
-    out[t[:, : out.shape[1]] >= new_lengths[:, None]] = 0
-    return out, new_lengths
 
 
 def cache_key(**fields) -> str:
@@ -253,61 +230,3 @@ class FeatureCache:
             return features
 
         return self.build(key, key_fields, write)
-
-
-def token_batches(lengths: np.ndarray, batch_tokens: int, max_batch: int | None = None) -> list[np.ndarray]:
-    """Indexes of ``lengths`` sorted by length, cut into batches of at most ``batch_tokens`` padded
-    tokens (rows x longest row; a single longer row gets a batch of its own) and ``max_batch`` rows."""
-    order = np.argsort(lengths, kind="stable")
-    batches, start = [], 0
-    while start < len(order):
-        stop = start + 1
-        while (stop < len(order) and (stop + 1 - start) * int(lengths[order[stop]]) <= batch_tokens
-               and (max_batch is None or stop - start < max_batch)):
-            stop += 1
-        batches.append(order[start:stop])
-        start = stop
-    return batches
-
-
-def encode_texts(backbone, texts: list[str], max_length: int, batch_tokens: int = ENCODE_BATCH_TOKENS,
-                 dtype: str = "float16", progress=None, out: Path | None = None,
-                 batch_size: int | None = ENCODE_BATCH_SIZE) -> Features:
-    """Run the frozen encoder over ``texts`` (sorted by length to avoid padding) and collect states.
-
-    Batches hold at most ``batch_tokens`` padded tokens (many short sentences or a few long ones, at
-    most ``batch_size`` sentences), so every encoder call allocates buffers of about the same size.
-    With a fixed 64 sentences per batch the buffers grew with the sorted lengths and the process's
-    resident set with them: encoding GLUE's 67k phrases peaked at 2.36 GB, against 1.31 GB with
-    these defaults, at the same speed (README, "GLUE's memory while encoding").
-    With ``out`` the states are written straight to that ``.npy`` file batch by batch, so memory stays
-    flat however large the data set (GLUE's phrases give several GB of states).
-    """
-    np_dtype = DTYPES[dtype]
-    enc = backbone.tokenizer(list(texts), truncation=True, max_length=max_length)
-    ids = enc["input_ids"]
-    lengths = np.array([len(x) for x in ids], dtype=np.int64)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    shape = (int(lengths.sum()), len(backbone.layers), backbone.hidden_size)
-    if out is None:
-        states = np.empty(shape, dtype=np_dtype)
-
-        def write(start: int, rows: np.ndarray) -> None:
-            states[start : start + len(rows)] = rows
-    else:
-        states = StatesFile.create(out, shape, np_dtype)
-        write = states.write_rows
-    pad_id = backbone.tokenizer.pad_token_id or 0
-    was_training = backbone.training
-    backbone.eval()
-    with torch.inference_mode():
-        for idx in token_batches(lengths, batch_tokens, batch_size):
-            input_ids, mask = pad_batch([ids[i] for i in idx], pad_id)
-            # (B, T, K, H), converted once per batch rather than once per sentence
-            batch_states = backbone(input_ids, mask).numpy().astype(np_dtype, copy=False)
-            for row, i in enumerate(idx):
-                write(int(offsets[i]), batch_states[row, : lengths[i]])
-            if progress is not None:
-                progress.update(len(idx))
-    backbone.train(was_training)
-    return Features(states, lengths, offsets)

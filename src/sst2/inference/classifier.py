@@ -1,39 +1,35 @@
-"""Fast inference: ``Classifier`` = tokenizer + one of three runtimes over the same saved model.
+"""``SentimentClassifier``: tokenizer + one runtime (``sst2.inference.runtimes``) over a saved model.
 
-* ``torch``: the ``SentimentModel`` itself (the reference path).
-* ``onnx``: ``model.onnx`` (encoder + head, written by ``sst2 export``) on onnxruntime.
-* ``onnx-int8``: ``model.int8.onnx``, the same graph with dynamically quantized int8 MatMul weights.
+    clf = SentimentClassifier.from_pretrained("runs/efficient/model", runtime="onnx-int8")
+    clf.predict("a gorgeous , witty movie .")     # "positive"
+    clf.predict_proba(["a great film", "dull"])  # (2, 2) array, columns in clf.labels order
+    clf.save_pretrained("my-model")              # a model directory with its model card
 
-Every runtime maps padded ``input_ids, attention_mask (B, T) int64`` to ``logits (B,)``; the
-classifier tokenizes, sorts texts by length so each batch pads little, and restores input order.
+Texts are normalized as in training, tokenized, sorted by length so each batch pads little, scored,
+and returned in input order.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import shutil
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from sst2.data.splits import LABEL_NAMES
-from sst2.errors import UserError
+from sst2.data.batching import pad_batch, score
 from sst2.data.text import normalize_texts
+from sst2.inference.runtimes import (RUNTIMES, OnnxRunner, RuntimeUnavailableError, TorchRunner, onnx_path,
+                                     physical_cores)
+from sst2.modeling.modeldir import CARD_FILE, load_tokenizer, read_spec
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
-ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
-# The command that writes each ONNX file, for the error message when it is missing.
-EXPORT_COMMANDS = {"onnx": "sst2 export --model-dir {dir}", "onnx-int8": "sst2 export --model-dir {dir} --int8"}
-
-
-class RuntimeUnavailableError(UserError, RuntimeError):
-    """The requested runtime cannot be used with this model directory or environment."""
+DEFAULT_LABELS = ("negative", "positive")
 
 
 @dataclass(frozen=True)
 class Prediction:
-    label: str  # "negative" or "positive"
+    label: str  # a label name
     positive_prob: float
     truncated: bool  # the text had more tokens than the model's max_length; the rest were ignored
 
@@ -41,159 +37,102 @@ class Prediction:
         return asdict(self)
 
 
-def physical_cores() -> int:
-    import psutil
-
-    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-
-
-class TorchRunner:
-    """The reference path: ``SentimentModel.forward`` under inference mode."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            logits = self.model(torch.from_numpy(input_ids), torch.from_numpy(attention_mask))  # (B,)
-        return logits.float().numpy()
-
-
-def onnx_session_options(threads: int | None = None, spin: bool = True):
-    """Settings measured to be fastest here for a small encoder on a few CPU cores: all graph
-    fusions, one intra-op pool sized to the physical cores (hyper-threads only contend for the same
-    vector units), and sequential execution (the graph is a chain; parallel branches add overhead).
-
-    ``spin=False`` makes idle pool threads sleep instead of busy-waiting between ops: slightly slower
-    on an idle machine, but a server's event loop (or any other process) then gets the cores back.
-    """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = threads or physical_cores()
-    so.inter_op_num_threads = 1
-    if not spin:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3  # errors only: the quantized graph makes onnxruntime warn about shapes
-    return so
-
-
-class OnnxRunner:
-    def __init__(self, path: str | Path, threads: int | None = None, spin: bool = True):
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), onnx_session_options(threads, spin),
-                                            providers=["CPUExecutionProvider"])
-        self.threads = threads or physical_cores()
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        (logits,) = self.session.run(["logits"], {"input_ids": input_ids, "attention_mask": attention_mask})
-        return logits.astype(np.float32, copy=False)  # (B,)
-
-
-def onnx_path(model_dir: str | Path, runtime: str) -> Path:
-    """The ONNX file of ``runtime``; a clear error naming the export command if it is missing."""
-    path = Path(model_dir) / ONNX_FILES[runtime]
-    if not path.is_file():
-        cmd = EXPORT_COMMANDS[runtime].format(dir=model_dir)
-        raise RuntimeUnavailableError(f"runtime {runtime!r} needs {path}, which does not exist: run '{cmd}' first")
-    return path
-
-
-# The fixed cost of one model call (session run, padding, head set-up) in padded-token units: a
-# measured order of magnitude on this CPU, where one token row costs ~0.1-0.3 ms and a call ~1 ms.
-CALL_COST_TOKENS = 8
-
-
-def split_padded(lengths: list[int], call_cost: int = CALL_COST_TOKENS) -> list[tuple[int, int]]:
-    """Cut sorted ``lengths`` into contiguous ``[lo, hi)`` runs minimising the total computed tokens,
-    ``sum(call_cost + rows * longest)`` (dynamic programming; O(n^2) for a batch of n <= a few hundred)."""
-    n = len(lengths)
-    best = [0.0] + [math.inf] * n  # best[j]: cheapest cost of the first j rows
-    cut = [0] * (n + 1)
-    for j in range(1, n + 1):
-        for i in range(j):
-            c = best[i] + call_cost + (j - i) * lengths[j - 1]  # sorted: row j-1 is the longest of [i, j)
-            if c < best[j]:
-                best[j], cut[j] = c, i
-    runs, j = [], n
-    while j > 0:
-        runs.append((cut[j], j))
-        j = cut[j]
-    return runs[::-1]
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow warnings
 
 
-class Classifier:
-    """``Classifier.load(model_dir, runtime=...)``; ``predict(texts) -> list[Prediction]`` in input order."""
+class SentimentClassifier:
+    """A trained sentiment model ready to predict; see the module docstring."""
 
-    def __init__(self, tokenizer, runner, max_length: int, runtime: str = "torch", model_dir: str | Path = "",
-                 batch_size: int = 64, normalize: str = "none", workers: int = 1):
+    def __init__(self, tokenizer, runner, spec: dict, runtime: str = "torch", model_dir: str | Path | None = None,
+                 batch_size: int = 64, workers: int = 1, model=None, card: dict | None = None):
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.tokenizer = tokenizer
-        self.workers = workers  # model calls run at once (see ``load``)
-        self.normalize = normalize  # text normalization before tokenization, as in training (sst2.text)
         self.runner = runner
-        self.max_length = int(max_length)
+        self.spec = spec
         self.runtime = runtime
-        self.model_dir = str(model_dir)
+        self.model_dir = None if model_dir is None else str(model_dir)
         self.batch_size = batch_size
+        self.workers = workers  # model calls run at once (see ``from_pretrained``)
+        self.model = model  # the SentimentModel (torch runtime)
+        self.card = card  # training info for the model card, when trained in this process
         self.pad_id = tokenizer.pad_token_id or 0
 
+    # --- loading and saving -----------------------------------------------------------------------
     @classmethod
-    def load(cls, model_dir: str | Path, runtime: str = "torch", threads: int | None = None,
-             batch_size: int = 64, spin: bool = True, workers: int = 1) -> "Classifier":
-        """``threads``: intra-op threads of one model call (default: torch's choice, or the physical
-        cores for onnx; with ``workers`` > 1, the physical cores divided among the workers).
-        ``workers``: batches run this many at a time, each in its own thread; on a few cores, two
-        single-threaded calls at once keep the cores busier than one two-threaded call (the LSTM and
-        the element-wise ops parallelise poorly), for more sentences/s on large inputs but no gain on
-        a single batch. ``spin=False``: onnx pool threads sleep when idle (see ``onnx_session_options``)."""
-        from sst2.modeling.model import ModelDirError, SentimentModel, SPEC_FILE
-
+    def from_pretrained(cls, path: str | Path, runtime: str = "torch", threads: int | None = None,
+                        batch_size: int = 64, workers: int = 1, spin: bool = True) -> "SentimentClassifier":
+        """Load a model directory. ``threads``: intra-op threads of one model call (default: torch's
+        choice, or the physical cores for onnx; with ``workers`` > 1 the cores divided among them).
+        ``workers``: batches run this many at a time, each in its own thread; on a few cores two
+        single-threaded calls keep the cores busier than one two-threaded call, for more sentences/s
+        on large inputs. ``spin=False``: idle onnx pool threads sleep (see ``onnx_session_options``)."""
         if runtime not in RUNTIMES:
             raise RuntimeUnavailableError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
         if threads is None and workers > 1:
             threads = max(1, physical_cores() // workers)
-        model_dir = Path(model_dir)
+        path = Path(path)
         if runtime == "torch":
+            from sst2.modeling.model import SentimentModel
             from sst2.system import set_threads
 
             set_threads(threads)
-            model = SentimentModel.load(model_dir)
-            return cls(model.tokenizer, TorchRunner(model), model.max_length, runtime, model_dir, batch_size,
-                       model.text_normalization, workers)
-        # The ONNX runtimes need only the tokenizer and max_length, not the PyTorch weights.
-        spec_file = model_dir / SPEC_FILE
-        if not spec_file.is_file():
-            raise ModelDirError(f"{model_dir}: not an sst2 model directory ({SPEC_FILE} not found)")
-        path = onnx_path(model_dir, runtime)
+            model = SentimentModel.load(path)
+            return cls(model.tokenizer, TorchRunner(model), model.spec, runtime, path, batch_size, workers, model)
+        # The ONNX runtimes need only the tokenizer and the spec, not the PyTorch weights (nor torch).
+        spec = read_spec(path)
+        onnx_file = onnx_path(path, runtime)
         try:
-            runner = OnnxRunner(path, threads, spin)
+            runner = OnnxRunner(onnx_file, threads, spin)
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise RuntimeUnavailableError(f"runtime {runtime!r} needs onnxruntime: pip install 'sst2[onnx]'") from exc
-        from sst2.modeling.model import ENCODER_DIR
-        from transformers import AutoTokenizer
+        return cls(load_tokenizer(path), runner, spec, runtime, path, batch_size, workers)
 
-        tokenizer = AutoTokenizer.from_pretrained(model_dir / ENCODER_DIR, local_files_only=True)
-        spec = json.loads(spec_file.read_text())
-        return cls(tokenizer, runner, spec["max_length"], runtime, model_dir, batch_size,
-                   spec.get("text_normalization", "none"), workers)
+    @classmethod
+    def from_model(cls, model, card: dict | None = None, batch_size: int = 64) -> "SentimentClassifier":
+        """A classifier over a ``SentimentModel`` in memory (what ``sst2.fit`` returns)."""
+        model.eval()
+        return cls(model.tokenizer, TorchRunner(model), model.spec, "torch", None, batch_size, model=model, card=card)
 
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write a self-contained model directory (weights, tokenizer, spec, model card ``README.md``)."""
+        path = Path(path)
+        if self.model is not None:
+            return self.model.save(path, card=self.card)
+        src = Path(self.model_dir)  # an ONNX-loaded classifier: its directory is the model
+        if path.resolve() != src.resolve():
+            shutil.copytree(src, path, dirs_exist_ok=True)
+        return path
+
+    # --- facts --------------------------------------------------------------------------------------
+    @property
+    def labels(self) -> list[str]:
+        return list(self.spec.get("labels", DEFAULT_LABELS))
+
+    @property
+    def max_length(self) -> int:
+        return int(self.spec["max_length"])
+
+    @property
+    def normalize(self) -> str:
+        return self.spec.get("text_normalization", "none")
+
+    @property
+    def model_card(self) -> str | None:
+        if self.model_dir and (Path(self.model_dir) / CARD_FILE).is_file():
+            return (Path(self.model_dir) / CARD_FILE).read_text()
+        return None
+
+    # --- scoring ----------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids (special tokens included, at most ``max_length``) and whether each text was cut."""
-        enc = self.tokenizer(normalize_texts(list(texts), self.normalize), truncation=True, max_length=self.max_length,
-                             return_overflowing_tokens=True, return_attention_mask=False)
+        enc = self.tokenizer(normalize_texts(list(texts), self.normalize), truncation=True,
+                             max_length=self.max_length, return_overflowing_tokens=True,
+                             return_attention_mask=False)
         # With overflow on, a text longer than max_length yields extra rows (its continuation);
         # the first row of each text is exactly what plain truncation gives.
         ids: list[list[int] | None] = [None] * len(texts)
@@ -205,50 +144,12 @@ class Classifier:
                 truncated[i] = True
         return ids, truncated  # type: ignore[return-value]
 
-    def pad(self, seqs: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
-        """Right-pad to the longest: ``(B, T)`` int64 ids and attention mask."""
-        t_max = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), t_max), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), t_max), dtype=np.int64)
-        for row, s in enumerate(seqs):
-            ids[row, : len(s)] = s
-            mask[row, : len(s)] = 1
-        return ids, mask
-
     def logits_from_ids(self, ids: list[list[int]], batch_size: int | None = None, progress=None) -> np.ndarray:
-        """Logits ``(N,)`` in input order.
-
-        Texts are length-sorted, cut into batches of ``batch_size``, and each batch is split further
-        where its lengths spread so much that padding would cost more than another model call
-        (``split_padded``); a server's micro-batch of random sentences benefits most.
-        """
-        batch_size = batch_size or self.batch_size
-        out = np.empty(len(ids), dtype=np.float32)
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        calls = []  # the rows of each model call
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            calls += [idx[lo:hi] for lo, hi in split_padded([len(ids[i]) for i in idx])]
-
-        def run(rows: list[int]) -> tuple[list[int], np.ndarray]:
-            return rows, self.runner(*self.pad([ids[i] for i in rows]))
-
-        pool = None
-        if self.workers > 1 and len(calls) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            # onnxruntime sessions and torch modules in inference mode take concurrent calls, and both
-            # release the GIL while they compute.
-            pool = ThreadPoolExecutor(min(self.workers, len(calls)), thread_name_prefix="sst2-batch")
-        try:
-            for rows, logits in (pool.map if pool else map)(run, calls):
-                out[rows] = logits
-                if progress is not None:
-                    progress(len(rows))
-        finally:
-            if pool is not None:
-                pool.shutdown()
-        return out
+        """Logits ``(N,)`` in input order: length-sorted batches of ``batch_size``, each split further
+        where its lengths spread so much that padding would cost more than another model call."""
+        return score([len(x) for x in ids], batch_size or self.batch_size,
+                     lambda idx: self.runner(*pad_batch([ids[i] for i in idx], self.pad_id)),
+                     split=True, progress=progress, workers=self.workers).astype(np.float32, copy=False)
 
     def predict_logits(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         if not texts:
@@ -256,21 +157,52 @@ class Classifier:
         ids, _ = self.tokenize(texts)
         return self.logits_from_ids(ids, batch_size)
 
-    def predict(self, texts: list[str], batch_size: int | None = None, progress=None) -> list[Prediction]:
-        """One ``Prediction`` per text, in input order. ``progress(n)`` is called after each model call
-        with its number of texts."""
+    def predict_proba(self, texts: str | list[str], batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, columns in :attr:`labels` order; rows sum to 1."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        p = sigmoid(self.predict_logits(texts, batch_size))
+        return np.stack([1.0 - p, p], axis=1) if len(texts) else np.empty((0, len(self.labels)))
+
+    def predict(self, texts: str | list[str], batch_size: int | None = None) -> str | list[str]:
+        """The label name of a text, or a list of them for a list of texts."""
+        single = isinstance(texts, str)
+        proba = self.predict_proba(texts, batch_size)
+        names = [self.labels[int(k)] for k in proba.argmax(1)] if len(proba) else []
+        return names[0] if single else names
+
+    def predict_details(self, texts: list[str], batch_size: int | None = None, progress=None) -> list[Prediction]:
+        """One :class:`Prediction` per text (label, positive probability, truncated), in input order.
+        ``progress(n)`` is called after each model call with its number of texts."""
         if isinstance(texts, str):
-            raise TypeError("predict expects a list of texts, not a single string")
+            raise TypeError("predict_details expects a list of texts, not a single string")
         if not texts:
             return []
         ids, truncated = self.tokenize(texts)
         probs = sigmoid(self.logits_from_ids(ids, batch_size, progress))
-        return [Prediction(LABEL_NAMES[int(p > 0.5)], float(p), t) for p, t in zip(probs, truncated)]
+        return [Prediction(self.labels[int(p > 0.5)], float(p), t) for p, t in zip(probs, truncated)]
 
     def __repr__(self) -> str:
-        return f"Classifier(model_dir={self.model_dir!r}, runtime={self.runtime!r}, max_length={self.max_length})"
+        where = self.model_dir or "in memory"
+        return f"SentimentClassifier({where!r}, runtime={self.runtime!r}, labels={self.labels})"
 
 
-def accuracy(clf: Classifier, texts: list[str], labels: list[int], batch_size: int | None = None) -> float:
+class Classifier(SentimentClassifier):
+    """The interface of sst2 0.1, kept for one version: ``Classifier.load(dir)`` and
+    ``predict(texts) -> list[Prediction]``. Use :class:`SentimentClassifier`."""
+
+    @classmethod
+    def load(cls, model_dir, runtime: str = "torch", threads=None, batch_size: int = 64, spin: bool = True,
+             workers: int = 1) -> "Classifier":
+        warnings.warn("sst2.Classifier is deprecated; use sst2.SentimentClassifier.from_pretrained",
+                      DeprecationWarning, stacklevel=2)
+        return cls.from_pretrained(model_dir, runtime, threads, batch_size, workers, spin)
+
+    def predict(self, texts, batch_size=None, progress=None):  # type: ignore[override]
+        if isinstance(texts, str):
+            raise TypeError("predict expects a list of texts, not a single string")
+        return self.predict_details(texts, batch_size, progress)
+
+
+def accuracy(clf: SentimentClassifier, texts: list[str], labels: list[int], batch_size: int | None = None) -> float:
     preds = clf.predict_logits(texts, batch_size) > 0
-    return float(np.mean(preds.astype(int) == np.asarray(labels))) if len(labels) else math.nan
+    return float(np.mean(preds.astype(int) == np.asarray(labels))) if len(labels) else float("nan")

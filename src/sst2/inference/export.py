@@ -25,7 +25,8 @@ from pathlib import Path
 
 from sst2.config import ExportConfig
 from sst2.errors import UserError
-from sst2.inference.classifier import ONNX_FILES, Classifier, OnnxRunner, TorchRunner
+from sst2.inference.classifier import SentimentClassifier
+from sst2.inference.runtimes import ONNX_FILES, OnnxRunner, TorchRunner
 
 # Fixed sentences for the parity check: short and long, positive and negative, one with padding
 # to a much longer neighbour in its batch.
@@ -141,11 +142,11 @@ def quantize_int8(src: str | Path, dst: str | Path, per_channel: bool = True, re
     return Path(dst)
 
 
-def parity(reference: Classifier, candidate: Classifier, texts: list[str] | None = None) -> dict:
+def parity(reference: SentimentClassifier, candidate: SentimentClassifier, texts: list[str] | None = None) -> dict:
     """Agreement of ``candidate`` with ``reference`` on fixed sentences: label matches and max |dp|."""
     texts = texts or PARITY_SENTENCES
-    ref = reference.predict(texts, batch_size=4)  # batches of 4 mix lengths, so padding is exercised
-    got = candidate.predict(texts, batch_size=4)
+    ref = reference.predict_details(texts, batch_size=4)  # batches of 4 mix lengths, so padding is exercised
+    got = candidate.predict_details(texts, batch_size=4)
     return {
         "n": len(texts),
         "same_labels": sum(a.label == b.label for a, b in zip(ref, got)),
@@ -160,7 +161,7 @@ def export(cfg: ExportConfig) -> dict:
     threads = set_threads(cfg.threads)
     model_dir = Path(cfg.model_dir)
     model = SentimentModel.load(model_dir)
-    reference = Classifier(model.tokenizer, TorchRunner(model), model.max_length, "torch", model_dir)
+    reference = SentimentClassifier(model.tokenizer, TorchRunner(model), model.spec, "torch", model_dir)
     report: dict = {"model_dir": str(model_dir), "files": {}}
 
     t0 = time.perf_counter()
@@ -173,7 +174,7 @@ def export(cfg: ExportConfig) -> dict:
             fused = fuse_transformer(traced, fp32, enc_cfg.num_attention_heads, enc_cfg.hidden_size)
     else:
         export_onnx(model, fp32, cfg.opset)
-    check = parity(reference, Classifier(model.tokenizer, OnnxRunner(fp32, threads), model.max_length, "onnx"))
+    check = parity(reference, SentimentClassifier(model.tokenizer, OnnxRunner(fp32, threads), model.spec, "onnx"))
     report["files"]["onnx"] = {"path": str(fp32), "mb": round(fp32.stat().st_size / 2**20, 2),
                                "seconds": round(time.perf_counter() - t0, 2), "fused_ops": fused, "parity": check}
     if check["same_labels"] != check["n"] or check["max_abs_prob_diff"] > FP32_TOLERANCE:
@@ -184,7 +185,7 @@ def export(cfg: ExportConfig) -> dict:
         t0 = time.perf_counter()
         q = quantize_int8(fp32, model_dir / ONNX_FILES["onnx-int8"], per_channel=cfg.per_channel,
                           reduce_range=cfg.reduce_range)
-        check = parity(reference, Classifier(model.tokenizer, OnnxRunner(q, threads), model.max_length, "onnx-int8"))
+        check = parity(reference, SentimentClassifier(model.tokenizer, OnnxRunner(q, threads), model.spec, "onnx-int8"))
         # int8 is approximate by design: its accuracy change is measured on dev by scripts/latency.py.
         report["files"]["onnx-int8"] = {"path": str(q), "mb": round(q.stat().st_size / 2**20, 2),
                                         "seconds": round(time.perf_counter() - t0, 2), "parity": check}

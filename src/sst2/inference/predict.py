@@ -41,18 +41,19 @@ def read_texts(cfg: PredictConfig) -> list[str]:
 def predict(cfg: PredictConfig) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from sst2.inference.classifier import Classifier
+    from sst2.inference.classifier import SentimentClassifier
     from sst2.system import progress_enabled
 
     texts = read_texts(cfg)
     if not texts:
         raise InputError("no texts to classify (give them as arguments, with --input FILE, or on standard input)")
-    clf = Classifier.load(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.batch_size,
-                          workers=cfg.workers)
+    clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
+                                              batch_size=cfg.batch_size,
+                                              workers=cfg.workers)
     show = progress_enabled(cfg.quiet) and len(texts) >= PROGRESS_MIN_TEXTS
     with tqdm(total=len(texts), disable=not show, unit="text", desc="predict", leave=False,
               dynamic_ncols=True) as bar:
-        preds = clf.predict(texts, progress=bar.update)
+        preds = clf.predict_details(texts, progress=bar.update)
     rows = [{"text": t, **p.to_dict()} for t, p in zip(texts, preds)]
     out = sys.stdout
     for row in rows:

@@ -144,3 +144,59 @@ def finish(out: Path, tmp: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+# --- what a run directory holds --------------------------------------------------------------------
+RUN_FILES = ("config.toml", "history.csv", "epochs.csv", "metrics.json", "plot.png", "model", MARKER)
+EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "seconds")
+HISTORY_FIELDS = ("epoch", "step", "loss")
+
+
+def prepare(out: Path, cfg, data_dir: Path | None, log=lambda msg: None) -> Path:
+    """Check ``out`` (:func:`check_out`), clean stale temporaries and create this run's temporary folder."""
+    from sst2.features.cache import default_cache_dir
+
+    train_file = cfg.data.train_file
+    protected = {"the data folder": data_dir, "the training file": Path(train_file) if train_file else None,
+                 "the feature cache": Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()}
+    check_out(out, cfg.run.overwrite, protected)
+    clean_stale(out, log=log)
+    return begin(out)
+
+
+def rerun_command(out: Path) -> str:
+    return f"sst2 train --config {out / 'config.toml'}"
+
+
+def write_csv(path: Path, fields, rows) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def data_files(splits: dict) -> dict:
+    return {k: {"path": None if s.path is None else str(s.path), "sha256": s.sha256, "rows": len(s)}
+            for k, s in splits.items()}
+
+
+def card_info(cfg, metrics: dict, splits: dict, command: str) -> dict:
+    """What the model card (``sst2.modeling.card``) says about how the model was trained."""
+    return {"metrics": metrics, "data_files": data_files(splits), "command": command,
+            "config": cfg.to_dict()}
+
+
+def write_run(run_dir: Path, cfg, trained, splits: dict, command: str) -> None:
+    """Every file of a finished run; ``metrics.json`` last (its presence marks a complete run)."""
+    from sst2.training.plot import plot_run
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trained.model.save(run_dir / "model", card=card_info(cfg, trained.metrics, splits, command))
+    (run_dir / "config.toml").write_text(cfg.to_toml())
+    write_csv(run_dir / "history.csv", HISTORY_FIELDS, trained.fitted.history)
+    write_csv(run_dir / "epochs.csv", EPOCH_FIELDS, [{k: round(v, 6) if isinstance(v, float) else v
+                                                       for k, v in r.items()} for r in trained.fitted.epochs])
+    plot_run(run_dir)
+    (run_dir / "metrics.json").write_text(json.dumps(trained.metrics, indent=2, allow_nan=False) + "\n")

@@ -1,0 +1,34 @@
+"""Classification metrics (scikit-learn): accuracy, per-class precision / recall / F1, confusion matrix."""
+
+from __future__ import annotations
+
+
+def classification_metrics(labels: list[int], preds: list[int], names: list[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1/support, macro F1 and ``confusion[true][pred]``."""
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
+
+    ks = list(range(len(names)))
+    report = classification_report(labels, preds, labels=ks, target_names=names, output_dict=True,
+                                   zero_division=0)
+    per_class = {n: {"precision": report[n]["precision"], "recall": report[n]["recall"], "f1": report[n]["f1-score"],
+                     "support": int(report[n]["support"])} for n in names}
+    return {
+        "n": len(labels),
+        "accuracy": float(accuracy_score(labels, preds)) if len(labels) else 0.0,
+        "per_class": per_class,
+        "macro_f1": float(report["macro avg"]["f1-score"]),
+        "confusion": {"labels": list(names),
+                      "rows_true_cols_pred": confusion_matrix(labels, preds, labels=ks).tolist()},
+    }
+
+
+def format_metrics(m: dict) -> str:
+    names = m["confusion"]["labels"]
+    lines = [f"{m['split']}: {m['n']} sentences, accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}",
+             "", f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for name, v in m["per_class"].items():
+        lines.append(f"{name:<10}{v['precision']:>10.4f}{v['recall']:>10.4f}{v['f1']:>10.4f}{v['support']:>10}")
+    conf = m["confusion"]["rows_true_cols_pred"]
+    lines += ["", "confusion (rows = true, columns = predicted)", f"{'':<10}" + "".join(f"{n:>10}" for n in names)]
+    lines += [f"{n:<10}" + "".join(f"{v:>10}" for v in row) for n, row in zip(names, conf)]
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""The model-directory format, read without torch: file names, the checked spec, the tokenizer.
+
+``sst2.modeling.model.SentimentModel`` writes and loads a whole directory; the ONNX runtimes read
+only what is here, so predicting with them never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sst2.data.text import NORMALIZERS
+from sst2.errors import UserError
+
+SPEC_FILE = "sst2_model.json"
+HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"
+CARD_FILE = "README.md"
+FORMAT = "sst2-model/1"
+
+
+class ModelDirError(UserError, RuntimeError):
+    """A model directory is missing a file or holds a damaged one; the message names it."""
+
+
+SPEC_FIELDS = {"model": str, "layers": list, "max_length": int, "head": dict}
+
+
+def read_spec(path: str | Path) -> dict:
+    """The checked ``sst2_model.json`` of a model directory (without its ``format`` field); any damage is
+    a :class:`ModelDirError` naming the file and what is wrong."""
+    path = Path(path)
+    spec_file = path / SPEC_FILE
+    if not spec_file.is_file():
+        raise ModelDirError(f"{path}: not an sst2 model directory ({SPEC_FILE} not found)")
+    try:
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ModelDirError(f"{spec_file}: not valid JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise ModelDirError(f"{spec_file}: expected a JSON object, got {type(spec).__name__}")
+    if spec.pop("format", None) != FORMAT:
+        raise ModelDirError(f"{spec_file}: unsupported format (expected {FORMAT})")
+    for name, tp in SPEC_FIELDS.items():
+        if not isinstance(spec.get(name), tp) or isinstance(spec.get(name), bool):
+            raise ModelDirError(f"{spec_file}: field {name!r} is missing or not a {tp.__name__}")
+    if spec["max_length"] < 3:
+        raise ModelDirError(f"{spec_file}: max_length must be >= 3, got {spec['max_length']}")
+    norm = spec.get("text_normalization", "none")
+    if norm not in NORMALIZERS:
+        raise ModelDirError(f"{spec_file}: unknown text_normalization {norm!r} (one of {', '.join(NORMALIZERS)})")
+    return spec
+
+
+def load_tokenizer(path: str | Path):
+    """The tokenizer of a model directory, without the encoder weights (the ONNX runtimes need only it)."""
+    from transformers import AutoTokenizer
+
+    encoder_dir = Path(path) / ENCODER_DIR
+    if not encoder_dir.is_dir():
+        raise ModelDirError(f"{encoder_dir}: missing (a model directory holds the encoder it was trained with)")
+    try:
+        return AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
+    except Exception as exc:
+        raise ModelDirError(f"{encoder_dir}: cannot load the tokenizer ({exc})") from None

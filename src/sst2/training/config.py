@@ -1,0 +1,249 @@
+"""The training configuration: four typed groups (data, model, optim, run), read from TOML.
+
+A preset is a TOML file in ``sst2/configs/`` (``configs/`` at the repository root): ``improved`` (the
+default efficient model), ``seed`` (the reference design, fixed), ``vanilla``, ``partial`` and ``lora``.
+A config file names the preset it starts from (``preset = "seed"``; default: the recipe's own preset)
+and overrides any of its values. Every run directory saves its resolved config as ``config.toml``, a
+complete file, so ``sst2 train --config RUN/config.toml`` re-runs it.
+
+Resolution order, later wins: preset file, ``--config`` file, command-line flags, ``--set key=value``.
+Keys are ``group.field`` (``optim.lr``); every value is checked, and every problem reported at once.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sst2.data.text import NORMALIZERS
+from sst2.errors import UserError
+
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_PRESET = "improved"
+RECIPES = ("efficient", "vanilla", "partial", "lora")
+RECIPE_PRESETS = {"efficient": DEFAULT_PRESET, "vanilla": "vanilla", "partial": "partial", "lora": "lora"}
+POOLINGS = ("last", "maxmean", "mean", "cls")
+
+
+class ConfigError(UserError, ValueError):
+    pass
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # data folder (train, dev, test); None: $SST2_DATA, else ../shared/data/sst2-sentences
+    train_file: str | None = None  # train on this file instead of the folder's train split
+    normalize: str = "contractions"  # text normalization before tokenization (sst2.data.text)
+    max_length: int = 128  # tokens per text, special tokens included; longer texts are truncated
+
+
+@dataclass
+class ModelConfig:
+    recipe: str = "efficient"  # efficient | vanilla | partial | lora
+    backbone: str = "all-MiniLM-L6-v2"  # a local directory or a Hugging Face name
+    layers: str | list[int] = "all"  # hidden states the head reads: "all" or indexes (0 = embeddings, -1 = top)
+    combine: str = "concat"  # several layers: "concat" projects their concatenation, "mix" a learned weighted sum
+    proj_size: int = 128  # efficient head: width of the linear "reshape"
+    lstm_size: int = 128  # efficient head: LSTM hidden size per direction
+    bidirectional: bool = True
+    pooling: str = "maxmean"  # last (the LSTM at the last real token), maxmean, mean, cls
+    dropout: float = 0.1
+    unfreeze: int = 2  # partial: the top layers that train
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "output.dense",
+                                                             "intermediate.dense"])
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 1e-3
+    mix_lr_scale: float = 30.0  # combine = "mix": the layer-mix weights learn this many times faster
+    schedule: str = "linear"  # constant, or linear warm-up then linear decay to 0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0  # decoupled (AdamW); never on biases, LayerNorm or the layer mix
+    grad_clip: float = 1.0  # gradient norm clipping (0 = off)
+    bucket: bool = True  # batches of similar lengths (shuffled), so short texts are not padded to long ones
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/efficient"
+    seed: int = 0
+    seeds: int = 1  # train seeds seed, seed+1, ... into OUT/seed-N/ with OUT/summary.json
+    cache: bool = True  # frozen states from the feature cache; false runs the encoder on every batch
+    cache_dir: str | None = None  # default: $SST2_CACHE, else ~/.cache/sst2/features
+    threads: int | None = None  # torch intra-op threads (default: torch's choice)
+    overwrite: bool = False  # replace an existing run directory written by sst2
+    quiet: bool = False  # no progress bars or per-epoch lines
+
+
+GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+@dataclass
+class TrainConfig:
+    preset: str = DEFAULT_PRESET
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        problems = validate(self)
+        if problems:
+            raise ConfigError("invalid training config:\n  " + "\n  ".join(problems))
+
+    def to_dict(self) -> dict:
+        """The nested dict of the TOML file (None values left out: TOML has no null)."""
+        out: dict[str, Any] = {"preset": self.preset}
+        for name in GROUPS:
+            out[name] = {k: v for k, v in asdict(getattr(self, name)).items() if v is not None}
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def with_run(self, **changes) -> "TrainConfig":
+        return replace(self, run=replace(self.run, **changes))
+
+
+def _positive(problems, name, v, minimum=1):
+    if v is not None and v < minimum:
+        problems.append(f"{name}: must be >= {minimum}, got {v}")
+
+
+def validate(cfg: TrainConfig) -> list[str]:
+    """Every problem of ``cfg``, as ``group.field: ...`` lines."""
+    problems: list[str] = []
+    for group in GROUPS:
+        for f in fields(GROUPS[group]):
+            v = getattr(getattr(cfg, group), f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                problems.append(f"{group}.{f.name}: must be a finite number, got {v}")
+    d, m, o, r = cfg.data, cfg.model, cfg.optim, cfg.run
+    if d.normalize not in NORMALIZERS:
+        problems.append(f"data.normalize: must be one of {', '.join(NORMALIZERS)}, got {d.normalize!r}")
+    _positive(problems, "data.max_length", d.max_length, 3)
+    if m.recipe not in RECIPES:
+        problems.append(f"model.recipe: must be one of {', '.join(RECIPES)}, got {m.recipe!r}")
+    if m.combine not in ("concat", "mix"):
+        problems.append(f"model.combine: must be concat or mix, got {m.combine!r}")
+    if m.pooling not in POOLINGS:
+        problems.append(f"model.pooling: must be one of {', '.join(POOLINGS)}, got {m.pooling!r}")
+    if m.layers != "all" and (not isinstance(m.layers, list) or not m.layers
+                              or not all(isinstance(i, int) and not isinstance(i, bool) for i in m.layers)
+                              or len(set(m.layers)) != len(m.layers)):
+        problems.append(f"model.layers: expected \"all\" or a list of distinct integers such as [-2, -1], "
+                        f"got {m.layers!r}")
+    for name in ("proj_size", "lstm_size", "unfreeze", "lora_r", "lora_alpha"):
+        _positive(problems, f"model.{name}", getattr(m, name))
+    for name, v in (("model.dropout", m.dropout), ("model.lora_dropout", m.lora_dropout),
+                    ("optim.warmup_ratio", o.warmup_ratio)):
+        if not 0 <= v < 1:
+            problems.append(f"{name}: must be in [0, 1), got {v}")
+    if m.recipe == "lora" and not m.lora_targets:
+        problems.append("model.lora_targets: give at least one module name")
+    for name in ("epochs", "batch_size"):
+        _positive(problems, f"optim.{name}", getattr(o, name))
+    for name in ("lr", "mix_lr_scale"):
+        if not getattr(o, name) > 0:
+            problems.append(f"optim.{name}: must be > 0, got {getattr(o, name)}")
+    for name in ("weight_decay", "grad_clip"):
+        if getattr(o, name) < 0:
+            problems.append(f"optim.{name}: must be >= 0, got {getattr(o, name)}")
+    if o.schedule not in ("constant", "linear"):
+        problems.append(f"optim.schedule: must be constant or linear, got {o.schedule!r}")
+    for name in ("seeds", "threads"):
+        _positive(problems, f"run.{name}", getattr(r, name))
+    _positive(problems, "run.seed", r.seed, 0)
+    return problems
+
+
+# --- reading -----------------------------------------------------------------------------------------
+def preset_path(name: str) -> Path:
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.toml")))
+        raise ConfigError(f"unknown preset {name!r}: choose one of {names}")
+    return path
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _merge(base: dict, overlay: dict, where: str) -> dict:
+    """``overlay``'s groups onto ``base``'s; an unknown group or key is an error naming ``where``."""
+    out = {g: dict(base.get(g, {})) for g in GROUPS}
+    for key, value in overlay.items():
+        if key == "preset":
+            continue
+        if key not in GROUPS or not isinstance(value, dict):
+            raise ConfigError(f"{where}: unknown key {key!r} (expected preset or the tables "
+                              f"{', '.join(f'[{g}]' for g in GROUPS)})")
+        known = {f.name for f in fields(GROUPS[key])}
+        for k, v in value.items():
+            if k not in known:
+                raise ConfigError(f"{where}: unknown key {key}.{k} (known: {', '.join(sorted(known))})")
+            out[key][k] = v
+    return out
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``group.field=value`` (``--set``); the value is read as TOML (``2e-3``, ``true``, ``[-2, -1]``),
+    else taken as a plain string (``all``, ``runs/x``)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {text!r}: expected group.field=value, e.g. optim.lr=2e-3")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key, value
+
+
+def build(values: dict, preset: str) -> TrainConfig:
+    """A :class:`TrainConfig` from nested ``values`` (type errors reported as config errors)."""
+    try:
+        groups = {g: GROUPS[g](**values.get(g, {})) for g in GROUPS}
+    except TypeError as exc:
+        raise ConfigError(f"invalid training config: {exc}") from None
+    return TrainConfig(preset=preset, **groups)
+
+
+def resolve(preset: str | None = None, config: str | Path | None = None, recipe: str | None = None,
+            overrides: dict[str, Any] | None = None, sets: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """The config a run uses: the preset (by name, else the one ``config`` names, else the recipe's
+    own, else ``improved``), then the ``config`` file, then ``overrides`` (``{"optim.lr": 1e-3}``),
+    then ``sets`` (``["optim.lr=1e-3"]``)."""
+    file_values = read_toml(config) if config is not None else {}
+    name = preset or file_values.get("preset") or RECIPE_PRESETS.get(recipe or "", DEFAULT_PRESET)
+    if not isinstance(name, str):
+        raise ConfigError(f"{config}: preset must be a string, got {name!r}")
+    base = _merge({}, read_toml(preset_path(name)), str(preset_path(name)))
+    values = _merge(base, file_values, str(config)) if config is not None else base
+    if recipe is not None:
+        values["model"]["recipe"] = recipe
+    assignments = list((overrides or {}).items()) + [parse_assignment(s) for s in sets]
+    for key, value in assignments:
+        group, _, name_ = key.partition(".")
+        values = _merge(values, {group: {name_: value}}, f"--set {key}")
+    return build(values, name)

@@ -1,0 +1,158 @@
+"""The training engine, shared by every recipe: the step, the epoch, dev scoring and best-epoch keeping.
+
+A recipe (``sst2.training.recipes``) builds a :class:`Job`: the model that is saved, the function that
+maps a batch to logits, where batches come from, and which parameters train. The engine does the rest
+the same way for all of them, and ``sst2 bench`` times this same :func:`train_step`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from sst2.data.batching import score, training_batches
+from sst2.errors import UserError
+from sst2.training.config import OptimConfig
+from sst2.training.optim import build_optimizer
+
+
+class DivergedError(UserError, ArithmeticError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class Job:
+    """Everything the engine needs for one model type."""
+
+    model: nn.Module  # what is saved (a SentimentModel); for fine-tuned models also what trains
+    forward: Callable[..., torch.Tensor]  # forward(*inputs[split](idx)) -> logits (B,)
+    inputs: dict[str, Callable]  # split -> idx -> batch tuple, with a ``lengths`` array
+    params: list[nn.Parameter]  # the trainable parameters
+    train_modules: list[nn.Module]  # put in training mode for each epoch (everything else: eval mode)
+    cache_seconds: float = 0.0
+    cache_hits: dict | None = None
+    extra: dict = field(default_factory=dict)  # recipe-specific metrics
+    finish: Callable[[], None] | None = None  # called once after training (LoRA: merge the adapters)
+
+
+LOSS = nn.BCEWithLogitsLoss(reduction="sum")
+
+
+def train_step(forward, batch: tuple, y: torch.Tensor, optimizer, params: list[nn.Parameter], grad_clip: float,
+               scheduler=None) -> tuple[float, torch.Tensor]:
+    """One optimizer step on one batch: ``(summed loss, logits)``; the loss is averaged for the gradient."""
+    logits = forward(*batch)
+    loss = LOSS(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    (loss / len(y)).backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.item(), logits.detach()
+
+
+def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_clip: float, epoch: int, step: int,
+                    scheduler=None, progress=None) -> tuple[dict, list[dict]]:
+    """One pass over ``batches``; returns the epoch's running loss and accuracy and one row per step."""
+    inputs = job.inputs["train"]
+    total_loss = correct = seen = 0.0
+    rows = []
+    for idx in batches:
+        y = labels[idx]
+        loss, logits = train_step(job.forward, inputs(idx), y, optimizer, job.params, grad_clip, scheduler)
+        if not math.isfinite(loss):
+            raise DivergedError(f"the training loss became {loss} at epoch {epoch}, step {step + 1}; no model was "
+                                f"saved (lower optim.lr or check the data)")
+        step += 1
+        batch_loss = loss / len(idx)
+        rows.append({"epoch": epoch, "step": step, "loss": round(batch_loss, 6)})
+        total_loss += loss
+        correct += ((logits > 0).float() == y).sum().item()
+        seen += len(idx)  # count examples: the last batch may be short
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{batch_loss:.4f}")
+    return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}, rows
+
+
+@torch.no_grad()
+def evaluate(forward, inputs, labels: torch.Tensor | None, batch_size: int = 256) -> dict:
+    """Logits of a whole split in input order, and its loss and accuracy when labelled."""
+    if isinstance(forward, nn.Module):
+        forward.eval()
+    logits = torch.from_numpy(score(inputs.lengths, batch_size, lambda idx: forward(*inputs(idx)).float().numpy()))
+    out = {"n": len(logits), "logits": logits}
+    if labels is not None:
+        out["loss"] = nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
+        out["accuracy"] = ((logits > 0).float() == labels).float().mean().item()
+    return out
+
+
+def _set_modes(job: Job, training: bool) -> None:
+    job.model.eval()
+    for m in job.train_modules:
+        m.train(training)
+
+
+@dataclass
+class Fitted:
+    history: list[dict]  # one row per step
+    epochs: list[dict]  # one row per epoch
+    best_epoch: int
+    train_seconds: float
+
+
+def fit(job: Job, optim: OptimConfig, labels: dict[str, torch.Tensor | None], seed: int, bar=None,
+        log: Callable[[str], None] = lambda msg: None) -> Fitted:
+    """Train for ``optim.epochs``, score dev after each epoch, and leave the model with the weights of the
+    epoch with the best dev accuracy (the last epoch when there is no labelled dev split).
+
+    ``bar(total, desc)`` makes an epoch's progress bar."""
+    torch.manual_seed(seed)  # the same dropout stream whatever happened before
+    rng = np.random.default_rng(seed)
+    lengths = job.inputs["train"].lengths
+    steps_per_epoch = -(-len(lengths) // optim.batch_size)
+    optimizer, scheduler = build_optimizer(job.model, job.params, optim, steps_per_epoch * optim.epochs)
+    trainable = [n for n, q in job.model.named_parameters() if q.requires_grad]
+    has_dev = "dev" in job.inputs and labels.get("dev") is not None
+    history, epochs = [], []
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    t_train = time.perf_counter()
+    for epoch in range(1, optim.epochs + 1):
+        t_ep = time.perf_counter()
+        batches = training_batches(lengths, optim.batch_size, rng, optim.bucket)
+        _set_modes(job, True)
+        with (bar(len(batches), f"epoch {epoch}/{optim.epochs}") if bar else nullcontext()) as progress:
+            tr, rows = train_one_epoch(job, labels["train"], batches, optimizer, optim.grad_clip,
+                                       epoch, len(history), scheduler, progress)
+        history += rows
+        _set_modes(job, False)
+        row = {"epoch": epoch, **tr, "dev_loss": None, "dev_accuracy": None}
+        if has_dev:
+            dev = evaluate(job.forward, job.inputs["dev"], labels["dev"])
+            row.update(dev_loss=dev["loss"], dev_accuracy=dev["accuracy"])
+        row["seconds"] = time.perf_counter() - t_ep
+        epochs.append(row)
+        score_ = row["dev_accuracy"] if has_dev else epoch  # without dev: the last epoch
+        if score_ > best_acc:
+            best_acc, best_epoch = score_, epoch
+            params = dict(job.model.named_parameters())
+            best_state = {n: params[n].detach().clone() for n in trainable}
+        dev_text = f"dev loss {row['dev_loss']:.4f} acc {row['dev_accuracy']:.4f}" if has_dev else "no dev split"
+        log(f"epoch {epoch:>2}: train loss {tr['train_loss']:.4f} acc {tr['train_accuracy']:.4f} | "
+            f"{dev_text} | {row['seconds']:.1f} s")
+    train_seconds = time.perf_counter() - t_train
+    with torch.no_grad():
+        params = dict(job.model.named_parameters())
+        for n, v in best_state.items():
+            params[n].copy_(v)
+    return Fitted(history, epochs, best_epoch, train_seconds)

@@ -1,0 +1,37 @@
+"""What the recipes share: the saved model's spec and the linear classifier of the fine-tuned models."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from sst2.data.splits import LABEL_NAMES
+from sst2.modeling.backbone import Backbone
+from sst2.modeling.heads import HeadConfig, build_head
+from sst2.training.config import TrainConfig
+
+
+
+
+def model_spec(cfg: TrainConfig, backbone: Backbone, head: nn.Module, **extra) -> dict:
+    """What ``sst2_model.json`` records (``sst2.modeling.model``)."""
+    m = cfg.model
+    return {"model": m.recipe, "preset": cfg.preset if m.recipe == "efficient" else None,
+            "backbone": m.backbone, "layers": list(backbone.layers), "max_length": cfg.data.max_length,
+            "text_normalization": cfg.data.normalize, "head": head.cfg.to_dict(), "labels": list(LABEL_NAMES), **extra}
+
+
+def linear_head(cfg: TrainConfig, backbone: Backbone) -> nn.Module:
+    """A linear classifier on the pooled last hidden state (the fine-tuned models' head)."""
+    return build_head(HeadConfig(kind="linear", hidden_size=backbone.hidden_size, num_states=1,
+                                 pooling=cfg.model.pooling, dropout=cfg.model.dropout))
+
+
+def freeze_pooler(encoder: nn.Module) -> None:
+    """No head reads BERT's pooler (a dense layer on [CLS]): it would never get a gradient."""
+    pooler = getattr(encoder, "pooler", None)
+    if pooler is not None:
+        pooler.requires_grad_(False)
+
+
+def layers_of(cfg: TrainConfig):
+    return cfg.model.layers if cfg.model.layers == "all" else tuple(cfg.model.layers)

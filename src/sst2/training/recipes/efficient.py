@@ -1,0 +1,34 @@
+"""``efficient``: a frozen encoder and a trained LSTM head, reading states from the feature cache."""
+
+from __future__ import annotations
+
+from sst2.features.sources import CachedStates, EncoderStates
+from sst2.modeling.backbone import Backbone
+from sst2.modeling.heads import HeadConfig, build_head
+from sst2.modeling.model import SentimentModel
+from sst2.training.engine import Job
+from sst2.training.recipes.common import layers_of, model_spec
+
+
+def head_config(cfg, hidden_size: int, num_states: int) -> HeadConfig:
+    m = cfg.model
+    return HeadConfig(kind="lstm", hidden_size=hidden_size, num_states=num_states, proj_size=m.proj_size,
+                      dropout=m.dropout, lstm_size=m.lstm_size, bidirectional=m.bidirectional, pooling=m.pooling,
+                      combine=m.combine)
+
+
+def setup(cfg, splits, ctx) -> Job:
+    backbone = Backbone.load(cfg.model.backbone, layers_of(cfg))
+    backbone.requires_grad_(False)
+    backbone.eval()
+    head = build_head(head_config(cfg, backbone.hidden_size, len(backbone.layers)))
+    model = SentimentModel(backbone, head, model_spec(cfg, backbone, head))
+    job = Job(model, head, {}, list(head.parameters()), [head])
+    max_length = cfg.data.max_length
+    if cfg.run.cache:
+        feats, report = ctx.features(backbone, splits)
+        job.inputs = {k: CachedStates(f) for k, f in feats.items()}
+        job.cache_seconds, job.cache_hits = report.seconds, report.hits
+    else:
+        job.inputs = {k: EncoderStates(backbone, s.texts, max_length) for k, s in splits.items()}
+    return job
