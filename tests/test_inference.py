@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sst2.cli import main
-from sst2.inference.export import FP32_TOLERANCE, PARITY_SENTENCES
+from sst2.inference.export import PARITY_SENTENCES
 from sst2.inference.classifier import Classifier, Prediction, RuntimeUnavailableError
 from sst2.modeling.model import SentimentModel
 
@@ -98,7 +98,7 @@ def test_onnx_fp32_matches_pytorch(exported_dir, torch_clf):
         assert [p.label for p in got] == [p.label for p in ref]
         assert [p.truncated for p in got] == [p.truncated for p in ref]
         diff = np.abs(np.array([p.positive_prob for p in got]) - [p.positive_prob for p in ref])
-        assert diff.max() < FP32_TOLERANCE
+        assert diff.max() < 1e-4  # fp32 parity: max |probability difference| with PyTorch
 
 
 def _op_types(path) -> set[str]:
@@ -121,7 +121,7 @@ def test_export_fuse_gives_onnxruntime_transformer_ops_and_the_same_predictions(
     for batch_size in (1, 64):  # padding goes through the fused attention's mask
         got = Classifier.load(fused_dir, runtime="onnx", threads=1).predict(SENTENCES + [LONG], batch_size)
         ref = torch_clf.predict(SENTENCES + [LONG], batch_size)
-        assert max(abs(a.positive_prob - b.positive_prob) for a, b in zip(got, ref)) < FP32_TOLERANCE
+        assert max(abs(a.positive_prob - b.positive_prob) for a, b in zip(got, ref)) < 1e-4  # fp32 parity
 
 
 def test_export_leaves_the_model_attention_as_it_was(tiny_model_dir, tmp_path):
@@ -133,11 +133,18 @@ def test_export_leaves_the_model_attention_as_it_was(tiny_model_dir, tmp_path):
     assert model.backbone.encoder.config._attn_implementation == before
 
 
-def test_onnx_int8_gives_valid_probabilities(exported_dir):
+def test_onnx_int8_stays_close_to_pytorch(exported_dir, torch_clf):
+    """int8 weights cost a little precision, never a clear-cut label. On the tiny model the measured max
+    |probability difference| from PyTorch was 4.0e-4 over these 32 sentences; the bound allows 5x that."""
     assert (exported_dir / "model.int8.onnx").stat().st_size > 0
     int8 = Classifier.load(exported_dir, runtime="onnx-int8", threads=1, spin=False)  # as sst2 serve loads it
     probs = np.array([p.positive_prob for p in int8.predict(SENTENCES)])
+    ref = np.array([p.positive_prob for p in torch_clf.predict(SENTENCES)])
     assert np.all(np.isfinite(probs)) and np.all((probs >= 0) & (probs <= 1))
+    assert np.abs(probs - ref).max() <= 2e-3
+    clear = np.abs(ref - 0.5) > 2e-3  # labels that a 2e-3 change cannot flip
+    assert clear.sum() >= len(SENTENCES) // 2  # (not a vacuous check: all 32 are clear-cut on the tiny model)
+    assert np.array_equal((probs > 0.5)[clear], (ref > 0.5)[clear])
 
 
 def test_int8_keeps_the_ops_named_in_keep_fp32(exported_dir, tmp_path):
