@@ -11,7 +11,11 @@ accuracy of the last epoch (not selected on the fold itself, so unbiased) and of
 Fold files are written to a temporary folder outside the repository; feature-cache entries for them
 go to ``--cache-dir`` (default: a temporary folder removed at the end, several GB for 5 folds).
 
-    python scripts/cv.py --folds 5 --variants "" "--mix-lr-scale 1" --out runs/cv
+    python scripts/cv.py --folds 5 --variants "" "optim.mix_lr_scale=1" --out runs/cv
+
+A variant is a space-separated list of training settings, as ``sst2 train --set`` takes them
+(``model.combine=mix optim.epochs=10``), on top of ``--preset`` (default: improved). The rows of
+docs/selection/cv.jsonl were run with sst2 0.1.0, whose variants were command-line flags.
 """
 
 from __future__ import annotations
@@ -26,10 +30,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from sst2.cli import build_parser
-from sst2.config import TrainConfig
 from sst2.data.splits import read_split, resolve_data_dir
 from sst2.training.api import train
+from sst2.training.config import TrainConfig, resolve
 
 
 def write_folds(train_tsv: Path, k: int, root: Path, seed: int = 0) -> list[Path]:
@@ -59,12 +62,10 @@ def write_folds(train_tsv: Path, k: int, root: Path, seed: int = 0) -> list[Path
     return dirs
 
 
-def variant_config(options: str, **fixed) -> TrainConfig:
-    """A TrainConfig from ``sst2 train`` command-line options (the same parser, so the same defaults)."""
-    args = build_parser().parse_args(["train", *shlex.split(options)])
-    kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    kw.update(fixed)
-    return TrainConfig(**kw)
+def variant_config(options: str, preset: str | None = None, **fixed) -> TrainConfig:
+    """The config of a variant: ``preset``, then the variant's ``group.field=value`` settings, then
+    ``fixed`` (``{"data.path": ...}``), resolved exactly as ``sst2 train --set`` resolves them."""
+    return resolve(preset=preset, overrides=fixed, sets=shlex.split(options))
 
 
 def last_epoch_accuracy(run_dir: Path) -> float:
@@ -75,7 +76,8 @@ def last_epoch_accuracy(run_dir: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", nargs="+", default=[""],
-                    help="each a string of 'sst2 train' options ('' = the defaults)")
+                    help="each a string of group.field=value settings ('' = the preset as it is)")
+    ap.add_argument("--preset", default=None, help="the preset the variants change (default: improved)")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--data", default=None, help="data folder whose train.tsv is split (default: as sst2 train)")
     ap.add_argument("--cache-dir", default=None, help="feature cache for the fold files (default: temporary)")
@@ -92,15 +94,16 @@ def main(argv: list[str] | None = None) -> int:
         for vi, options in enumerate(args.variants):
             for f, fold_dir in enumerate(folds):
                 out = Path(args.out) / f"v{vi}-f{f}"
-                cfg = variant_config(options, data=str(fold_dir), out=str(out), overwrite=True, quiet=True,
-                                     cache_dir=cache, seed=f)
+                cfg = variant_config(options, args.preset, **{
+                    "data.path": str(fold_dir), "run.out": str(out), "run.overwrite": True, "run.quiet": True,
+                    "run.cache_dir": cache, "run.seed": f})
                 m = train(cfg)
                 row = {"variant": options, "fold": f, "seed": f, "held_out": m["dev_size"],
                        "last_epoch_accuracy": last_epoch_accuracy(out), "best_epoch_accuracy": m["dev_accuracy"],
                        "best_epoch": m["best_epoch"], "train_seconds": m["train_seconds"]}
                 results.setdefault(options, []).append((row["last_epoch_accuracy"], row["best_epoch_accuracy"]))
                 print(json.dumps(row), flush=True)
-    print(f"\n| variant (`sst2 train` options) | folds | held-out accuracy, last epoch | held-out accuracy, best epoch |",
+    print("\n| variant (settings) | folds | held-out accuracy, last epoch | held-out accuracy, best epoch |",
           file=sys.stderr)
     print("| --- | ---: | ---: | ---: |", file=sys.stderr)
     def cell(xs: list[float]) -> str:

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from sst2.modeling.backbone import Backbone
-from sst2.features.cache import encode_texts
-from sst2.config import EFFICIENT_MAX_LENGTH
+from sst2.features.encode import encode_texts
+from sst2.training.config import resolve
 from sst2.data.splits import read_split, resolve_data_dir
 from sst2.system import current_rss_mb, environment, peak_rss_mb, set_threads
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="data folder (default: as sst2 train)")
     ap.add_argument("--split", default="train", choices=["train", "dev", "test"])
     ap.add_argument("--backbone", default=None, help="encoder (default: the packaged all-MiniLM-L6-v2)")
-    ap.add_argument("--max-length", type=int, default=EFFICIENT_MAX_LENGTH)
+    ap.add_argument("--max-length", type=int, default=resolve().data.max_length)
     ap.add_argument("--batch-tokens", type=int, default=DEFAULTS["batch_tokens"].default,
                     help="padded tokens per encoder call (0: no token limit)")
     ap.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"].default,

@@ -21,7 +21,8 @@ import numpy as np
 
 from sst2.data.splits import load_splits, resolve_data_dir
 from sst2.inference.export import quantize_int8
-from sst2.inference.classifier import ONNX_FILES, Classifier
+from sst2.inference.classifier import SentimentClassifier
+from sst2.inference.runtimes import ONNX_FILES
 
 SETTINGS: dict[str, dict] = {
     "default": {},  # what `sst2 export --int8` writes
@@ -46,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = np.array(splits["dev"].labels) == 1
 
     def probs(model_dir: Path, runtime: str, texts: list[str]) -> np.ndarray:
-        clf = Classifier.load(model_dir, runtime=runtime, threads=args.threads)
-        return np.array([p.positive_prob for p in clf.predict(texts)])
+        clf = SentimentClassifier.from_pretrained(model_dir, runtime=runtime, threads=args.threads)
+        return np.array([p.positive_prob for p in clf.predict_details(texts)])
 
     ref = {k: probs(src, "onnx", splits[k].texts) for k in ("train", "dev")}
     rows = [{"setting": "fp32", "dev_accuracy": round(float(((ref["dev"] > 0.5) == labels).mean()), 4)}]

@@ -1,7 +1,7 @@
 """Measure inference speed and accuracy of a saved model on each runtime (torch, onnx, onnx-int8).
 
 Per runtime:
-* batch-1 latency of ``Classifier.predict([sentence])`` for a 12-token sentence (special tokens
+* batch-1 latency of ``SentimentClassifier.predict_details([sentence])`` for a 12-token sentence (special tokens
   included; the first such SST-2 dev sentence), tokenization included: warm-up calls, then
   ``--calls`` timed calls; median and p90 in ms;
 * throughput at ``--batch-size`` over all SST-2 dev sentences (length-sorted batches, tokenization
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from sst2.data.splits import read_split, resolve_data_dir
-from sst2.inference.classifier import RUNTIMES, Classifier, physical_cores
+from sst2.inference.classifier import SentimentClassifier
+from sst2.inference.runtimes import RUNTIMES, physical_cores
 from sst2.system import environment, peak_rss_mb, set_threads
 
 SENTENCE_TOKENS = 12
@@ -40,7 +41,7 @@ def percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def pick_sentence(clf: Classifier, texts: list[str], n_tokens: int) -> str:
+def pick_sentence(clf: SentimentClassifier, texts: list[str], n_tokens: int) -> str:
     ids, _ = clf.tokenize(texts)
     for t, row in zip(texts, ids):
         if len(row) == n_tokens:
@@ -51,7 +52,7 @@ def pick_sentence(clf: Classifier, texts: list[str], n_tokens: int) -> str:
 def measure(runtime: str, args, texts: list[str], labels: list[int], sentence: str | None) -> dict:
     row: dict = {"runtime": runtime}
     try:
-        clf = Classifier.load(args.model_dir, runtime=runtime, threads=args.threads, batch_size=args.batch_size)
+        clf = SentimentClassifier.from_pretrained(args.model_dir, runtime=runtime, threads=args.threads, batch_size=args.batch_size)
     except Exception as exc:  # recorded, not raised: the other runtimes are still measured
         return {**row, "error": f"{type(exc).__name__}: {exc}"}
     sentence = sentence or pick_sentence(clf, texts, SENTENCE_TOKENS)
@@ -59,11 +60,11 @@ def measure(runtime: str, args, texts: list[str], labels: list[int], sentence: s
     row["sentence_tokens"] = len(clf.tokenize([sentence])[0][0])
 
     for _ in range(args.warmup):
-        clf.predict([sentence])
+        clf.predict_details([sentence])
     times = []
     for _ in range(args.calls):
         t0 = time.perf_counter()
-        clf.predict([sentence])
+        clf.predict_details([sentence])
         times.append((time.perf_counter() - t0) * 1000)
     row.update(latency_calls=len(times), latency_median_ms=round(statistics.median(times), 3),
                latency_p90_ms=round(percentile(times, 90), 3), latency_min_ms=round(min(times), 3))
@@ -71,7 +72,7 @@ def measure(runtime: str, args, texts: list[str], labels: list[int], sentence: s
     setups = {1: clf}
     threads = {1: args.threads, args.workers: max(1, args.threads // args.workers)}
     if args.workers > 1:
-        setups[args.workers] = Classifier.load(args.model_dir, runtime=runtime, workers=args.workers,
+        setups[args.workers] = SentimentClassifier.from_pretrained(args.model_dir, runtime=runtime, workers=args.workers,
                                                threads=threads[args.workers], batch_size=args.batch_size)
     rates: dict[int, list[float]] = {w: [] for w in setups}
     logits = {}

@@ -15,8 +15,7 @@ import argparse
 import json
 import time
 
-from sst2.config import TrainConfig
-from sst2.training.api import train
+from sst2.training.api import config_for, train
 
 BASE = dict(proj_size=256, lstm_size=128, epochs=10, schedule="constant", warmup_ratio=0.0)
 LINEAR = dict(schedule="linear", warmup_ratio=0.1)
@@ -45,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.variants:
             opts = dict(BASE, **VARIANTS[name])
             t0 = time.perf_counter()
-            m = train(TrainConfig(preset="improved", data=args.data, out=f"{args.out}/{name}-s{seed}", overwrite=True,
-                                  quiet=True, seed=seed, **opts))
+            data = {"path": args.data} if args.data else {}
+            m = train(config_for("efficient", out=f"{args.out}/{name}-s{seed}", overwrite=True, quiet=True,
+                                 seed=seed, **data, **opts))
             print(json.dumps({"variant": name, "seed": seed, "options": opts, "dev_accuracy": m["dev_accuracy"],
                               "test_accuracy": m["test_accuracy"], "best_epoch": m["best_epoch"],
                               "seconds_per_epoch": m["seconds_per_epoch"],

@@ -66,11 +66,22 @@ def cache_dir(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_backbone_dir, tiny_data_dir, tmp_path_factory) -> Path:
     """A saved model directory (improved preset, 2 hidden states, max_length 32) trained for one epoch."""
-    from sst2.config import TrainConfig
     from sst2.training.api import train
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
-    train(TrainConfig(data=str(tiny_data_dir), backbone=str(tiny_backbone_dir), out=str(out),
-                      cache_dir=str(out.parent / "cache"), epochs=1, batch_size=8, max_length=32, layers="-2,-1",
-                      quiet=True, threads=1))
+    train(train_config(data=tiny_data_dir, backbone=str(tiny_backbone_dir), out=str(out),
+                       cache_dir=str(out.parent / "cache"), epochs=1, batch_size=8, max_length=32, layers="-2,-1",
+                       quiet=True, threads=1))
     return out / "model"
+
+
+def train_config(preset=None, model=None, data=None, layers=None, **kw):
+    """A resolved training config from flat names (``epochs=2``, ``layers="-2,-1"``), as a test writes
+    them; ``model`` is the recipe and ``data`` the data folder."""
+    from sst2.training.api import config_for
+
+    if data is not None:
+        kw["path"] = str(data)
+    if layers is not None:
+        kw["layers"] = layers if layers == "all" else [int(x) for x in str(layers).split(",")]
+    return config_for(model, preset=preset, **kw)

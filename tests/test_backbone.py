@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -39,6 +40,8 @@ def test_packaged_minilm_loads_offline_and_classifies(monkeypatch):
     bb = Backbone.load(None, layers=(-1,))
     assert bb.hidden_size == 384 and bb.num_layers == 6
     assert bb.tokenizer.tokenize("A wonderful film") == ["a", "wonderful", "film"]
+    from sst2 import SentimentClassifier
+
     model = SentimentModel(bb, build_head(HeadConfig(hidden_size=384)), {"max_length": 128}).eval()
-    logits = model.predict_logits(["a wonderful , moving film .", "dull and lifeless ."])
-    assert logits.shape == (2,) and torch.isfinite(logits).all()
+    logits = SentimentClassifier.from_model(model).predict_logits(["a wonderful , moving film .", "dull and lifeless ."])
+    assert logits.shape == (2,) and np.isfinite(logits).all()

@@ -1,5 +1,5 @@
 """Behaviour pinned through stable surfaces only: the CLI entry ``sst2.cli.main`` and the files a run
-directory holds (config.json, metrics.json, history.csv, epochs.csv, model/).
+directory holds (config.toml, metrics.json, history.csv, epochs.csv, model/).
 
 Where a test needs to know something about a file's internal layout (which keys of config.json hold
 the resolved settings, where model/ keeps the head weights) it asks one helper below, so a change of
@@ -41,11 +41,15 @@ def metrics(run: Path) -> dict:
 
 # --- the helpers that know file layouts ------------------------------------------------------------
 def resolved_settings(run: Path) -> dict:
-    """The settings a run actually trained with, as recorded in its config.json."""
-    config = json.loads((run / "config.json").read_text())
-    r, head = config["resolved"], config["model_spec"]["head"]
-    return {"epochs": r["epochs"], "lr": r["lr"], "schedule": r["schedule"], "warmup_ratio": r["warmup_ratio"],
-            "batch_size": r["batch_size"], "layers": r["layers"], "encoder_layers_read": config["model_spec"]["layers"],
+    """The settings a run actually trained with, as recorded in its config.toml and its saved model."""
+    import tomllib
+
+    config = tomllib.loads((run / "config.toml").read_text())
+    o = config["optim"]
+    spec = json.loads((run / "model" / "sst2_model.json").read_text())
+    head = spec["head"]
+    return {"epochs": o["epochs"], "lr": o["lr"], "schedule": o["schedule"], "warmup_ratio": o["warmup_ratio"],
+            "batch_size": o["batch_size"], "layers": config["model"]["layers"], "encoder_layers_read": spec["layers"],
             "pooling": head["pooling"], "bidirectional": head["bidirectional"], "proj_size": head["proj_size"],
             "lstm_size": head["lstm_size"]}
 
@@ -58,14 +62,15 @@ def head_tensors(run: Path) -> dict[str, torch.Tensor]:
 def seed_head_trainable(hidden_size: int) -> int:
     """Trainable parameters of the ``seed`` preset's head over one ``hidden_size``-wide encoder layer,
     built from the package (no encoder weights loaded)."""
-    from sst2.config import PRESETS
-    from sst2.heads import HeadConfig, build_head, count_parameters
+    from sst2.modeling.heads import build_head, count_parameters
+    from sst2.training.config import resolve
+    from sst2.training.recipes.efficient import head_config
 
-    return count_parameters(build_head(HeadConfig.lstm(PRESETS["seed"], hidden_size, 1)))[0]
+    return count_parameters(build_head(head_config(resolve(preset="seed"), hidden_size, 1)))[0]
 
 
 def packaged_minilm_hidden_size() -> int:
-    from sst2.backbone import packaged_minilm_path
+    from sst2.modeling.backbone import packaged_minilm_path
 
     return json.loads((packaged_minilm_path() / "config.json").read_text())["hidden_size"]
 
@@ -98,7 +103,7 @@ def test_seed_preset_resolves_to_the_reference_design(tiny_backbone_dir, tiny_da
     assert s["proj_size"] == 256 and s["lstm_size"] == 256
     m = metrics(run)
     assert m["epochs"] == 10 and m["trainable_params"] == SEED_HEAD_PARAMS_H32
-    # the same facts from the other files, whatever config.json looks like
+    # the same facts from the other files, whatever config.toml looks like
     assert len(read_csv(run / "epochs.csv")) == 10
     assert len(read_csv(run / "history.csv")) == 10  # 48 sentences fit one batch of 128: one step per epoch
     head = head_tensors(run)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from sst2.bench.bench import MIN_TIMED, ROW_KEYS, PeakMemory, fit_slope, time_step
+from sst2.bench.cases import MIN_TIMED, ROW_KEYS, fit_slope, time_step
+from sst2.bench.memory import PeakMemory
 from sst2.cli import main
 from sst2.config import BenchConfig, ConfigError
 

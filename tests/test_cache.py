@@ -3,10 +3,10 @@ import torch
 import pytest
 
 from sst2.modeling.backbone import Backbone
-from sst2.features.cache import FeatureCache, cache_key, encode_texts, token_batches
-from sst2.config import TrainConfig
+from sst2.data.batching import token_batches
+from sst2.features.cache import FeatureCache, cache_key
+from sst2.features.encode import encode_texts, prepare_features
 from sst2.data.splits import load_splits
-from sst2.training.api import prepare_features
 
 TEXTS = ["good film", "the plot is very dull and the story is weak .", "lovely", "it 's a movie"]
 
@@ -77,30 +77,29 @@ def test_corrupt_entry_is_detected_and_removed(backbone, tmp_path):
 def test_changed_key_misses_and_same_key_hits(tiny_backbone_dir, tiny_data_dir, tmp_path, monkeypatch):
     splits = load_splits(tiny_data_dir)
     bb = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
-    cfg = TrainConfig(data=str(tiny_data_dir), cache_dir=str(tmp_path), max_length=32, quiet=True)
-    _, first = prepare_features(cfg, bb, splits)
-    _, again = prepare_features(cfg, bb, splits)
+    cfg = dict(max_length=32, normalize="contractions", cache_dir=str(tmp_path))
+    _, first = prepare_features(bb, splits, **cfg)
+    _, again = prepare_features(bb, splits, **cfg)
     assert not any(first.hits.values()) and all(again.hits.values())
 
-    _, other_len = prepare_features(TrainConfig(cache_dir=str(tmp_path), max_length=16, quiet=True), bb, splits)
+    _, other_len = prepare_features(bb, splits, **{**cfg, "max_length": 16})
     assert not any(other_len.hits.values())
 
-    _, other_text = prepare_features(TrainConfig(cache_dir=str(tmp_path), max_length=32, quiet=True, normalize="none"),
-                                     bb, splits)
+    _, other_text = prepare_features(bb, splits, **{**cfg, "normalize": "none"})
     assert not any(other_text.hits.values())
 
-    monkeypatch.setattr("sst2.training.api.ENCODE_BATCH_TOKENS", 128)  # other batch shapes: other last bits
-    _, other_batching = prepare_features(cfg, bb, splits)
+    monkeypatch.setattr("sst2.features.encode.ENCODE_BATCH_TOKENS", 128)  # other batch shapes: other last bits
+    _, other_batching = prepare_features(bb, splits, **cfg)
     assert not any(other_batching.hits.values())
     monkeypatch.undo()
 
     bb2 = Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
-    _, other_layers = prepare_features(cfg, bb2, splits)
+    _, other_layers = prepare_features(bb2, splits, **cfg)
     assert not any(other_layers.hits.values())
 
     with __import__("torch").no_grad():
         bb.encoder.embeddings.word_embeddings.weight[5, 0] += 1.0  # different weights
-    _, other_weights = prepare_features(cfg, bb, splits)
+    _, other_weights = prepare_features(bb, splits, **cfg)
     assert not any(other_weights.hits.values())
 
 
@@ -110,11 +109,11 @@ def test_changed_data_file_misses(tiny_backbone_dir, tiny_data_dir, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_data_dir, data)
     bb = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
-    cfg = TrainConfig(cache_dir=str(tmp_path / "c"), max_length=32, quiet=True)
-    prepare_features(cfg, bb, load_splits(data))
+    cfg = dict(max_length=32, normalize="contractions", cache_dir=str(tmp_path / "c"))
+    prepare_features(bb, load_splits(data), **cfg)
     with open(data / "dev.tsv", "a") as f:
         f.write("a new sentence\t1\n")
-    _, rep = prepare_features(cfg, bb, load_splits(data))
+    _, rep = prepare_features(bb, load_splits(data), **cfg)
     assert rep.hits == {"train": True, "dev": False, "test": True}
 
 

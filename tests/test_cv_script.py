@@ -35,7 +35,9 @@ def test_folds_hold_out_every_sentence_once(tmp_path):
         assert sum(y == "1" for _, y in dev) in (3, 4)  # 17 positives over 5 folds: stratified
 
 
-def test_variant_options_parse_like_the_command_line():
+def test_variant_settings_resolve_like_sst2_train_set():
     cv = _load()
-    cfg = cv.variant_config("--mix-lr-scale 1 --normalize none", seed=3, out="x")
-    assert (cfg.mix_lr_scale, cfg.normalize, cfg.seed, cfg.out, cfg.model) == (1.0, "none", 3, "x", "efficient")
+    cfg = cv.variant_config("optim.mix_lr_scale=1 data.normalize=none", None, **{"run.seed": 3, "run.out": "x"})
+    assert (cfg.optim.mix_lr_scale, cfg.data.normalize, cfg.run.seed, cfg.run.out, cfg.model.recipe) == (
+        1.0, "none", 3, "x", "efficient")
+    assert cfg.optim.epochs == 8  # the rest is the improved preset

@@ -12,7 +12,9 @@ import torch
 
 from sst2.cli import main
 from sst2.inference.export import PARITY_SENTENCES
-from sst2.inference.classifier import Classifier, Prediction, RuntimeUnavailableError
+from sst2 import SentimentClassifier
+from sst2.inference.classifier import Prediction
+from sst2.inference.runtimes import RuntimeUnavailableError
 from sst2.modeling.model import SentimentModel
 
 from conftest import make_sentences
@@ -32,7 +34,7 @@ def exported_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def torch_clf(tiny_model_dir):
-    return Classifier.load(tiny_model_dir, threads=1)
+    return SentimentClassifier.from_pretrained(tiny_model_dir, threads=1)
 
 
 def test_import_sst2_is_cheap_and_classifier_is_lazy():
@@ -41,33 +43,46 @@ def test_import_sst2_is_cheap_and_classifier_is_lazy():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def reference_logits(model_dir, texts) -> np.ndarray:
+    """The model's forward pass on each text alone, tokenized here: no batching, no padding."""
+    from sst2.data.text import normalize_texts
+
+    model = SentimentModel.load(model_dir)
+    out = []
+    with torch.no_grad():
+        for t in normalize_texts(texts, model.text_normalization):
+            enc = model.tokenizer([t], truncation=True, max_length=model.max_length, return_tensors="pt")
+            out.append(model(enc["input_ids"], enc["attention_mask"]).item())
+    return np.array(out)
+
+
 def test_predict_matches_the_reference_model_in_input_order(tiny_model_dir, torch_clf):
-    preds = torch_clf.predict(SENTENCES, batch_size=5)
+    preds = torch_clf.predict_details(SENTENCES, batch_size=5)
     assert len(preds) == len(SENTENCES) and all(isinstance(p, Prediction) for p in preds)
-    ref = torch.sigmoid(SentimentModel.load(tiny_model_dir).predict_logits(SENTENCES)).numpy()
+    ref = 1 / (1 + np.exp(-reference_logits(tiny_model_dir, SENTENCES)))
     np.testing.assert_allclose([p.positive_prob for p in preds], ref, atol=1e-6)
     assert [p.label for p in preds] == ["positive" if r > 0.5 else "negative" for r in ref]
     # batching (and so padding) does not change a prediction
-    one_by_one = [torch_clf.predict([s])[0].positive_prob for s in SENTENCES[:6]]
+    one_by_one = [torch_clf.predict_details([s])[0].positive_prob for s in SENTENCES[:6]]
     np.testing.assert_allclose(one_by_one, [p.positive_prob for p in preds[:6]], atol=1e-6)
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx-int8"])
 def test_concurrent_workers_give_the_same_predictions_in_input_order(exported_dir, runtime):
-    one = Classifier.load(exported_dir, runtime=runtime, threads=1)
-    two = Classifier.load(exported_dir, runtime=runtime, threads=1, workers=2)
+    one = SentimentClassifier.from_pretrained(exported_dir, runtime=runtime, threads=1)
+    two = SentimentClassifier.from_pretrained(exported_dir, runtime=runtime, threads=1, workers=2)
     calls = []
-    got = two.predict(SENTENCES, batch_size=4, progress=calls.append)
-    ref = one.predict(SENTENCES, batch_size=4)
+    got = two.predict_details(SENTENCES, batch_size=4, progress=calls.append)
+    ref = one.predict_details(SENTENCES, batch_size=4)
     assert [p.label for p in got] == [p.label for p in ref]
     np.testing.assert_allclose([p.positive_prob for p in got], [p.positive_prob for p in ref], atol=1e-6)
     assert sum(calls) == len(SENTENCES) and len(calls) >= len(SENTENCES) // 4  # one report per model call
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
-        Classifier.load(exported_dir, runtime=runtime, workers=0)
+        SentimentClassifier.from_pretrained(exported_dir, runtime=runtime, workers=0)
 
 
 def test_truncation_is_reported(torch_clf):
-    short, long_ = torch_clf.predict(["good film", LONG])
+    short, long_ = torch_clf.predict_details(["good film", LONG])
     assert not short.truncated and long_.truncated
     assert 0 <= long_.positive_prob <= 1
     # the truncated text is scored on its first max_length tokens, as SentimentModel does
@@ -77,24 +92,24 @@ def test_truncation_is_reported(torch_clf):
 
 
 def test_predict_edge_cases(torch_clf, tiny_model_dir):
-    assert torch_clf.predict([]) == []
+    assert torch_clf.predict_details([]) == []
     with pytest.raises(TypeError, match="a list of texts"):
-        torch_clf.predict("good film")
+        torch_clf.predict_details("good film")
     with pytest.raises(RuntimeUnavailableError, match="unknown runtime 'tensorrt'"):
-        Classifier.load(tiny_model_dir, runtime="tensorrt")
+        SentimentClassifier.from_pretrained(tiny_model_dir, runtime="tensorrt")
 
 
 @pytest.mark.parametrize("runtime,flag", [("onnx", ""), ("onnx-int8", " --int8")])
 def test_missing_onnx_file_names_the_export_command(tiny_model_dir, runtime, flag):
     with pytest.raises(RuntimeUnavailableError, match=rf"run 'sst2 export --model-dir \S+{flag}' first"):
-        Classifier.load(tiny_model_dir, runtime=runtime)
+        SentimentClassifier.from_pretrained(tiny_model_dir, runtime=runtime)
 
 
 def test_onnx_fp32_matches_pytorch(exported_dir, torch_clf):
-    onnx = Classifier.load(exported_dir, runtime="onnx", threads=1)
+    onnx = SentimentClassifier.from_pretrained(exported_dir, runtime="onnx", threads=1)
     for batch_size in (1, 3, 64):  # dynamic batch and sequence axes, with and without padding
-        got = onnx.predict(SENTENCES + [LONG], batch_size=batch_size)
-        ref = torch_clf.predict(SENTENCES + [LONG], batch_size=batch_size)
+        got = onnx.predict_details(SENTENCES + [LONG], batch_size=batch_size)
+        ref = torch_clf.predict_details(SENTENCES + [LONG], batch_size=batch_size)
         assert [p.label for p in got] == [p.label for p in ref]
         assert [p.truncated for p in got] == [p.truncated for p in ref]
         diff = np.abs(np.array([p.positive_prob for p in got]) - [p.positive_prob for p in ref])
@@ -119,8 +134,8 @@ def test_export_fuse_gives_onnxruntime_transformer_ops_and_the_same_predictions(
     assert "Softmax" not in fused  # every attention block was fused, none left as loose ops
     assert "QAttention" in _op_types(fused_dir / "model.int8.onnx")
     for batch_size in (1, 64):  # padding goes through the fused attention's mask
-        got = Classifier.load(fused_dir, runtime="onnx", threads=1).predict(SENTENCES + [LONG], batch_size)
-        ref = torch_clf.predict(SENTENCES + [LONG], batch_size)
+        got = SentimentClassifier.from_pretrained(fused_dir, runtime="onnx", threads=1).predict_details(SENTENCES + [LONG], batch_size)
+        ref = torch_clf.predict_details(SENTENCES + [LONG], batch_size)
         assert max(abs(a.positive_prob - b.positive_prob) for a, b in zip(got, ref)) < 1e-4  # fp32 parity
 
 
@@ -137,9 +152,9 @@ def test_onnx_int8_stays_close_to_pytorch(exported_dir, torch_clf):
     """int8 weights cost a little precision, never a clear-cut label. On the tiny model the measured max
     |probability difference| from PyTorch was 4.0e-4 over these 32 sentences; the bound allows 5x that."""
     assert (exported_dir / "model.int8.onnx").stat().st_size > 0
-    int8 = Classifier.load(exported_dir, runtime="onnx-int8", threads=1, spin=False)  # as sst2 serve loads it
-    probs = np.array([p.positive_prob for p in int8.predict(SENTENCES)])
-    ref = np.array([p.positive_prob for p in torch_clf.predict(SENTENCES)])
+    int8 = SentimentClassifier.from_pretrained(exported_dir, runtime="onnx-int8", threads=1, spin=False)  # as sst2 serve loads it
+    probs = np.array([p.positive_prob for p in int8.predict_details(SENTENCES)])
+    ref = np.array([p.positive_prob for p in torch_clf.predict_details(SENTENCES)])
     assert np.all(np.isfinite(probs)) and np.all((probs >= 0) & (probs <= 1))
     assert np.abs(probs - ref).max() <= 2e-3
     clear = np.abs(ref - 0.5) > 2e-3  # labels that a 2e-3 change cannot flip
@@ -210,7 +225,7 @@ def test_cli_predict_errors(tiny_model_dir, tmp_path, capsys, monkeypatch):
 def test_split_padded_is_optimal_and_covers_every_row():
     import itertools
 
-    from sst2.inference.classifier import split_padded
+    from sst2.data.batching import split_padded
 
     assert split_padded([12] * 64) == [(0, 64)]  # equal lengths: one call
     assert split_padded([]) == []
@@ -233,5 +248,4 @@ def test_treebank_and_plain_text_give_the_same_tokens(tiny_model_dir, torch_clf)
     assert SentimentModel.load(tiny_model_dir).text_normalization == "contractions"
     treebank, plain = "it does n't look like a good film .", "it doesn't look like a good film ."
     assert torch_clf.tokenize([treebank])[0] == torch_clf.tokenize([plain])[0]
-    model = SentimentModel.load(tiny_model_dir)
-    assert torch.equal(model.predict_logits([treebank]), model.predict_logits([plain]))
+    assert np.array_equal(reference_logits(tiny_model_dir, [treebank]), reference_logits(tiny_model_dir, [plain]))

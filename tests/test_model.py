@@ -5,16 +5,16 @@ import pytest
 import torch
 
 from sst2.modeling.backbone import Backbone
-from sst2.config import PRESETS
 from sst2.modeling.heads import HeadConfig, build_head, count_parameters
 from sst2.modeling.model import SentimentModel
-from sst2.training.api import evaluate_states, train_one_epoch
+from sst2.training.config import resolve
+from sst2.training.engine import Job, evaluate, train_one_epoch
 
 
 def seed_head(hidden=32, **kw):
-    p = PRESETS["seed"]
-    cfg = HeadConfig(hidden_size=hidden, proj_size=p["proj_size"], lstm_size=p["lstm_size"],
-                     bidirectional=p["bidirectional"], pooling=p["pooling"], dropout=p["dropout"], **kw)
+    p = resolve(preset="seed").model
+    cfg = HeadConfig(hidden_size=hidden, proj_size=p.proj_size, lstm_size=p.lstm_size,
+                     bidirectional=p.bidirectional, pooling=p.pooling, dropout=p.dropout, **kw)
     return build_head(cfg)
 
 
@@ -74,7 +74,8 @@ def test_model_emits_logits_and_the_loss_applies_the_only_sigmoid():
             return x[idx], lengths[idx]
 
     head.dropout.p = 0.0
-    stats, rows = train_one_epoch(head, Source(), y, [np.arange(8)], torch.optim.SGD(head.parameters(), lr=0.0),
+    job = Job(head, head, {"train": Source()}, list(head.parameters()), [head])
+    stats, rows = train_one_epoch(job, y, [np.arange(8)], torch.optim.SGD(head.parameters(), lr=0.0),
                                   grad_clip=1.0, epoch=1, step=0)
     expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, y).item()
     assert rows[0]["loss"] == pytest.approx(expected, abs=1e-5)
@@ -97,11 +98,12 @@ def test_accuracy_counts_examples_not_nominal_batches():
         preds = (head(x, lengths) > 0).float()
     labels = preds.clone()
     labels[0] = 1 - labels[0]  # exactly 4 of 5 right
-    assert evaluate_states(head, Source(), labels, batch_size=4)["accuracy"] == pytest.approx(0.8)
+    assert evaluate(head, Source(), labels, batch_size=4)["accuracy"] == pytest.approx(0.8)
 
     head.dropout.p = 0.0
     opt = torch.optim.SGD(head.parameters(), lr=0.0)
-    stats, _ = train_one_epoch(head, Source(), labels, [np.arange(4), np.arange(4, 5)], opt, 0.0, 1, 0)
+    job = Job(head, head, {"train": Source()}, list(head.parameters()), [head])
+    stats, _ = train_one_epoch(job, labels, [np.arange(4), np.arange(4, 5)], opt, 0.0, 1, 0)
     assert stats["train_accuracy"] == pytest.approx(0.8)
 
 
@@ -117,8 +119,10 @@ def test_batch_of_one(name):
 
 def test_full_model_from_text_matches_padding_free_scoring(tiny_backbone_dir):
     backbone = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
-    model = SentimentModel(backbone, seed_head(), {"max_length": 32}).eval()
+    from sst2 import SentimentClassifier
+
+    clf = SentimentClassifier.from_model(SentimentModel(backbone, seed_head(), {"max_length": 32}))
     texts = ["good", "the film is very good and it was quite lovely .", "bad plot"]
-    batched = model.predict_logits(texts, batch_size=3)
-    alone = torch.cat([model.predict_logits([t]) for t in texts])
-    torch.testing.assert_close(batched, alone, atol=1e-5, rtol=1e-5)
+    batched = clf.predict_logits(texts, batch_size=3)
+    alone = np.concatenate([clf.predict_logits([t]) for t in texts])
+    np.testing.assert_allclose(batched, alone, atol=1e-5, rtol=1e-5)

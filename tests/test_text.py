@@ -22,7 +22,7 @@ def test_treebank_and_ordinary_text_meet_in_one_form(raw, canonical):
 def test_none_keeps_texts_and_unknown_names_fail():
     texts = ["it 's -lrb- x -rrb-"]
     assert normalize_texts(texts, "none") == texts
-    with pytest.raises(ValueError, match="unknown text normalization .nfc.: choose one of none, contractions, treebank, negation$"):
+    with pytest.raises(ValueError, match="unknown text normalization .nfc.: choose one of none, contractions, treebank$"):
         normalize_texts(texts, "nfc")
 
 
@@ -35,13 +35,3 @@ def test_contractions_only_splits_negations(raw, canonical):
     assert normalize_texts([canonical], "contractions") == [canonical]
 
 
-@pytest.mark.parametrize("raw, expanded", [
-    ("it does n't work , is n't it", "it does not work , is not it"),  # treebank form
-    ("It doesn't work, I can’t stand it", "It does not work, I can not stand it"),  # ordinary text
-    ("it wo n't last and ai n't fun", "it will not last and is not fun"),  # stems that change
-    ("n't", "not"),
-    ("it 's not bad -lrb- really -rrb-", "it 's not bad -lrb- really -rrb-"),  # nothing else changes
-])
-def test_negation_writes_nt_as_not(raw, expanded):
-    assert normalize_texts([raw], "negation") == [expanded]
-    assert normalize_texts([expanded], "negation") == [expanded]  # idempotent

@@ -11,24 +11,32 @@ import pytest
 import torch
 
 from sst2.modeling.backbone import Backbone
-from sst2.config import ConfigError, TrainConfig
+from sst2.training.config import ConfigError, TrainConfig, resolve
 from sst2.errors import UserError
 from sst2.modeling.heads import HeadConfig, build_head
 from sst2.modeling.model import SentimentModel
-from sst2.training.api import RUN_FILES, CachedStates, TokenDropout, WeightAverage, make_batches, train, train_one_epoch
+from sst2.data.batching import training_batches
+from sst2.features.sources import CachedStates
+from sst2.training.api import train
+from sst2.training.engine import Job, evaluate, train_one_epoch
+from sst2.training.rundir import RUN_FILES
 
-from conftest import make_sentences, write_tsv
+from conftest import make_sentences, train_config, write_tsv
 
 METRIC_KEYS = {"model", "backbone", "trainable_params", "total_params", "epochs", "best_epoch", "dev_accuracy",
                "test_accuracy", "cache_seconds", "train_seconds", "total_seconds", "peak_rss_mb"}
 
 
-def tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, **kw):
-    base = dict(data=str(tiny_data_dir), backbone=str(tiny_backbone_dir), out=str(tmp_path / "run"),
+def tiny_base(tiny_backbone_dir, tiny_data_dir, tmp_path) -> dict:
+    return dict(data=str(tiny_data_dir), backbone=str(tiny_backbone_dir), out=str(tmp_path / "run"),
                 cache_dir=str(tmp_path / "cache"), epochs=2, batch_size=8, max_length=32, quiet=True, threads=1,
                 layers="-2,-1")
+
+
+def tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, **kw):
+    base = tiny_base(tiny_backbone_dir, tiny_data_dir, tmp_path)
     base.update(kw)
-    return TrainConfig(**base)
+    return train_config(**base)
 
 
 def test_train_writes_exactly_the_run_files(tiny_backbone_dir, tiny_data_dir, tmp_path):
@@ -47,16 +55,19 @@ def test_train_writes_exactly_the_run_files(tiny_backbone_dir, tiny_data_dir, tm
         epochs = list(csv.DictReader(f))
     assert list(epochs[0]) == ["epoch", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "seconds"]
     assert len(epochs) == 2
-    config = json.loads((run / "config.json").read_text())
-    assert config["environment"]["threads"] == 1 and "torch" in config["environment"]["versions"]
+    assert metrics["environment"]["threads"] == 1 and "torch" in metrics["environment"]["versions"]
+    assert resolve(config=run / "config.toml") == train_config(**{**tiny_base(tiny_backbone_dir, tiny_data_dir, tmp_path),
+                                                                  "preset": "seed", "data": str(tiny_data_dir)})
     assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the saved model reloads without the data and reproduces the dev accuracy
-    model = SentimentModel.load(run / "model")
+    from sst2 import SentimentClassifier
     from sst2.data.splits import load_splits
 
     dev = load_splits(tiny_data_dir)["dev"]
-    acc = ((model.predict_logits(dev.texts) > 0).long() == torch.tensor(dev.labels)).float().mean().item()
+    clf = SentimentClassifier.from_pretrained(run / "model")
+    acc = np.mean((clf.predict_logits(dev.texts) > 0).astype(int) == np.asarray(dev.labels))
     assert acc == pytest.approx(metrics["dev_accuracy"])
+    assert "# sst2 sentiment classifier (efficient, preset seed)" in (run / "model" / "README.md").read_text()
 
 
 def test_training_is_deterministic_and_cache_does_not_change_results(tiny_backbone_dir, tiny_data_dir, tmp_path):
@@ -85,17 +96,17 @@ def test_frozen_encoder_is_bit_identical_and_head_changed(tiny_backbone_dir, tin
         out = tmp_path / name
         assert main(["train", "--data", str(tiny_data_dir), "--backbone", str(tiny_backbone_dir), "--out", str(out),
                      "--cache-dir", str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "8",
-                     "--max-length", "32", "--layers=-2,-1", "--threads", "1", "--quiet", *flags]) == 0
+                     "--max-length", "32", "--set", "model.layers=[-2,-1]", "--threads", "1", "--quiet", *flags]) == 0
         return load_file(out / "model" / "encoder" / "model.safetensors"), load_file(out / "model" / "head.safetensors")
 
     backbone = load_file(tiny_backbone_dir / "model.safetensors")
-    for cache in ("--cache", "--no-cache"):
-        encoder, trained = run(f"trained{cache}", cache)
+    for cache in ([], ["--no-cache"]):
+        encoder, trained = run(f"trained{cache}", *cache)
         assert set(encoder) == set(backbone)
         for k in backbone:
             assert torch.equal(encoder[k], backbone[k]), k
-        _, initial = run(f"initial{cache}", cache, "--lr", "1e-30")
-        _, initial_too = run(f"initial-too{cache}", cache, "--lr", "1e-35")
+        _, initial = run(f"initial{cache}", *cache, "--lr", "1e-30")
+        _, initial_too = run(f"initial-too{cache}", *cache, "--lr", "1e-35")
         assert set(initial) == set(initial_too) == set(trained)
         assert all(torch.equal(initial[k], initial_too[k]) for k in initial), "not the untrained head"
         unchanged = [k for k in trained if torch.equal(trained[k], initial[k])]
@@ -122,7 +133,7 @@ def test_encoder_runs_once_with_the_cache_and_every_batch_without(tiny_backbone_
 def test_overfits_sixteen_examples(tiny_backbone_dir, tmp_path):
     torch.manual_seed(0)
     bb = Backbone.load(str(tiny_backbone_dir), layers=(-1,))
-    from sst2.features.cache import encode_texts
+    from sst2.features.encode import encode_texts
 
     rows = make_sentences(16, 7)
     feats = encode_texts(bb, [s for s, _ in rows], max_length=32)
@@ -130,12 +141,11 @@ def test_overfits_sixteen_examples(tiny_backbone_dir, tmp_path):
     head = build_head(HeadConfig(hidden_size=32, dropout=0.0))
     opt = torch.optim.Adam(head.parameters(), lr=3e-3)
     rng = np.random.default_rng(0)
+    job = Job(head, head, {"train": CachedStates(feats)}, list(head.parameters()), [head])
     for epoch in range(60):
-        stats, _ = train_one_epoch(head, CachedStates(feats), labels, make_batches(feats.lengths, 8, rng, True),
-                                   opt, 1.0, epoch, 0)
-    from sst2.training.api import evaluate_states
-
-    res = evaluate_states(head, CachedStates(feats), labels)
+        head.train()
+        stats, _ = train_one_epoch(job, labels, training_batches(feats.lengths, 8, rng, True), opt, 1.0, epoch, 0)
+    res = evaluate(head, CachedStates(feats), labels)
     assert res["accuracy"] == 1.0 and res["loss"] < 0.05
 
 
@@ -158,7 +168,7 @@ def test_existing_run_directory_is_not_overwritten(tiny_backbone_dir, tiny_data_
 
 
 def test_failed_run_leaves_no_partial_directory(tiny_backbone_dir, tiny_data_dir, tmp_path, monkeypatch):
-    import sst2.training.api as t
+    import sst2.training.engine as t
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -171,19 +181,24 @@ def test_failed_run_leaves_no_partial_directory(tiny_backbone_dir, tiny_data_dir
 
 def test_config_reports_every_problem_at_once():
     with pytest.raises(ConfigError) as exc:
-        TrainConfig(epochs=0, lr=-1.0, preset="huge", layers="a,b")
+        resolve(sets=["optim.epochs=0", "optim.lr=-1.0", "model.layers=a,b", "model.pooling=huge",
+                      "optim.warmup_ratio=nan"])
     msg = str(exc.value)
-    assert msg.startswith("invalid train options:")
-    for part in ("preset: must be one of seed, improved, got 'huge'", "epochs: must be >= 1, got 0",
-                 "lr: must be > 0, got -1.0", "layers: expected distinct comma-separated integers"):
+    assert msg.startswith("invalid training config:")
+    for part in ("model.pooling: must be one of last, maxmean, mean, cls, got 'huge'", "optim.epochs: must be >= 1, got 0",
+                 "optim.lr: must be > 0, got -1.0", "model.layers: expected \"all\" or a list of distinct integers",
+                 "optim.warmup_ratio: must be a finite number, got nan"):
         assert part in msg
+    with pytest.raises(ConfigError, match=r"^unknown preset 'huge': choose one of improved, lora, partial, seed, "
+                                          r"vanilla$"):
+        resolve(preset="huge")
 
 
 def test_cli_end_to_end(tiny_backbone_dir, tiny_data_dir, tmp_path):
     out = tmp_path / "cli-run"
     cmd = [sys.executable, "-m", "sst2.cli", "train", "--data", str(tiny_data_dir), "--backbone",
            str(tiny_backbone_dir), "--out", str(out), "--cache-dir", str(tmp_path / "c"), "--epochs", "2",
-           "--batch-size", "8", "--max-length", "32", "--layers=-2,-1", "--preset", "seed"]
+           "--batch-size", "8", "--max-length", "32", "--set", "model.layers=[-2,-1]", "--preset", "seed"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert re.search(r"trainable params: [\d,]+ \| total params: [\d,]+ \| threads: \d+", res.stderr)
@@ -196,20 +211,27 @@ def test_cli_end_to_end(tiny_backbone_dir, tiny_data_dir, tmp_path):
     assert m["n"] == 16 and set(m["per_class"]) == {"negative", "positive"}
     assert sum(map(sum, m["confusion"]["rows_true_cols_pred"])) == 16
     assert m["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["dev_accuracy"])
-    bad = subprocess.run(cmd[:-2] + ["--data", str(tmp_path / "missing")], capture_output=True, text=True)
+    bad = subprocess.run(cmd + ["--data", str(tmp_path / "missing")], capture_output=True, text=True)
     assert bad.returncode == 2 and "sst2 train: error: " in bad.stderr and "data folder not found" in bad.stderr
 
 
 def test_layer_mix_learns_at_its_own_rate(tiny_backbone_dir, tiny_data_dir, tmp_path):
     """The mix weights get mix_lr_scale x lr (they barely move at the head's rate); nothing else does."""
     from sst2.data.splits import load_splits
-    from sst2.training.api import _optimizer, _setup_efficient
+    from sst2.training.optim import build_optimizer
+    from sst2.training.recipes import setup
 
     cfg = tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, mix_lr_scale=30.0, lr=1e-3, weight_decay=0.01,
                    combine="mix")
-    p = cfg.resolved()
-    job = _setup_efficient(cfg, p, load_splits(tiny_data_dir))
-    opt, _ = _optimizer(job, p, total_steps=10)
+
+    class Ctx:
+        def features(self, backbone, splits):
+            from sst2.features.encode import prepare_features
+
+            return prepare_features(backbone, splits, 32, "none", tmp_path / "cache")
+
+    job = setup(cfg, load_splits(tiny_data_dir), Ctx())
+    opt, _ = build_optimizer(job.model, job.params, cfg.optim, total_steps=10)
     names = {id(q): n for n, q in job.model.named_parameters()}
     by_name = {names[id(q)]: g for g in opt.param_groups for q in g["params"]}
     assert set(by_name) == {n for n, q in job.model.named_parameters() if q.requires_grad}
@@ -218,9 +240,9 @@ def test_layer_mix_learns_at_its_own_rate(tiny_backbone_dir, tiny_data_dir, tmp_
     assert by_name["head.mix.weights"]["weight_decay"] == 0.0
     assert by_name["head.proj.weight"]["initial_lr"] == 1e-3 and by_name["head.proj.weight"]["weight_decay"] == 0.01
     assert by_name["head.proj.bias"]["weight_decay"] == 0.0
-    assert TrainConfig(preset="improved").resolved()["mix_lr_scale"] == 30.0
-    with pytest.raises(ConfigError, match="mix_lr_scale: must be > 0, got 0"):
-        TrainConfig(mix_lr_scale=0)
+    assert resolve(preset="improved").optim.mix_lr_scale == 30.0
+    with pytest.raises(ConfigError, match="optim.mix_lr_scale: must be > 0, got 0"):
+        resolve(sets=["optim.mix_lr_scale=0"])
 
 
 def test_default_head_projects_the_concatenated_layers(tiny_backbone_dir, tiny_data_dir, tmp_path):
@@ -228,27 +250,7 @@ def test_default_head_projects_the_concatenated_layers(tiny_backbone_dir, tiny_d
     head = SentimentModel.load(tmp_path / "run" / "model").head
     assert head.cfg.combine == "concat" and head.mix is None
     assert head.proj.in_features == 2 * 32
-    assert TrainConfig().resolved()["combine"] == "concat" and TrainConfig(preset="seed").resolved()["combine"] == "mix"
-    with pytest.raises(ConfigError, match="combine: only the efficient head combines layers"):
-        TrainConfig(model="vanilla", combine="concat")
-
-
-def test_layer_lr_decay_scales_each_layer_below_the_top(tiny_backbone_dir, tiny_data_dir, tmp_path):
-    from sst2.data.splits import load_splits
-    from sst2.training.api import _optimizer, _setup_finetune
-
-    cfg = tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla", lr=1e-3, layer_lr_decay=0.5)
-    p = cfg.resolved()
-    job = _setup_finetune(cfg, p, load_splits(tiny_data_dir))
-    opt, _ = _optimizer(job, p, total_steps=10)
-    names = {id(q): n for n, q in job.model.named_parameters()}
-    lr = {names[id(q)]: g["initial_lr"] for g in opt.param_groups for q in g["params"]}
-    enc = "backbone.encoder."
-    assert lr["head.fc.weight"] == lr[enc + "encoder.layer.1.output.dense.weight"] == pytest.approx(1e-3)
-    assert lr[enc + "encoder.layer.0.output.dense.weight"] == pytest.approx(5e-4)
-    assert lr[enc + "embeddings.word_embeddings.weight"] == pytest.approx(2.5e-4)
-    with pytest.raises(ConfigError, match=r"layer_lr_decay: must be in \(0, 1\], got 1.5"):
-        TrainConfig(layer_lr_decay=1.5)
+    assert resolve().model.combine == "concat" and resolve(preset="seed").model.combine == "mix"
 
 
 def test_sigterm_removes_the_partial_run_directory(tiny_backbone_dir, tiny_data_dir, tmp_path):
@@ -279,106 +281,6 @@ def test_sigterm_removes_the_partial_run_directory(tiny_backbone_dir, tiny_data_
     assert not list(tmp_path.glob(".run.partial-*")) and not out.exists()
 
 
-def test_weight_average_follows_the_weights_and_restores_the_trained_ones():
-    w = torch.nn.Parameter(torch.zeros(3))
-    avg = WeightAverage([w], decay=0.9)
-    with avg.applied():  # nothing averaged yet: the weights as they are
-        assert torch.equal(w.detach(), torch.zeros(3))
-    with torch.no_grad():
-        w.fill_(5.0)
-    avg.update()
-    torch.testing.assert_close(avg.averaged()[0], torch.full((3,), 5.0))  # bias-corrected: no pull towards 0
-    for n in range(2, 31):
-        with torch.no_grad():
-            w.fill_(float(n))
-        avg.update()
-    weights = torch.tensor([0.9 ** (30 - n) for n in range(1, 31)])
-    values = torch.tensor([5.0] + [float(n) for n in range(2, 31)])
-    expected = (weights * values).sum() / weights.sum()
-    torch.testing.assert_close(avg.averaged()[0], expected.expand(3))
-    # the average lags behind the weights (30): sum(0.9^(30-n) * v_n) / sum(0.9^(30-n)) = 22.34771 here
-    assert avg.averaged()[0].tolist() == pytest.approx([22.34771] * 3, abs=1e-5)
-    with avg.applied():
-        assert torch.equal(w.detach(), avg.averaged()[0])
-    assert torch.equal(w.detach(), torch.full((3,), 30.0))
-
-
-def test_averaged_weights_are_the_ones_scored_and_saved(tiny_backbone_dir, tiny_data_dir, tmp_path):
-    runs = {ema: train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path / str(ema), epochs=3, ema=ema))
-            for ema in (0.0, 0.9)}
-    heads = {ema: SentimentModel.load(tmp_path / str(ema) / "run" / "model").head.state_dict() for ema in runs}
-    assert any(not torch.equal(heads[0.0][k], heads[0.9][k]) for k in heads[0.0])
-    m = runs[0.9]
-    with open(tmp_path / "0.9" / "run" / "epochs.csv") as f:
-        best = list(csv.DictReader(f))[m["best_epoch"] - 1]
-    assert float(best["dev_loss"]) == pytest.approx(m["dev_loss"], abs=1e-6)
-    model = SentimentModel.load(tmp_path / "0.9" / "run" / "model")
-    from sst2.data.splits import load_splits
-
-    dev = load_splits(tiny_data_dir)["dev"]
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(model.predict_logits(dev.texts),
-                                                                torch.tensor(dev.labels, dtype=torch.float32))
-    assert loss.item() == pytest.approx(m["dev_loss"], abs=2e-3)  # fp32 encoder vs the fp16 cache
-    json_cfg = json.loads((tmp_path / "0.9" / "run" / "config.json").read_text())
-    assert json_cfg["resolved"]["ema"] == 0.9
-
-
-def test_token_dropout_removes_inner_tokens_in_order_and_keeps_the_ends():
-    lengths = torch.tensor([6, 3, 2])
-    # token j of sentence b has the value 100 * b + j + 1 in every (layer, feature) cell; padding is 0
-    states = torch.zeros(3, 6, 2, 4)
-    for b, n in enumerate(lengths.tolist()):
-        for j in range(n):
-            states[b, j] = 100 * b + j + 1
-
-    class Source:
-        def __init__(self):
-            self.lengths = lengths.numpy()
-
-        def __call__(self, idx):
-            return states[idx], lengths[idx]
-
-    idx = np.arange(3)
-    same, same_len = TokenDropout(Source(), 0.0, np.random.default_rng(0))(idx)
-    assert torch.equal(same, states) and torch.equal(same_len, lengths)
-    seen_shorter = False
-    for seed in range(20):
-        out, new_len = TokenDropout(Source(), 0.5, np.random.default_rng(seed))(idx)
-        assert out.shape[1] == int(new_len.max())
-        assert new_len[2] == 2 and torch.all(new_len >= 2) and torch.all(new_len <= lengths)
-        for b in range(3):
-            tokens = out[b, : new_len[b], 0, 0].tolist()
-            n = int(lengths[b])
-            assert tokens[0] == 100 * b + 1 and tokens[-1] == 100 * b + n  # [CLS] and [SEP] stay
-            assert tokens == sorted(tokens) and set(tokens) <= set(range(100 * b + 1, 100 * b + n + 1))
-            assert torch.all(out[b, new_len[b]:] == 0)
-            assert torch.all(out[b, : new_len[b]] == out[b, : new_len[b], :1, :1])  # rows moved whole
-        seen_shorter |= bool(new_len[0] < 6)
-    assert seen_shorter
-
-
-def test_token_dropout_on_cached_states_matches_dropping_after_the_gather():
-    from sst2.features.cache import Features
-
-    rng = np.random.default_rng(0)
-    lengths = np.array([7, 3, 5, 2, 9])
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    feats = Features(rng.standard_normal((int(lengths.sum()), 2, 4)).astype(np.float16), lengths, offsets)
-    cached = CachedStates(feats)
-
-    class Gathered:  # the same states, through the path for states that are not cached
-        lengths = feats.lengths
-
-        def __call__(self, idx):
-            return cached(idx)
-
-    idx = np.array([4, 0, 2, 1])
-    a, la = TokenDropout(cached, 0.4, np.random.default_rng(3))(idx)
-    b, lb = TokenDropout(Gathered(), 0.4, np.random.default_rng(3))(idx)
-    assert torch.equal(la, lb) and torch.equal(a, b) and a.dtype == torch.float32
-    assert torch.any(la < torch.from_numpy(lengths[idx]))  # something was dropped
-
-
 def test_train_file_trains_on_another_file_and_is_recorded(tiny_backbone_dir, tiny_data_dir, tmp_path):
     from sst2.evaluation.compare import default_label
 
@@ -387,7 +289,7 @@ def test_train_file_trains_on_another_file_and_is_recorded(tiny_backbone_dir, ti
     m = train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, preset="seed", epochs=1,
                        train_file=str(phrases)))
     assert m["train_file"] == str(phrases) and m["train_size"] == 24 and m["dev_size"] == 16
-    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    config = json.loads((tmp_path / "run" / "metrics.json").read_text())
     sha256 = hashlib.sha256(phrases.read_bytes()).hexdigest()
     assert config["data_files"]["train"] == {"path": str(phrases), "sha256": sha256, "rows": 24}
     assert config["data_files"]["dev"]["path"] == str(tiny_data_dir / "dev.tsv")

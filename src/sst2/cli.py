@@ -69,12 +69,13 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sst2", description="Efficient transformer sentiment classifiers on SST-2.")
+    parser = argparse.ArgumentParser(prog="sst2", description="Efficient transformer sentiment classifiers on CPU.",
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"sst2 {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (cls_ref, _, desc) in COMMANDS.items():
         cls = _resolve(cls_ref)
-        p = sub.add_parser(name, help=desc, description=desc)
+        p = sub.add_parser(name, help=desc, description=desc, allow_abbrev=False)
         add_config_arguments(p, cls)
         p.set_defaults(_config_cls=cls, _command=name)
     return parser

@@ -1,4 +1,6 @@
-"""Process-level facts and settings shared by training, evaluation and benchmarks."""
+"""Process-level facts and settings shared by training, evaluation and benchmarks.
+
+torch is imported only by the functions that need it, so the ONNX inference path never loads it."""
 
 from __future__ import annotations
 
@@ -8,17 +10,20 @@ import random
 import resource
 import sys
 
-import numpy as np
-import torch
 
 
 def set_threads(threads: int | None) -> int:
+    import torch
+
     if threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -59,10 +64,16 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _torch_threads() -> int | None:
+    if "torch" not in sys.modules:
+        return None
+    return sys.modules["torch"].get_num_threads()
+
+
 def environment() -> dict:
     return {
         "versions": versions(),
-        "threads": torch.get_num_threads(),
+        "threads": _torch_threads(),
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
         "platform": platform.platform(),

@@ -30,14 +30,6 @@ class HeadConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def lstm(cls, p: dict, hidden_size: int, num_states: int) -> "HeadConfig":
-        """The LSTM head described by preset-style settings ``p`` (proj_size, lstm_size, bidirectional,
-        pooling, dropout, combine) over ``num_states`` encoder states of width ``hidden_size``."""
-        return cls(kind="lstm", hidden_size=hidden_size, num_states=num_states, proj_size=p["proj_size"],
-                   dropout=p["dropout"], lstm_size=p["lstm_size"], bidirectional=p["bidirectional"],
-                   pooling=p["pooling"], combine=p["combine"])
-
 
 def lengths_to_mask(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
     return torch.arange(t_max, device=lengths.device)[None, :] < lengths[:, None]  # (B, T) bool

@@ -197,9 +197,10 @@ def summarize_seeds(runs: list[dict]) -> dict:
 _FIELD_GROUP = {f.name: g for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}
 
 
-def config_for(recipe: str = "efficient", config=None, **overrides) -> TrainConfig:
-    """A resolved config: the recipe's preset (or ``config``, a file or a :class:`TrainConfig`), then
-    ``overrides`` by field name (``epochs=3``, ``lr=2e-3``) or dotted key (``{"optim.lr": 2e-3}``)."""
+def config_for(recipe: str | None = None, config=None, preset: str | None = None, **overrides) -> TrainConfig:
+    """A resolved config: ``preset``, else the recipe's preset (or ``config``, a file or a
+    :class:`TrainConfig`), then ``overrides`` by field name (``epochs=3``, ``lr=2e-3``) or dotted key
+    (``{"optim.lr": 2e-3}``)."""
     dotted = {}
     for key, value in overrides.items():
         key = key.replace("__", ".")
@@ -216,7 +217,7 @@ def config_for(recipe: str = "efficient", config=None, **overrides) -> TrainConf
         from sst2.training.config import build
 
         return build({g: v for g, v in base.items() if g in GROUPS}, config.preset)
-    return resolve(config=config, recipe=recipe if config is None else None, overrides=dotted)
+    return resolve(preset=preset, config=config, recipe=recipe if config is None else None, overrides=dotted)
 
 
 def fit_model(train_texts, train_labels, dev_texts=None, dev_labels=None, test_texts=None, test_labels=None, *,

@@ -1,0 +1,153 @@
+"""The Python API (``from sst2 import SentimentClassifier, fit``) and the config files that re-run a run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sst2.cli import main
+
+from conftest import make_sentences
+
+
+def texts_labels(n: int, seed: int):
+    rows = make_sentences(n, seed)
+    return [s for s, _ in rows], [y for _, y in rows]
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_backbone_dir, tmp_path_factory):
+    from sst2 import fit
+
+    train_x, train_y = texts_labels(256, 11)
+    dev_x, dev_y = texts_labels(64, 12)
+    cache = tmp_path_factory.mktemp("api-cache")
+    clf, report = fit(train_x, train_y, dev_x, dev_y, backbone=str(tiny_backbone_dir), epochs=8, batch_size=16,
+                      lr=3e-3, max_length=32, cache_dir=str(cache), threads=1)
+    return clf, report, dev_x, dev_y
+
+
+def test_public_names_and_lazy_import():
+    code = ("import sys, sst2; assert 'torch' not in sys.modules; "
+            "from sst2 import SentimentClassifier, fit; "
+            "assert sorted(sst2.__all__) == ['Classifier', 'SentimentClassifier', 'TrainConfig', 'fit', 'train']")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fit_on_lists_returns_a_classifier_with_label_names(fitted):
+    clf, report, dev_x, dev_y = fitted
+    assert clf.labels == ["negative", "positive"]
+    assert clf.predict("a great film") in ("negative", "positive")
+    assert clf.predict("the film is very great and superb .") == "positive"
+    assert clf.predict("the film is very awful and dull .") == "negative"
+    labels = clf.predict(dev_x)
+    assert isinstance(labels, list) and len(labels) == len(dev_x)
+    accuracy = np.mean([clf.labels.index(y) == t for y, t in zip(labels, dev_y)])
+    assert accuracy == pytest.approx(report["dev_accuracy"]) and accuracy >= 0.8
+    assert report["train_size"] == 256 and report["dev_size"] == 64 and "test_accuracy" in report
+
+
+def test_predict_proba_rows_sum_to_one_in_label_order(fitted):
+    clf, _, dev_x, _ = fitted
+    proba = clf.predict_proba(dev_x)
+    assert proba.shape == (len(dev_x), 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-12)
+    assert [clf.labels[k] for k in proba.argmax(1)] == clf.predict(dev_x)
+    assert clf.predict_proba("a great film").shape == (1, 2)
+
+
+def test_save_and_load_round_trip_the_predictions_exactly(fitted, tmp_path):
+    from sst2 import SentimentClassifier
+
+    clf, report, dev_x, _ = fitted
+    clf.save_pretrained(tmp_path / "m")
+    again = SentimentClassifier.from_pretrained(tmp_path / "m")
+    assert np.array_equal(again.predict_proba(dev_x), clf.predict_proba(dev_x))
+    assert again.labels == clf.labels
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: sst2\n")
+    for part in ("Labels, in the order of `predict_proba`'s columns: `negative`, `positive`.",
+                 "Trained with `sst2.fit(...)`", f"| {report['dev_accuracy']:.4f} |", "train: 256 rows, `in memory`",
+                 "Texts are cut at 32 tokens", "SentimentClassifier.from_pretrained"):
+        assert part in card, part
+
+
+def test_fit_rejects_bad_labels_with_their_index(tiny_backbone_dir):
+    from sst2 import fit
+    from sst2.data.splits import DataError
+
+    with pytest.raises(DataError, match=r"^train text 2: empty text\n"
+                                        r"train label 1: expected 0, 1, 'negative' or 'positive', got 'meh'$"):
+        fit(["good", "bad", " "], [1, "meh", 0], backbone=str(tiny_backbone_dir))
+    with pytest.raises(Exception, match=r"^unknown option 'epoch' \(known: "):
+        fit(["good"], [1], epoch=3)
+
+
+def test_fit_accepts_label_names_and_trains_like_integers(tiny_backbone_dir, tmp_path):
+    from sst2 import fit
+
+    x, y = texts_labels(32, 3)
+    kw = dict(backbone=str(tiny_backbone_dir), epochs=1, batch_size=8, max_length=32, cache_dir=str(tmp_path),
+              threads=1)
+    _, a = fit(x, y, x[:8], y[:8], **kw)
+    _, b = fit(x, [("negative", "positive")[k] for k in y], x[:8], y[:8], **kw)
+    assert a["dev_accuracy"] == b["dev_accuracy"] and a["dev_loss"] == b["dev_loss"]
+
+
+def _train(tiny_backbone_dir, tiny_data_dir, tmp_path, out, *flags):
+    return main(["train", "--data", str(tiny_data_dir), "--backbone", str(tiny_backbone_dir), "--out", str(out),
+                 "--cache-dir", str(tmp_path / "cache"), "--epochs", "2", "--batch-size", "8", "--max-length", "32",
+                 "--threads", "1", "--quiet", *flags])
+
+
+def test_a_runs_config_toml_re_runs_it(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    assert _train(tiny_backbone_dir, tiny_data_dir, tmp_path, tmp_path / "a", "--preset", "seed",
+                  "--set", "model.dropout=0.2", "optim.lr=2e-3") == 0
+    assert main(["train", "--config", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b"),
+                 "--quiet"]) == 0
+    a, b = (json.loads((tmp_path / x / "metrics.json").read_text()) for x in "ab")
+    assert (a["dev_accuracy"], a["test_accuracy"]) == (b["dev_accuracy"], b["test_accuracy"])
+    assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
+    text = (tmp_path / "a" / "config.toml").read_text()
+    assert 'preset = "seed"' in text and "dropout = 0.2" in text and "lr = 0.002" in text
+
+
+def test_a_preset_file_trains_like_the_preset_name(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    from sst2.training.config import PRESET_DIR
+
+    assert _train(tiny_backbone_dir, tiny_data_dir, tmp_path, tmp_path / "a", "--preset", "seed") == 0
+    assert _train(tiny_backbone_dir, tiny_data_dir, tmp_path, tmp_path / "b", "--config",
+                  str(PRESET_DIR / "seed.toml")) == 0
+    assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
+
+
+def test_config_errors_name_the_file_and_key(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[optim]\nlearning_rate = 1e-3\n')
+    assert main(["train", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sst2 train: error: {bad}: unknown key optim.learning_rate (known: batch_size, bucket,")
+    bad.write_text("[optim\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert f"{bad}: not valid TOML" in capsys.readouterr().err
+    assert main(["train", "--set", "lr=1"]) == 2
+    assert "--set 'lr=1': expected group.field=value, e.g. optim.lr=2e-3" in capsys.readouterr().err
+    assert main(["train", "--lr", "inf"]) == 2
+    assert "lr: must be a finite number, got inf" in capsys.readouterr().err
+    assert main(["train", "--set", "optim.lr=nan"]) == 2
+    assert "optim.lr: must be a finite number, got nan" in capsys.readouterr().err
+
+
+def test_the_deprecated_classifier_keeps_its_interface(tiny_model_dir):
+    from sst2 import Classifier, SentimentClassifier
+
+    with pytest.warns(DeprecationWarning, match="use sst2.SentimentClassifier.from_pretrained"):
+        clf = Classifier.load(tiny_model_dir)
+    preds = clf.predict(["good film", "bad film"])
+    assert preds == clf.predict_details(["good film", "bad film"])
+    assert [p.label for p in preds] == SentimentClassifier.from_pretrained(tiny_model_dir).predict(["good film",
+                                                                                                   "bad film"])
