@@ -90,7 +90,8 @@ def _describe_preset(name: str) -> str:
     return f"{layers}, projection {m.proj_size}, {lstm}, {m.pooling} pooling"
 
 
-def render_markdown(result: dict) -> str:
+def _conditions(result: dict) -> list[str]:
+    """The report's "Conditions" section: machine, versions, inputs, timing and memory method."""
     env, s, rows = result["environment"], result["conditions"], result["rows"]
     v = env["versions"]
     methods = ", ".join(sorted({r["memory_method"] for r in rows if r["memory_method"]})) or "-"
@@ -124,6 +125,12 @@ def render_markdown(result: dict) -> str:
         f"({_describe_preset('seed')}). Vanilla: the same encoder + a linear layer on mean-pooled states.",
         "",
     ]
+    return lines
+
+
+def render_markdown(result: dict) -> str:
+    s, rows = result["conditions"], result["rows"]
+    lines = _conditions(result)
     if result["cache_speedup"]:
         b = result["cache_speedup"][0]
         lines += [

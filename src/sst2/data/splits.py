@@ -91,6 +91,19 @@ def read_split(path: str | os.PathLike, name: str | None = None, *, require_labe
         got = header_text.replace("\t", "<TAB>")
         raise DataError(f"{path}:1: bad header: expected {expected}, got '{got}'")
 
+    texts, labels = _parse_rows(lines, labelled, decode, problem)
+    if problems:
+        shown = problems[:MAX_REPORTED]
+        more = len(problems) - len(shown)
+        tail = f"\n... and {more} more problem(s)" if more else ""
+        raise DataError("\n".join(shown) + tail)
+    if not texts:
+        raise DataError(f"{path}: no data rows after the header")
+    return Split(name, path, texts, labels if labelled else None, hashlib.sha256(raw).hexdigest())
+
+
+def _parse_rows(lines: list[bytes], labelled: bool, decode, problem) -> tuple[list[str], list[int]]:
+    """The rows after the header: ``(texts, labels)``; each bad row is reported through ``problem``."""
     texts: list[str] = []
     labels: list[int] = []
     for lineno, line in enumerate(lines[1:], start=2):
@@ -120,14 +133,7 @@ def read_split(path: str | os.PathLike, name: str | None = None, *, require_labe
         if labelled:
             labels.append(int(label))
 
-    if problems:
-        shown = problems[:MAX_REPORTED]
-        more = len(problems) - len(shown)
-        tail = f"\n... and {more} more problem(s)" if more else ""
-        raise DataError("\n".join(shown) + tail)
-    if not texts:
-        raise DataError(f"{path}: no data rows after the header")
-    return Split(name, path, texts, labels if labelled else None, hashlib.sha256(raw).hexdigest())
+    return texts, labels
 
 
 def load_splits(data_dir: str | os.PathLike, train_file: str | os.PathLike | None = None) -> dict[str, Split]:
