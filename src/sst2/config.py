@@ -41,6 +41,12 @@ def choices_problems(cfg) -> list[str]:
     return out
 
 
+def below(cfg, names, minimum: int = 1) -> list[str]:
+    """A problem for each of the fields ``names`` that is set and below ``minimum``."""
+    return [f"{n}: must be >= {minimum}, got {getattr(cfg, n)}" for n in names
+            if getattr(cfg, n) is not None and getattr(cfg, n) < minimum]
+
+
 def to_dict(cfg) -> dict:
     return asdict(cfg)
 
@@ -116,10 +122,7 @@ class EvaluateConfig:
 
     def __post_init__(self):
         problems = choices_problems(self)
-        for name in ("batch_size", "threads"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                problems.append(f"{name}: must be >= 1, got {v}")
+        problems += below(self, ("batch_size", "threads"))
         check(problems, "evaluate")
 
 
@@ -145,10 +148,7 @@ class PredictConfig:
         problems = choices_problems(self)
         if self.texts and self.input is not None:
             problems.append("texts: give texts as arguments or --input FILE, not both")
-        for name in ("batch_size", "threads", "workers"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                problems.append(f"{name}: must be >= 1, got {v}")
+        problems += below(self, ("batch_size", "threads", "workers"))
         check(problems, "predict")
 
 
@@ -245,11 +245,8 @@ class BenchConfig:
             v = getattr(self, name)
             if v is not None and (not v or min(v) < 1):
                 problems.append(f"{name}: must be integers >= 1, got {v}")
-        for name in ("train_batch_size", "step_batch_size", "step_length", "max_tokens", "max_train_tokens", "warmup",
-                     "iters", "fit_from", "threads"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                problems.append(f"{name}: must be >= 1, got {v}")
+        problems += below(self, ("train_batch_size", "step_batch_size", "step_length", "max_tokens",
+                                 "max_train_tokens", "warmup", "iters", "fit_from", "threads"))
         if self.seconds is not None and not self.seconds > 0:
             problems.append(f"seconds: must be > 0, got {self.seconds}")
         check(problems, "bench")
@@ -301,10 +298,7 @@ class CompareConfig:
             problems.append("runs: give at least one run directory")
         if self.labels is not None and len(self.labels) != len(self.runs):
             problems.append(f"labels: give one per run directory ({len(self.runs)}), got {len(self.labels)}")
-        for name in ("calls", "batch_size", "repeats", "threads"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                problems.append(f"{name}: must be >= 1, got {v}")
+        problems += below(self, ("calls", "batch_size", "repeats", "threads"))
         if self.warmup < 0:
             problems.append(f"warmup: must be >= 0, got {self.warmup}")
         check(problems, "compare")
