@@ -189,15 +189,66 @@ def test_cli_predict_from_arguments(exported_dir, capsys):
     assert all(r["label"] in ("negative", "positive") and 0 <= r["positive_prob"] <= 1 for r in rows)
 
 
+def _stdin(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+
+
 def test_cli_predict_from_file_and_stdin_agree(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    (tmp_path / "in.txt").write_text("good film\n\nthe plot is dull\n" + LONG + "\n", encoding="utf-8")
+    (tmp_path / "in.txt").write_text("good film\r\nthe plot is dull\n" + LONG + "\n", encoding="utf-8")
     assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(tmp_path / "in.txt"), "--quiet"]) == 0
     from_file = _lines(capsys.readouterr().out)
-    assert [r["text"] for r in from_file] == ["good film", "the plot is dull", LONG]  # blank line skipped
+    assert [r["text"] for r in from_file] == ["good film", "the plot is dull", LONG]
     assert [r["truncated"] for r in from_file] == [False, False, True]
-    monkeypatch.setattr(sys, "stdin", io.StringIO((tmp_path / "in.txt").read_text()))
-    assert main(["predict", "--model-dir", str(tiny_model_dir)]) == 0
+    _stdin(monkeypatch, (tmp_path / "in.txt").read_bytes())
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--chunk", "2"]) == 0  # chunks: the same output
     assert _lines(capsys.readouterr().out) == from_file
+
+
+def test_cli_predict_gives_one_output_line_per_input_line(tiny_model_dir, tmp_path, capsys):
+    # str.splitlines() also breaks at these; a line of input is what ends with \n
+    odd = ["a\x0bgood film", "dull\x0c plot", "x\x1cy\x1dz\x1e film", "good\x85 film", "bad\u2028film", "ok\u2029"]
+    (tmp_path / "in.txt").write_text("\n".join(odd) + "\n", encoding="utf-8")
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(tmp_path / "in.txt")]) == 0
+    assert [r["text"] for r in _lines(capsys.readouterr().out)] == odd
+
+
+def test_cli_predict_rejects_bad_lines_the_same_way_from_a_file_and_stdin(tiny_model_dir, tmp_path, capsys,
+                                                                          monkeypatch):
+    bad = b"good film\ngood \xff film\n"
+    (tmp_path / "bad.txt").write_bytes(bad)
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(tmp_path / "bad.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"sst2 predict: error: {tmp_path / 'bad.txt'}:2: not UTF-8 (invalid start byte at byte 6 "
+                           f"of the line)")
+    _stdin(monkeypatch, bad)
+    assert main(["predict", "--model-dir", str(tiny_model_dir)]) == 2
+    assert capsys.readouterr().err.strip() == ("sst2 predict: error: <stdin>:2: not UTF-8 (invalid start byte at "
+                                               "byte 6 of the line)")
+    _stdin(monkeypatch, b"good film\n\nbad film\n")
+    assert main(["predict", "--model-dir", str(tiny_model_dir)]) == 2
+    assert capsys.readouterr().err.strip() == "sst2 predict: error: <stdin>:2: empty text"
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "good", " "]) == 2
+    assert capsys.readouterr().err.strip() == "sst2 predict: error: texts[1]: empty text"
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "bad \ud800 text"]) == 2
+    assert capsys.readouterr().err.strip() == ("sst2 predict: error: texts[0]: not valid Unicode text (a lone "
+                                               "surrogate at character 5)")
+
+
+def test_cli_predict_never_prints_nan(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, broken)
+    head = load_file(broken / "head.safetensors")
+    head = {k: v.fill_(float("nan")) if k.endswith("fc.bias") else v for k, v in head.items()}
+    save_file(head, broken / "head.safetensors", metadata={"format": "sst2-model/1"})
+    assert main(["predict", "--model-dir", str(broken), "good film"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.strip() == ("sst2 predict: error: texts[0]: the model gave a "
+                                                          "probability of nan (its weights are not finite numbers); "
+                                                          "retrain or re-export it")
 
 
 def test_cli_predict_with_workers_matches_one_worker(exported_dir, capsys):
@@ -215,9 +266,9 @@ def test_cli_predict_errors(tiny_model_dir, tmp_path, capsys, monkeypatch):
     assert "run 'sst2 export --model-dir" in capsys.readouterr().err
     assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(tmp_path / "nope.txt")]) == 2
     assert "nope.txt: file not found" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "stdin", io.StringIO("\n  \n"))
+    _stdin(monkeypatch, b"")
     assert main(["predict", "--model-dir", str(tiny_model_dir)]) == 2
-    assert "no texts to classify" in capsys.readouterr().err
+    assert "<stdin>: no texts to classify" in capsys.readouterr().err
     assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", "x.txt", "good"]) == 2
     assert "not both" in capsys.readouterr().err
 

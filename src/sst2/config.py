@@ -134,7 +134,8 @@ class PredictConfig:
     texts: list[str] = opt([], "texts to classify (default: one per line from --input, else standard input)",
                            positional=True)
     model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
-    input: str | None = opt(None, "file with one text per line ('-' = standard input); blank lines are skipped")
+    input: str | None = opt(None, "file with one text per line ('-' = standard input), UTF-8, lines split at \\n "
+                                  "(or \\r\\n) only; one output line per input line, an empty line is an error")
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=RUNTIME_CHOICES)
     batch_size: int = opt(64, "inference batch size (texts are length-sorted into batches)")
@@ -142,13 +143,14 @@ class PredictConfig:
                                     "for onnx, divided among --workers)")
     workers: int = opt(1, "model calls run at once, each in its own thread: 2 single-threaded calls gave more "
                           "sentences/s than 1 two-threaded call on 2 cores (README)")
+    chunk: int = opt(4096, "texts read, scored and written at a time: memory stays bounded whatever the input size")
     quiet: bool = opt(False, "no progress bar")
 
     def __post_init__(self):
         problems = choices_problems(self)
         if self.texts and self.input is not None:
             problems.append("texts: give texts as arguments or --input FILE, not both")
-        problems += below(self, ("batch_size", "threads", "workers"))
+        problems += below(self, ("batch_size", "threads", "workers", "chunk"))
         check(problems, "predict")
 
 

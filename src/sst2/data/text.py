@@ -52,3 +52,14 @@ def normalize_texts(texts: list[str], how: str) -> list[str]:
     except KeyError:
         raise ValueError(f"unknown text normalization {how!r}: choose one of {', '.join(NORMALIZERS)}") from None
     return [fn(t) for t in texts]
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be classified (empty, or a lone surrogate that is not valid Unicode text), or None."""
+    if not text.strip():
+        return "empty text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode text (a lone surrogate at character {exc.start + 1})"
+    return None

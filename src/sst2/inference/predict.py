@@ -1,62 +1,110 @@
 """``sst2 predict``: classify texts given as arguments, one per line in a file, or on standard input.
 
-Writes one JSON object per line: ``{"text": ..., "label": "negative"|"positive", "positive_prob": ...,
-"truncated": ...}``, in input order.
+Writes one JSON object per input line, in input order: ``{"text": ..., "label": ..., "positive_prob":
+..., "truncated": ...}``. Input is read, scored and written in chunks (``--chunk`` lines), so memory
+stays bounded and output starts after the first chunk, however long the input. Lines are split at
+``\\n`` (a ``\\r`` before it is dropped) and nowhere else, so every input line gives one output line;
+a line that is empty or not UTF-8 is an error naming the file and the line.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+from itertools import islice
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from sst2.config import PredictConfig
+from sst2.data.text import text_problem
 from sst2.errors import UserError
 
-# Below this many texts a progress bar is noise: a batch or two finishes at once.
-PROGRESS_MIN_TEXTS = 256
+# Below this many bytes of input a progress bar is noise: a batch or two finishes at once.
+PROGRESS_MIN_BYTES = 16384
+LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class InputError(UserError, ValueError):
     pass
 
 
-def read_texts(cfg: PredictConfig) -> list[str]:
-    """The texts to classify: arguments, else ``--input`` (``-`` = stdin), else stdin; blank lines skipped."""
-    if cfg.texts:
-        return list(cfg.texts)
-    if cfg.input is None or cfg.input == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        path = Path(cfg.input)
-        if not path.is_file():
-            raise InputError(f"{path}: file not found")
+def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str, int]]:
+    """``(line number, text, bytes read)`` for every line of ``stream``, split at b"\\n" only."""
+    for lineno, raw in enumerate(stream, start=1):
+        size = len(raw)
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    return [line for line in lines if line.strip()]
+            raise InputError(f"{name}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start + 1} of the line)") from None
+        problem = text_problem(text)
+        if problem:
+            raise InputError(f"{name}:{lineno}: {problem}")
+        yield lineno, text, size
 
 
-def predict(cfg: PredictConfig) -> list[dict]:
+def _argument_texts(texts: list[str]) -> list[str]:
+    for i, t in enumerate(texts):
+        problem = text_problem(t)
+        if problem:
+            raise InputError(f"texts[{i}]: {problem}")
+    return list(texts)
+
+
+def _dumps(row: dict, where: str) -> str:
+    if not math.isfinite(row["positive_prob"]):
+        raise InputError(f"{where}: the model gave a probability of {row['positive_prob']} (its weights are not "
+                         f"finite numbers); retrain or re-export it")
+    # characters that str.splitlines() breaks at but JSON leaves as they are: escaped, so a reader that
+    # splits the output that way still sees one line per text
+    return json.dumps(row, ensure_ascii=False, allow_nan=False).translate(LINE_BREAKS)
+
+
+def _open(cfg: PredictConfig) -> tuple[BinaryIO, str, int | None]:
+    if cfg.input is None or cfg.input == "-":
+        return sys.stdin.buffer, "<stdin>", None
+    path = Path(cfg.input)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    return open(path, "rb"), str(path), path.stat().st_size
+
+
+def predict(cfg: PredictConfig) -> int:
+    """Classify and write; returns the number of texts written."""
     from tqdm.auto import tqdm
 
     from sst2.inference.classifier import SentimentClassifier
     from sst2.system import progress_enabled
 
-    texts = read_texts(cfg)
-    if not texts:
-        raise InputError("no texts to classify (give them as arguments, with --input FILE, or on standard input)")
-    clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
-                                              batch_size=cfg.batch_size,
-                                              workers=cfg.workers)
-    show = progress_enabled(cfg.quiet) and len(texts) >= PROGRESS_MIN_TEXTS
-    with tqdm(total=len(texts), disable=not show, unit="text", desc="predict", leave=False,
-              dynamic_ncols=True) as bar:
-        preds = clf.predict_details(texts, progress=bar.update)
-    rows = [{"text": t, **p.to_dict()} for t, p in zip(texts, preds)]
     out = sys.stdout
-    for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    out.flush()
-    return rows
+    texts = _argument_texts(cfg.texts) if cfg.texts else None
+    clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
+                                              batch_size=cfg.batch_size, workers=cfg.workers)
+    if texts:
+        for i, (t, p) in enumerate(zip(texts, clf.predict_details(texts))):
+            out.write(_dumps({"text": t, **p.to_dict()}, f"texts[{i}]") + "\n")
+        out.flush()
+        return len(texts)
+    stream, name, size = _open(cfg)
+    written = 0
+    try:
+        lines = _lines(stream, name)
+        show = progress_enabled(cfg.quiet) and (size is None or size >= PROGRESS_MIN_BYTES)
+        with tqdm(total=size, disable=not show, unit="B", unit_scale=True, desc="predict", leave=False,
+                  dynamic_ncols=True) as bar:
+            while chunk := list(islice(lines, cfg.chunk)):
+                preds = clf.predict_details([t for _, t, _ in chunk])
+                out.write("".join(_dumps({"text": t, **p.to_dict()}, f"{name}:{n}") + "\n"
+                                  for (n, t, _), p in zip(chunk, preds)))
+                out.flush()
+                written += len(chunk)
+                bar.update(sum(b for _, _, b in chunk))
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if not written:
+        raise InputError(f"{name}: no texts to classify (give them as arguments, with --input FILE, or on "
+                         f"standard input)")
+    return written

@@ -46,6 +46,10 @@ def read_spec(path: str | Path) -> dict:
             raise ModelDirError(f"{spec_file}: field {name!r} is missing or not a {tp.__name__}")
     if spec["max_length"] < 3:
         raise ModelDirError(f"{spec_file}: max_length must be >= 3, got {spec['max_length']}")
+    limit = position_limit(path / ENCODER_DIR)
+    if limit is not None and spec["max_length"] > limit:
+        raise ModelDirError(f"{spec_file}: max_length {spec['max_length']} is more than the encoder's "
+                            f"{limit} positions")
     norm = spec.get("text_normalization", "none")
     if norm not in NORMALIZERS:
         raise ModelDirError(f"{spec_file}: unknown text_normalization {norm!r} (one of {', '.join(NORMALIZERS)})")
@@ -63,3 +67,12 @@ def load_tokenizer(path: str | Path):
         return AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
     except Exception as exc:
         raise ModelDirError(f"{encoder_dir}: cannot load the tokenizer ({exc})") from None
+
+
+def position_limit(encoder_dir: str | Path) -> int | None:
+    """The most tokens the encoder of ``encoder_dir`` takes (``max_position_embeddings``), if it says."""
+    try:
+        value = json.loads((Path(encoder_dir) / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from sst2.data.splits import LABEL_NAMES
+from sst2.errors import UserError
 from sst2.modeling.backbone import Backbone
 from sst2.modeling.heads import HeadConfig, build_head
 from sst2.training.config import TrainConfig
@@ -31,6 +32,14 @@ def freeze_pooler(encoder: nn.Module) -> None:
     pooler = getattr(encoder, "pooler", None)
     if pooler is not None:
         pooler.requires_grad_(False)
+
+
+def check_max_length(cfg: TrainConfig, backbone: Backbone) -> None:
+    """``data.max_length`` within the encoder's position limit (BERT-style encoders: 512)."""
+    limit = getattr(backbone.encoder.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and cfg.data.max_length > limit:
+        raise UserError(f"data.max_length: {cfg.data.max_length} is more than the encoder's {limit} positions "
+                        f"({cfg.model.backbone}); use at most {limit}")
 
 
 def layers_of(cfg: TrainConfig):

@@ -7,7 +7,7 @@ from sst2.modeling.backbone import Backbone
 from sst2.modeling.heads import HeadConfig, build_head
 from sst2.modeling.model import SentimentModel
 from sst2.training.engine import Job
-from sst2.training.recipes.common import layers_of, model_spec
+from sst2.training.recipes.common import check_max_length, layers_of, model_spec
 
 
 def head_config(cfg, hidden_size: int, num_states: int) -> HeadConfig:
@@ -19,6 +19,7 @@ def head_config(cfg, hidden_size: int, num_states: int) -> HeadConfig:
 
 def setup(cfg, splits, ctx) -> Job:
     backbone = Backbone.load(cfg.model.backbone, layers_of(cfg))
+    check_max_length(cfg, backbone)
     backbone.requires_grad_(False)
     backbone.eval()
     head = build_head(head_config(cfg, backbone.hidden_size, len(backbone.layers)))

@@ -6,7 +6,7 @@ from sst2.features.sources import TokenBatches
 from sst2.modeling.backbone import Backbone
 from sst2.modeling.model import SentimentModel
 from sst2.training.engine import Job
-from sst2.training.recipes.common import freeze_pooler, linear_head, model_spec
+from sst2.training.recipes.common import check_max_length, freeze_pooler, linear_head, model_spec
 
 
 def token_job(cfg, splits, backbone: Backbone, head, **extra) -> Job:
@@ -20,6 +20,7 @@ def token_job(cfg, splits, backbone: Backbone, head, **extra) -> Job:
 
 def setup(cfg, splits, ctx) -> Job:
     backbone = Backbone.load(cfg.model.backbone, (-1,))
+    check_max_length(cfg, backbone)
     head = linear_head(cfg, backbone)
     backbone.encoder.requires_grad_(True)
     freeze_pooler(backbone.encoder)

@@ -16,7 +16,7 @@ from sst2.modeling.backbone import Backbone
 from sst2.modeling.heads import lengths_to_mask
 from sst2.modeling.model import SentimentModel
 from sst2.training.engine import Job
-from sst2.training.recipes.common import linear_head, model_spec
+from sst2.training.recipes.common import check_max_length, linear_head, model_spec
 
 
 def transformer_layers(encoder: nn.Module) -> nn.ModuleList:
@@ -47,6 +47,7 @@ class TopLayers(nn.Module):
 
 def setup(cfg, splits, ctx) -> Job:
     backbone = Backbone.load(cfg.model.backbone, (-1,))
+    check_max_length(cfg, backbone)
     n = backbone.num_layers
     if cfg.model.unfreeze > n:
         raise UserError(f"model.unfreeze: the encoder has {n} layers, cannot train the top {cfg.model.unfreeze}")
