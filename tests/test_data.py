@@ -118,3 +118,13 @@ def test_train_file_errors(tmp_path):
     write_tsv(tmp_path / "test.tsv", [("ok", 1)])
     with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'bad.tsv'}:2: label must be 0 or 1, got '2'")):
         load_splits(tmp_path, tmp_path / "bad.tsv")
+
+
+def test_a_file_with_cr_only_line_endings_gets_a_short_error(tmp_path):
+    rows = "".join(f"sentence number {i}\t{i % 2}\r" for i in range(2000))
+    (tmp_path / "train.tsv").write_bytes(("sentence\tlabel\r" + rows).encode())
+    with pytest.raises(DataError) as exc:
+        read_split(tmp_path / "train.tsv")
+    msg = str(exc.value)
+    assert msg == (f"{tmp_path / 'train.tsv'}:1: bad header: expected 'sentence<TAB>label', got "
+                   "'sentence<TAB>label\\rsentence number 0<TAB>0\\rsentence number 1... (52,908 characters)'")

@@ -24,6 +24,13 @@ DEFAULT_DATA_HINT = "../shared/data/sst2-sentences"
 MAX_REPORTED = 20
 
 
+def quote(text: str, limit: int = 60) -> str:
+    """``text`` in quotes for an error message, cut to ``limit`` characters (a file with CR-only line
+    endings is one huge line)."""
+    shown = text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+    return "'" + shown.replace("\r", "\\r") + "'"
+
+
 class DataError(UserError, ValueError):
     """Bad input data; the message names the file, the line and the problem."""
 
@@ -89,7 +96,7 @@ def read_split(path: str | os.PathLike, name: str | None = None, *, require_labe
     else:
         expected = "'sentence<TAB>label'" + ("" if require_labels else " or 'index<TAB>sentence'")
         got = header_text.replace("\t", "<TAB>")
-        raise DataError(f"{path}:1: bad header: expected {expected}, got '{got}'")
+        raise DataError(f"{path}:1: bad header: expected {expected}, got {quote(got)}")
 
     texts, labels = _parse_rows(lines, labelled, decode, problem)
     if problems:
@@ -117,12 +124,12 @@ def _parse_rows(lines: list[bytes], labelled: bool, decode, problem) -> tuple[li
         if labelled:
             sentence, label = cols
             if label not in ("0", "1"):
-                problem(lineno, f"label must be 0 or 1, got '{label}'")
+                problem(lineno, f"label must be 0 or 1, got {quote(label)}")
                 continue
         else:
             index, sentence = cols
             if index != str(len(texts)):
-                problem(lineno, f"index must be {len(texts)}, got '{index}'")
+                problem(lineno, f"index must be {len(texts)}, got {quote(index)}")
                 continue
         # GLUE train/dev sentences end with one space before the tab; strip outer whitespace only.
         sentence = sentence.strip()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sst2.errors import UserError
+from sst2.errors import UserError, one_line
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
@@ -73,7 +73,7 @@ class OnnxRunner:
             self.session = ort.InferenceSession(str(path), onnx_session_options(threads, spin),
                                                 providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own error types for damaged graphs
-            raise RuntimeUnavailableError(f"{path}: not a loadable ONNX model ({str(exc)[:300]}); re-run "
+            raise RuntimeUnavailableError(f"{path}: not a loadable ONNX model ({one_line(exc)}); re-run "
                                           f"'sst2 export' to write it again") from None
         self.threads = threads or physical_cores()
 

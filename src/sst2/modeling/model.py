@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sst2.modeling.backbone import Backbone, load_backbone_parts
-from sst2.errors import UserError
+from sst2.errors import UserError, one_line
 from sst2.modeling.heads import HeadConfig, build_head
 from sst2.modeling.modeldir import (CARD_FILE, ENCODER_DIR, FORMAT, HEAD_FILE, SPEC_FILE, ModelDirError,
                                     read_spec)
@@ -80,14 +80,14 @@ class SentimentModel(nn.Module):
             backbone = Backbone(encoder, tokenizer, tuple(spec["layers"]), source=spec.get("backbone", source))
             head = build_head(HeadConfig(**spec["head"]))
         except (TypeError, ValueError, UserError) as exc:
-            raise ModelDirError(f"{path / SPEC_FILE}: does not describe a model this encoder can run ({exc})") from None
+            raise ModelDirError(f"{path / SPEC_FILE}: does not describe a model this encoder can run ({one_line(exc)})") from None
         head_file = path / HEAD_FILE
         if not head_file.is_file():
             raise ModelDirError(f"{head_file}: missing")
         try:
             head.load_state_dict(load_file(head_file))
         except Exception as exc:  # safetensors raises its own error types for damaged files
-            raise ModelDirError(f"{head_file}: cannot load the head weights ({exc})") from None
+            raise ModelDirError(f"{head_file}: cannot load the head weights ({one_line(exc)})") from None
         model = cls(backbone, head, spec)
         model.requires_grad_(False)
         return model.eval()

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from sst2.data.text import NORMALIZERS
-from sst2.errors import UserError
+from sst2.errors import UserError, one_line
 
 SPEC_FILE = "sst2_model.json"
 HEAD_FILE = "head.safetensors"
@@ -66,7 +66,7 @@ def load_tokenizer(path: str | Path):
     try:
         return AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
     except Exception as exc:
-        raise ModelDirError(f"{encoder_dir}: cannot load the tokenizer ({exc})") from None
+        raise ModelDirError(f"{encoder_dir}: cannot load the tokenizer ({one_line(exc)})") from None
 
 
 def position_limit(encoder_dir: str | Path) -> int | None:
