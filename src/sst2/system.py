@@ -82,3 +82,16 @@ def environment() -> dict:
 
 def progress_enabled(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (for recognising what a killed process left)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

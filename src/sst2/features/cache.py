@@ -5,17 +5,20 @@ tokenizer, data file contents, max length, layers kept, dtype). The states of al
 are stored back to back in one ``(N_tokens, K, H)`` array with per-sentence lengths, so padding is
 never stored and a batch is padded only to its own longest sentence.
 
-An entry is written to a temporary folder and renamed into place, so an interrupted encode never
-leaves an entry that looks complete. Loading re-checks the key, the shapes and a checksum of every
+An entry is written to a temporary folder and renamed into place in one atomic step, so an
+interrupted encode never leaves an entry that looks complete, and two processes encoding the same key
+at once both end with the one entry that was published first. Loading re-checks the key, the shapes and a checksum of every
 file; a mismatch is reported and the entry rebuilt, never silently reused.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import zlib
@@ -26,8 +29,17 @@ from typing import Callable
 import numpy as np
 import torch
 
+from sst2.errors import UserError, one_line
+from sst2.system import pid_alive
+
 
 FORMAT_VERSION = 1
+TMP_PREFIX = ".tmp-"
+OWNER_FILE = ".owner"
+
+
+class CacheError(UserError, OSError):
+    pass
 
 
 def default_cache_dir() -> Path:
@@ -186,17 +198,31 @@ class FeatureCache:
             if states.shape != tuple(meta["shape"]) or int(lengths.sum()) != states.shape[0]:
                 raise ValueError("shape mismatch")
         except Exception as exc:  # any damage: rebuild
-            self.log(f"feature cache: entry {d} is invalid ({exc}); rebuilding it")
-            shutil.rmtree(d, ignore_errors=True)
+            self.log(f"feature cache: entry {d} is invalid ({one_line(exc)}); rebuilding it")
+            self._discard(d)
             return None
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
         return Features(states, lengths, offsets)
 
+    def _discard(self, d: Path) -> None:
+        """Move a bad entry out of the way atomically, then delete it (another process may publish anew)."""
+        trash = self.root / f"{TMP_PREFIX}bad-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(d, trash)
+        except OSError:
+            return  # already gone or replaced
+        shutil.rmtree(trash, ignore_errors=True)
+
     def build(self, key: str, key_fields: dict, make: Callable[[Path], Features]) -> Features:
-        """Create the entry for ``key``: ``make(path)`` writes the states to ``path`` and returns them."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Create the entry for ``key``: ``make(path)`` writes the states to ``path`` and returns them.
+
+        The entry is written into a temporary folder and published with one atomic rename. If another
+        process published the same key meanwhile, its entry is kept and ours discarded; a disk that
+        fills up leaves no entry a later run would trust."""
+        self._prepare_root()
         final = self.entry_dir(key)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
+        (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         try:
             features = make(tmp / "states.npy")
             if isinstance(features.states, StatesFile):
@@ -211,16 +237,45 @@ class FeatureCache:
                 "crc32": {n: _file_crc32(tmp / n) for n in ("states.npy", "lengths.npy")},
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            self._publish(tmp, final, key)
+        except OSError as exc:
+            raise CacheError(f"feature cache: cannot write the entry into {self.root} ({one_line(exc)}); free "
+                             f"some space or choose another --cache-dir") from exc
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         stored = self.load(key)  # read back from disk: exactly what later runs will read
         if stored is None:
-            raise OSError(f"feature cache: could not read back the entry just written to {final}")
+            raise CacheError(f"feature cache: could not read back the entry just written to {final}")
         return stored
+
+    def _publish(self, tmp: Path, final: Path, key: str) -> None:
+        for _ in range(3):
+            try:
+                os.rename(tmp, final)  # atomic; fails if ``final`` exists and is not empty
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            if self.load(key) is not None:  # another process published a valid entry: keep it
+                return
+        raise CacheError(f"feature cache: {final} keeps being replaced by another process; try again")
+
+    def _prepare_root(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise CacheError(f"feature cache folder {self.root} is a file, not a folder (--cache-dir)")
+        self.root.mkdir(parents=True, exist_ok=True)
+        for tmp in self.root.glob(TMP_PREFIX + "*"):  # left by a process that was killed while writing
+            if tmp.name.startswith(TMP_PREFIX + "bad-"):  # a bad entry set aside to be deleted
+                shutil.rmtree(tmp, ignore_errors=True)
+                continue
+            try:
+                owner = json.loads((tmp / OWNER_FILE).read_text())
+            except (OSError, ValueError):
+                continue  # not ours
+            if owner.get("host") == socket.gethostname() and not pid_alive(int(owner.get("pid", -1))):
+                shutil.rmtree(tmp, ignore_errors=True)
+                self.log(f"feature cache: removed {tmp}, left by an interrupted encode (process {owner['pid']})")
 
     def store(self, key: str, key_fields: dict, features: Features) -> Features:
         """Store features already in memory."""

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from sst2.errors import UserError
+from sst2.system import pid_alive
 
 MARKER = ".sst2-run"
 MARKER_FORMAT = "sst2-run/1"
@@ -84,16 +85,6 @@ def check_out(out: Path, overwrite: bool, protected: dict[str, Path]) -> None:
                           f"finished run")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale(out: Path, log=lambda msg: None) -> list[Path]:
     """Remove temporaries of ``out`` left by killed processes on this host; returns what was removed."""
     removed = []
@@ -103,7 +94,7 @@ def clean_stale(out: Path, log=lambda msg: None) -> list[Path]:
         marker = read_marker(tmp) if tmp.is_dir() else None
         if marker is None or marker.get("state") != "writing" or marker.get("host") != socket.gethostname():
             continue
-        if not _pid_alive(int(marker.get("pid", -1))):
+        if not pid_alive(int(marker.get("pid", -1))):
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp)
             log(f"removed {tmp}, left by an interrupted run (process {marker.get('pid')})")
@@ -190,6 +181,17 @@ def card_info(cfg, metrics: dict, splits: dict, command: str) -> dict:
 
 def write_run(run_dir: Path, cfg, trained, splits: dict, command: str) -> None:
     """Every file of a finished run; ``metrics.json`` last (its presence marks a complete run)."""
+    from safetensors import SafetensorError
+
+    try:
+        _write_files(run_dir, cfg, trained, splits, command)
+    except (OSError, SafetensorError) as exc:  # a full disk, a file size limit, a folder that went away
+        from sst2.errors import one_line
+
+        raise RunDirError(f"cannot write the run into {run_dir} ({one_line(exc)}); nothing was kept") from exc
+
+
+def _write_files(run_dir: Path, cfg, trained, splits: dict, command: str) -> None:
     from sst2.training.plot import plot_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
