@@ -300,3 +300,22 @@ def test_treebank_and_plain_text_give_the_same_tokens(tiny_model_dir, torch_clf)
     treebank, plain = "it does n't look like a good film .", "it doesn't look like a good film ."
     assert torch_clf.tokenize([treebank])[0] == torch_clf.tokenize([plain])[0]
     assert np.array_equal(reference_logits(tiny_model_dir, [treebank]), reference_logits(tiny_model_dir, [plain]))
+
+
+def test_the_onnx_paths_tokenizer_gives_the_same_ids_as_the_models(exported_dir, torch_clf):
+    from sst2.data.text import normalize_texts
+
+    onnx = SentimentClassifier.from_pretrained(exported_dir, runtime="onnx", threads=1)
+    texts = SENTENCES + [LONG, "it doesn't look good", "ünïcödé and 'quotes'"]
+    hf = torch_clf.model.tokenizer(normalize_texts(texts, "contractions"), truncation=True,
+                                   max_length=torch_clf.max_length)["input_ids"]
+    assert onnx.tokenize(texts)[0] == torch_clf.tokenize(texts)[0] == hf
+    assert onnx.pad_id == torch_clf.pad_id == 0
+    assert onnx.tokenize([LONG, "good"])[1] == [True, False]
+
+
+def test_predict_with_onnx_does_not_import_torch(exported_dir):
+    code = ("import sys; from sst2.cli import main; "
+            f"rc = main(['predict', '--model-dir', {str(exported_dir)!r}, '--runtime', 'onnx-int8', 'good film']); "
+            "assert rc == 0 and 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -102,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from sst2.errors import UserError
 
-    # The library's own loading/saving bars would interleave with ours; the CLI shows its own.
-    from transformers.utils import logging as hf_logging
+    # The libraries' own loading/saving bars would interleave with ours; the CLI shows its own. (An
+    # environment setting, read when transformers is imported: the ONNX path never imports it.)
+    import os
 
-    hf_logging.disable_progress_bar()
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:  # imported before (a caller of main in the same process)
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
     # SIGTERM (kill, a job scheduler, CI timeouts) unwinds like Ctrl-C, so a half-written run directory
     # is removed rather than left behind.
     signal.signal(signal.SIGTERM, _interrupt)

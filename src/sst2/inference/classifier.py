@@ -46,7 +46,9 @@ class SentimentClassifier:
     """A trained sentiment model ready to predict; see the module docstring."""
 
     def __init__(self, tokenizer, runner, spec: dict, runtime: str = "torch", model_dir: str | Path | None = None,
-                 batch_size: int = 64, workers: int = 1, model=None, card: dict | None = None):
+                 batch_size: int = 64, workers: int = 1, model=None, card: dict | None = None,
+                 pad_id: int | None = None):
+        """``tokenizer``: a Hugging Face fast tokenizer, or a ``tokenizers.Tokenizer`` with ``pad_id``."""
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.tokenizer = tokenizer
@@ -58,7 +60,15 @@ class SentimentClassifier:
         self.workers = workers  # model calls run at once (see ``from_pretrained``)
         self.model = model  # the SentimentModel (torch runtime)
         self.card = card  # training info for the model card, when trained in this process
-        self.pad_id = tokenizer.pad_token_id or 0
+        self.pad_id = (getattr(tokenizer, "pad_token_id", None) or 0) if pad_id is None else pad_id
+        # The Rust tokenizer itself (the one behind a fast tokenizer, copied so that its truncation setting
+        # is ours alone): the same ids as the Hugging Face wrapper, without transformers on the ONNX path.
+        from tokenizers import Tokenizer
+
+        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+        self._encoder = Tokenizer.from_str(backend.to_str())
+        self._encoder.no_padding()
+        self._encoder.enable_truncation(self.max_length)
 
     # --- loading and saving -----------------------------------------------------------------------
     @classmethod
@@ -90,7 +100,8 @@ class SentimentClassifier:
             runner = OnnxRunner(onnx_file, threads, spin)
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise RuntimeUnavailableError(f"runtime {runtime!r} needs onnxruntime: pip install 'sst2[onnx]'") from exc
-        return cls(load_tokenizer(path), runner, spec, runtime, path, batch_size, workers)
+        tokenizer, pad_id = load_tokenizer(path)
+        return cls(tokenizer, runner, spec, runtime, path, batch_size, workers, pad_id=pad_id)
 
     @classmethod
     def from_model(cls, model, card: dict | None = None, batch_size: int = 64) -> "SentimentClassifier":
@@ -130,19 +141,8 @@ class SentimentClassifier:
     # --- scoring ----------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids (special tokens included, at most ``max_length``) and whether each text was cut."""
-        enc = self.tokenizer(normalize_texts(list(texts), self.normalize), truncation=True,
-                             max_length=self.max_length, return_overflowing_tokens=True,
-                             return_attention_mask=False)
-        # With overflow on, a text longer than max_length yields extra rows (its continuation);
-        # the first row of each text is exactly what plain truncation gives.
-        ids: list[list[int] | None] = [None] * len(texts)
-        truncated = [False] * len(texts)
-        for row, i in zip(enc["input_ids"], enc["overflow_to_sample_mapping"]):
-            if ids[i] is None:
-                ids[i] = row
-            else:
-                truncated[i] = True
-        return ids, truncated  # type: ignore[return-value]
+        encodings = self._encoder.encode_batch(normalize_texts(list(texts), self.normalize), add_special_tokens=True)
+        return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
 
     def logits_from_ids(self, ids: list[list[int]], batch_size: int | None = None, progress=None) -> np.ndarray:
         """Logits ``(N,)`` in input order: length-sorted batches of ``batch_size``, each split further

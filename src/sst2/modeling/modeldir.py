@@ -57,16 +57,24 @@ def read_spec(path: str | Path) -> dict:
 
 
 def load_tokenizer(path: str | Path):
-    """The tokenizer of a model directory, without the encoder weights (the ONNX runtimes need only it)."""
-    from transformers import AutoTokenizer
+    """The tokenizer of a model directory as a ``tokenizers.Tokenizer`` read from ``encoder/tokenizer.json``,
+    and its padding id: what the ONNX runtimes need, loaded without transformers or torch."""
+    from tokenizers import Tokenizer
 
     encoder_dir = Path(path) / ENCODER_DIR
     if not encoder_dir.is_dir():
         raise ModelDirError(f"{encoder_dir}: missing (a model directory holds the encoder it was trained with)")
     try:
-        return AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
-    except Exception as exc:
-        raise ModelDirError(f"{encoder_dir}: cannot load the tokenizer ({one_line(exc)})") from None
+        tokenizer = Tokenizer.from_file(str(encoder_dir / "tokenizer.json"))
+    except Exception as exc:  # tokenizers raises its own error types
+        raise ModelDirError(f"{encoder_dir / 'tokenizer.json'}: cannot load the tokenizer ({one_line(exc)})") from None
+    pad = "[PAD]"
+    try:
+        pad = json.loads((encoder_dir / "tokenizer_config.json").read_text()).get("pad_token") or pad
+    except (OSError, ValueError, AttributeError):
+        pass
+    pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
+    return tokenizer, tokenizer.token_to_id(str(pad)) or 0
 
 
 def position_limit(encoder_dir: str | Path) -> int | None:
