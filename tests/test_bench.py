@@ -89,18 +89,36 @@ def test_quick_sweep_writes_rows_with_the_documented_keys(tiny_backbone_dir, tmp
     assert "## Errors" not in md
 
 
-def test_a_failing_case_becomes_an_error_row(tiny_backbone_dir, tmp_path):
-    # the tiny encoder has 64 positions: 128 tokens cannot run, the sweep must go on regardless
-    result = run_bench(tiny_backbone_dir, tmp_path / "b", "--cases", "latency", "train_cost",
-                       "--lengths", "16", "128", "--batch-sizes", "2")
-    rows = result["rows"]
+def test_a_failing_case_becomes_an_error_row_and_the_status_says_so(tiny_backbone_dir, tmp_path, monkeypatch,
+                                                                      capsys):
+    import sst2.bench.cases as cases
+
+    real = cases.make_inputs
+
+    def make_inputs(batch_size, seq_len, *a, **k):  # one length breaks every case that runs the encoder
+        if seq_len == 16 and batch_size == 2:
+            raise RuntimeError("injected failure")
+        return real(batch_size, seq_len, *a, **k)
+
+    monkeypatch.setattr(cases, "make_inputs", make_inputs)
+    out = tmp_path / "b"
+    assert main(["bench", "--backbone", str(tiny_backbone_dir), "--out", str(out), *FAST, "--cases", "latency",
+                 "--lengths", "8", "16", "--batch-sizes", "2"]) == 1
+    assert capsys.readouterr().err.strip() == (f"sst2 bench: error: 3 of 6 cases failed (their errors are in "
+                                               f"{out}/bench.md)")
+    rows = json.loads((out / "bench.json").read_text())["rows"]
     bad = [r for r in rows if r["status"] == "error"]
-    assert {(r["case"], r["model"]) for r in bad} == {("latency", "encoder"), ("latency", "efficient"),
-                                                      ("latency", "vanilla"), ("train_cost", "vanilla-finetune")}
-    assert all(r["seq_len"] == 128 and r["error"] and r["latency_ms_p50"] is None for r in bad)
-    # the cached-state heads never touch the encoder, so they run at 128 tokens
+    assert {r["model"] for r in bad} == {"encoder", "efficient", "vanilla"}
+    assert all(r["seq_len"] == 16 and r["error"] == "RuntimeError: injected failure" for r in bad)
     assert all(r["status"] == "ok" for r in rows if r not in bad)
-    assert "## Errors" in (tmp_path / "b" / "bench.md").read_text()
+    assert "## Errors" in (out / "bench.md").read_text()
+
+
+def test_lengths_beyond_the_encoders_positions_are_refused(tiny_backbone_dir, tmp_path, capsys):
+    assert main(["bench", "--backbone", str(tiny_backbone_dir), "--out", str(tmp_path), *FAST,
+                 "--lengths", "16", "1024"]) == 2
+    assert capsys.readouterr().err.strip() == (f"sst2 bench: error: lengths: 1024 is more than the encoder's 64 "
+                                               f"positions ({tiny_backbone_dir}); use lengths up to 64")
 
 
 def test_max_tokens_records_skipped_cases(tiny_backbone_dir, tmp_path):

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         _resolve(COMMANDS[args._command][1])(cfg)
     except UserError as exc:
         print(f"sst2 {args._command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.status
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
         import os
 

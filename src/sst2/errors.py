@@ -2,7 +2,15 @@
 
 
 class UserError(Exception):
-    """Base class; the CLI prints the message and exits with status 2."""
+    """Base class; the CLI prints the message and exits with ``status`` (2)."""
+
+    status = 2
+
+
+class PartialFailure(UserError):
+    """The command did its work, but some of it failed (written down in its output): exit status 1."""
+
+    status = 1
 
 
 def one_line(exc: BaseException | str, limit: int = 300) -> str:

@@ -34,6 +34,7 @@ import torch
 from sst2.bench.cases import MIN_TIMED, TRAIN_SENTENCES, Case, Encoders, plan_cases, run_case
 from sst2.bench.report import cache_speedups, fit_slopes, plot, render_markdown
 from sst2.config import BenchConfig, to_dict
+from sst2.errors import PartialFailure, UserError
 from sst2.modeling.heads import count_parameters
 from sst2.system import environment, set_threads
 
@@ -84,8 +85,6 @@ def bench(cfg: BenchConfig) -> dict:
     threads = set_threads(cfg.threads)
     s = cfg.resolved()
     if s["device"] == "cuda" and not torch.cuda.is_available():
-        from sst2.errors import UserError
-
         raise UserError("--device cuda: no CUDA device is available to torch")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,6 +92,10 @@ def bench(cfg: BenchConfig) -> dict:
 
     encoders = Encoders(cfg.backbone, s["device"])
     encoder, _ = encoders.get(cfg.backbone)  # fail early (a UserError) if the backbone cannot be loaded
+    limit = getattr(encoder.config, "max_position_embeddings", None)
+    if isinstance(limit, int) and max(s["lengths"]) > limit:
+        raise UserError(f"lengths: {max(s['lengths'])} is more than the encoder's {limit} positions "
+                        f"({cfg.backbone}); use lengths up to {limit}")
     # Everything loaded so far lives to the end: keep it out of the per-case gc.collect() (0.25 s each
     # with transformers imported, otherwise).
     gc.freeze()
@@ -122,4 +125,6 @@ def bench(cfg: BenchConfig) -> dict:
     n_err = sum(r["status"] == "error" for r in rows)
     say(f"wrote {out}/bench.json, bench.md, latency_vs_length.png, memory_vs_length.png "
         f"in {result['duration_s']:.0f} s ({n_err} error rows)")
+    if n_err:
+        raise PartialFailure(f"{n_err} of {len(rows)} cases failed (their errors are in {out}/bench.md)")
     return result
