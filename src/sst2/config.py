@@ -143,7 +143,7 @@ class PredictConfig:
                                     "for onnx, divided among --workers)")
     workers: int = opt(1, "model calls run at once, each in its own thread: 2 single-threaded calls gave more "
                           "sentences/s than 1 two-threaded call on 2 cores (README)")
-    chunk: int = opt(4096, "texts read, scored and written at a time: memory stays bounded whatever the input size")
+    chunk: int = opt(1024, "texts read, scored and written at a time: memory stays bounded whatever the input size")
     quiet: bool = opt(False, "no progress bar")
 
     def __post_init__(self):
