@@ -60,6 +60,9 @@ def _offline() -> bool:
 def load_backbone_parts(name_or_dir: str | os.PathLike | None):
     """Load ``(encoder, tokenizer, source)``; fail fast with advice if a hub id is unreachable."""
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # loading takes a second; sst2 shows its own bars for long work
 
     source = resolve_backbone(name_or_dir)
     local = Path(source).is_dir()
