@@ -59,7 +59,11 @@ def reference_logits(model_dir, texts) -> np.ndarray:
 def test_predict_matches_the_reference_model_in_input_order(tiny_model_dir, torch_clf):
     preds = torch_clf.predict_details(SENTENCES, batch_size=5)
     assert len(preds) == len(SENTENCES) and all(isinstance(p, Prediction) for p in preds)
-    ref = 1 / (1 + np.exp(-reference_logits(tiny_model_dir, SENTENCES)))
+    from sst2.calibration import probabilities
+
+    # the stored temperature (fitted on dev) applies to every runtime
+    ref = probabilities(reference_logits(tiny_model_dir, SENTENCES), torch_clf.temperature)[:, 1]
+    assert torch_clf.temperature != 1.0
     np.testing.assert_allclose([p.positive_prob for p in preds], ref, atol=1e-6)
     assert [p.label for p in preds] == ["positive" if r > 0.5 else "negative" for r in ref]
     # batching (and so padding) does not change a prediction
@@ -88,7 +92,11 @@ def test_truncation_is_reported(torch_clf):
     # the truncated text is scored on its first max_length tokens, as SentimentModel does
     ids, truncated = torch_clf.tokenize([LONG])
     assert truncated == [True] and len(ids[0]) == torch_clf.max_length
-    assert set(Prediction("positive", 0.9, False).to_dict()) == {"label", "positive_prob", "truncated"}
+    two = Prediction("positive", {"negative": 0.1, "positive": 0.9}, False)
+    assert two.to_dict() == {"label": "positive", "positive_prob": 0.9,
+                             "probabilities": {"negative": 0.1, "positive": 0.9}, "truncated": False}
+    three = Prediction("b", {"a": 0.2, "b": 0.5, "c": 0.3}, True).to_dict()
+    assert "positive_prob" not in three and three["probabilities"] == {"a": 0.2, "b": 0.5, "c": 0.3}
 
 
 def test_predict_edge_cases(torch_clf, tiny_model_dir):
@@ -185,7 +193,7 @@ def test_cli_predict_from_arguments(exported_dir, capsys):
     assert main(["predict", "--model-dir", str(exported_dir), "--runtime", "onnx", "good film", "dull plot"]) == 0
     rows = _lines(capsys.readouterr().out)
     assert [r["text"] for r in rows] == ["good film", "dull plot"]
-    assert all(set(r) == {"text", "label", "positive_prob", "truncated"} for r in rows)
+    assert all(set(r) == {"text", "label", "positive_prob", "probabilities", "truncated"} for r in rows)
     assert all(r["label"] in ("negative", "positive") and 0 <= r["positive_prob"] <= 1 for r in rows)
 
 

@@ -59,7 +59,7 @@ def test_predict_returns_one_prediction_per_text_in_order(server, clf):
     r = server.post("/predict", json={"texts": texts})
     assert r.status_code == 200
     preds = r.json()["predictions"]
-    expected = [p.to_dict() for p in clf.predict(texts)]
+    expected = [p.to_dict() for p in clf.predict_details(texts)]
     assert [p["label"] for p in preds] == [e["label"] for e in expected]
     assert [p["positive_prob"] for p in preds] == pytest.approx([e["positive_prob"] for e in expected], abs=1e-6)
     assert [p["truncated"] for p in preds] == [False, False, True]
@@ -87,7 +87,7 @@ def test_invalid_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, b
 
 def test_concurrent_requests_each_get_their_own_results(server, clf):
     texts = [f"the film is {w}" for w in ["good", "bad", "dull", "great", "flat", "lovely", "silly", "smart"]] * 3
-    expected = [p.label for p in clf.predict(texts)]
+    expected = [p.label for p in clf.predict_details(texts)]
 
     def one(text):
         r = server.post("/predict", json={"texts": [text]})
@@ -104,9 +104,9 @@ class RecordingClassifier:
     def __init__(self):
         self.batches: list[int] = []
 
-    def predict(self, texts):
+    def predict_details(self, texts):
         self.batches.append(len(texts))
-        return [Prediction("positive", float(len(t)), False) for t in texts]
+        return [Prediction("positive", {"negative": 0.0, "positive": float(len(t))}, False) for t in texts]
 
 
 @pytest.mark.parametrize("max_batch,expected", [(64, [10]), (4, [4, 4, 2])])

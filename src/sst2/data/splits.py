@@ -40,8 +40,9 @@ class Split:
     name: str
     path: Path | None  # None for texts given in memory (``split_from_lists``)
     texts: list[str]
-    labels: list[int] | None  # None for an unlabelled split (GLUE test)
+    labels: list[int] | None  # class indexes into ``label_names``; None for an unlabelled split (GLUE test)
     sha256: str
+    label_names: tuple[str, ...] = LABEL_NAMES  # the classes, in index order
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from sst2.calibration import probabilities
 from sst2.data.batching import pad_batch, score
 from sst2.data.text import normalize_texts
 from sst2.inference.runtimes import (RUNTIMES, OnnxRunner, RuntimeUnavailableError, TorchRunner, onnx_path,
@@ -29,17 +30,21 @@ DEFAULT_LABELS = ("negative", "positive")
 
 @dataclass(frozen=True)
 class Prediction:
-    label: str  # a label name
-    positive_prob: float
+    label: str  # the most probable label name
+    probabilities: dict  # label name -> calibrated probability, in label order
     truncated: bool  # the text had more tokens than the model's max_length; the rest were ignored
 
+    @property
+    def positive_prob(self) -> float:
+        """Two classes: the probability of the second label ("positive" for SST-2)."""
+        return list(self.probabilities.values())[-1]
+
     def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + exp(-x)), without overflow warnings
+        """``label``, ``probabilities``, ``truncated``, and for two classes ``positive_prob`` too."""
+        out = {"label": self.label}
+        if len(self.probabilities) == 2:
+            out["positive_prob"] = self.positive_prob
+        return {**out, "probabilities": dict(self.probabilities), "truncated": self.truncated}
 
 
 class SentimentClassifier:
@@ -157,11 +162,17 @@ class SentimentClassifier:
         ids, _ = self.tokenize(texts)
         return self.logits_from_ids(ids, batch_size)
 
+    @property
+    def temperature(self) -> float:
+        """Logits are divided by it before the sigmoid or softmax (fitted on dev; ``sst2.calibration``)."""
+        return float(self.spec.get("temperature", 1.0))
+
     def predict_proba(self, texts: str | list[str], batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)``, columns in :attr:`labels` order; rows sum to 1."""
+        """Calibrated class probabilities ``(N, n_classes)``, columns in :attr:`labels` order; rows sum to 1."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        p = sigmoid(self.predict_logits(texts, batch_size))
-        return np.stack([1.0 - p, p], axis=1) if len(texts) else np.empty((0, len(self.labels)))
+        if not texts:
+            return np.empty((0, len(self.labels)))
+        return probabilities(self.predict_logits(texts, batch_size), self.temperature)
 
     def predict(self, texts: str | list[str], batch_size: int | None = None) -> str | list[str]:
         """The label name of a text, or a list of them for a list of texts."""
@@ -178,8 +189,10 @@ class SentimentClassifier:
         if not texts:
             return []
         ids, truncated = self.tokenize(texts)
-        probs = sigmoid(self.logits_from_ids(ids, batch_size, progress))
-        return [Prediction(self.labels[int(p > 0.5)], float(p), t) for p, t in zip(probs, truncated)]
+        probs = probabilities(self.logits_from_ids(ids, batch_size, progress), self.temperature)
+        names = self.labels
+        return [Prediction(names[int(row.argmax())], dict(zip(names, map(float, row))), t)
+                for row, t in zip(probs, truncated)]
 
     def __repr__(self) -> str:
         where = self.model_dir or "in memory"
@@ -204,5 +217,5 @@ class Classifier(SentimentClassifier):
 
 
 def accuracy(clf: SentimentClassifier, texts: list[str], labels: list[int], batch_size: int | None = None) -> float:
-    preds = clf.predict_logits(texts, batch_size) > 0
-    return float(np.mean(preds.astype(int) == np.asarray(labels))) if len(labels) else float("nan")
+    preds = clf.predict_proba(texts, batch_size).argmax(1)
+    return float(np.mean(preds == np.asarray(labels))) if len(labels) else float("nan")

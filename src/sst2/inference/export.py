@@ -150,7 +150,8 @@ def parity(reference: SentimentClassifier, candidate: SentimentClassifier, texts
     return {
         "n": len(texts),
         "same_labels": sum(a.label == b.label for a, b in zip(ref, got)),
-        "max_abs_prob_diff": max(abs(a.positive_prob - b.positive_prob) for a, b in zip(ref, got)),
+        "max_abs_prob_diff": max(abs(pa - pb) for a, b in zip(ref, got)
+                                 for pa, pb in zip(a.probabilities.values(), b.probabilities.values())),
     }
 
 

@@ -1,7 +1,7 @@
 """``sst2 predict``: classify texts given as arguments, one per line in a file, or on standard input.
 
 Writes one JSON object per input line, in input order: ``{"text": ..., "label": ..., "positive_prob":
-..., "truncated": ...}``. Input is read, scored and written in chunks (``--chunk`` lines), so memory
+..., "probabilities": {label: p, ...}, "truncated": ...}`` (``positive_prob`` for two classes only). Input is read, scored and written in chunks (``--chunk`` lines), so memory
 stays bounded and output starts after the first chunk, however long the input. Lines are split at
 ``\\n`` (a ``\\r`` before it is dropped) and nowhere else, so every input line gives one output line;
 a line that is empty or not UTF-8 is an error naming the file and the line.
@@ -54,8 +54,9 @@ def _argument_texts(texts: list[str]) -> list[str]:
 
 
 def _dumps(row: dict, where: str) -> str:
-    if not math.isfinite(row["positive_prob"]):
-        raise InputError(f"{where}: the model gave a probability of {row['positive_prob']} (its weights are not "
+    bad = [p for p in row["probabilities"].values() if not math.isfinite(p)]
+    if bad:
+        raise InputError(f"{where}: the model gave a probability of {bad[0]} (its weights are not "
                          f"finite numbers); retrain or re-export it")
     # characters that str.splitlines() breaks at but JSON leaves as they are: escaped, so a reader that
     # splits the output that way still sees one line per text

@@ -50,12 +50,14 @@ def render(spec: dict, info: dict | None = None) -> str:
                   for k, v in files.items()]
         lines.append("")
     lines += ["## Intended use and limits", "",
-              "Binary sentiment (negative / positive) of English sentences and short reviews, as in the Stanford "
-              "Sentiment Treebank (movie reviews) it was made for; other domains may score lower.",
+              f"Sentiment ({', '.join(labels)}) of English sentences and short reviews like the training data; "
+              "other domains may score lower.",
               f"Texts are cut at {spec.get('max_length')} tokens (special tokens included): the rest of a longer "
               "text is ignored, and predictions say `truncated`.",
               f"Text normalization before tokenization: `{spec.get('text_normalization', 'none')}` (applied by every "
-              "runtime, as in training). Probabilities come from one sigmoid and are not calibrated.", ""]
+              "runtime, as in training).",
+              f"Probabilities are calibrated by temperature scaling on the dev split (temperature "
+              f"{spec.get('temperature', 1.0):.3f}; 1 means none was fitted).", ""]
     if info.get("config"):
         lines += ["## Config", "", "```json", json.dumps(info["config"], indent=2), "```", ""]
     return "\n".join(lines)

@@ -26,9 +26,16 @@ class HeadConfig:
     bidirectional: bool = False
     pooling: str = "last"
     combine: str = "mix"  # K > 1 states: "mix" = learned softmax-weighted sum; "concat" = project their concatenation
+    num_labels: int = 1  # 1: one logit (two classes, sigmoid); k > 2: k logits (softmax)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def logits_of(out: torch.Tensor) -> torch.Tensor:
+    """``(B, 1)`` -> ``(B,)`` (one logit, two classes), ``(B, k)`` as it is. ``[:, 0]`` rather than
+    ``squeeze()``: a batch of one stays a batch."""
+    return out[:, 0] if out.shape[1] == 1 else out
 
 
 def lengths_to_mask(lengths: torch.Tensor, t_max: int) -> torch.Tensor:
@@ -98,7 +105,7 @@ class LSTMHead(nn.Module):
             nn.LSTM(cfg.proj_size, cfg.lstm_size, num_layers=1, batch_first=True) if cfg.bidirectional else None
         )
         d = cfg.lstm_size * (2 if cfg.bidirectional else 1)
-        self.fc = nn.Linear(d * (2 if cfg.pooling == "maxmean" else 1), 1)
+        self.fc = nn.Linear(d * (2 if cfg.pooling == "maxmean" else 1), cfg.num_labels)
 
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if self.cfg.combine == "concat":
@@ -117,8 +124,7 @@ class LSTMHead(nn.Module):
             feat = torch.cat([fwd, out[:, 0, self.cfg.lstm_size :]], -1) if self.lstm_rev is not None else fwd
         else:
             feat = masked_pool(out, lengths_to_mask(lengths.to(out.device), out.shape[1]), self.cfg.pooling)
-        # [:, 0] rather than squeeze(): a batch of one stays a batch.
-        return self.fc(self.dropout(feat))[:, 0]  # (B,)
+        return logits_of(self.fc(self.dropout(feat)))
 
 
 class LinearHead(nn.Module):
@@ -131,12 +137,12 @@ class LinearHead(nn.Module):
         self.cfg = cfg
         self.mix = ScalarMix(cfg.num_states) if cfg.num_states > 1 else None
         self.dropout = nn.Dropout(cfg.dropout)
-        self.fc = nn.Linear(cfg.hidden_size * (2 if cfg.pooling == "maxmean" else 1), 1)
+        self.fc = nn.Linear(cfg.hidden_size * (2 if cfg.pooling == "maxmean" else 1), cfg.num_labels)
 
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = self.mix(states) if self.mix is not None else states[:, :, 0]
         feat = masked_pool(x, lengths_to_mask(lengths, x.shape[1]), self.cfg.pooling)
-        return self.fc(self.dropout(feat))[:, 0]
+        return logits_of(self.fc(self.dropout(feat)))
 
 
 def build_head(cfg: HeadConfig) -> nn.Module:

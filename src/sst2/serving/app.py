@@ -132,7 +132,7 @@ class MicroBatcher:
             texts = [t for req, _ in items for t in req]
             t0 = time.perf_counter()
             try:
-                preds = await loop.run_in_executor(self.executor, self.classifier.predict, texts)
+                preds = await loop.run_in_executor(self.executor, self.classifier.predict_details, texts)
             except Exception as exc:  # a model failure fails the requests of this batch, not the server
                 for _, fut in items:
                     if not fut.done():
@@ -149,7 +149,7 @@ class MicroBatcher:
 
 
 def create_app(classifier, limits: Limits | None = None):
-    """The FastAPI application serving ``classifier`` (any object with ``predict(texts)``)."""
+    """The FastAPI application serving ``classifier`` (any object with ``predict_details(texts)``)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 

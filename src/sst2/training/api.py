@@ -25,7 +25,9 @@ from sst2.features.sources import TokenBatches, count_truncated
 from sst2.modeling.heads import count_parameters
 from sst2.system import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
 from sst2.training import engine, recipes, rundir
+from sst2.calibration import calibration_report, fit_temperature
 from sst2.training.config import GROUPS, ConfigError, TrainConfig, resolve
+from sst2.training.recipes.common import label_names, num_outputs
 
 SUMMARY_KEYS = ("dev_accuracy", "test_accuracy", "best_epoch", "train_seconds", "seconds_per_epoch", "total_seconds",
                 "cache_seconds", "peak_rss_mb")
@@ -89,12 +91,14 @@ def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: f
     backbone = job.model.backbone
     ctx.log(_describe(cfg, backbone))
     ctx.log(f"trainable params: {trainable:,} | total params: {total:,} | threads: {torch.get_num_threads()}")
-    labels = {k: torch.tensor(s.labels, dtype=torch.float32) if s.labelled else None for k, s in splits.items()}
+    k_out = num_outputs(splits)
+    labels = {k: engine.label_tensor(s.labels, k_out) if s.labelled else None for k, s in splits.items()}
     truncated = {k: count_truncated(backbone.tokenizer, s.texts, cfg.data.max_length) for k, s in splits.items()}
     fitted = engine.fit(job, cfg.optim, labels, cfg.run.seed, bar=ctx.bar, log=ctx.log)
     scores = _final_scores(job, splits, labels, cfg.data.max_length)
     dev, test = scores.get("dev", {}), scores.get("test", {})
     test_acc = test.get("accuracy")
+    calibration = _calibrate(job.model, scores, splits, ctx)
     ctx.log(f"best epoch {fitted.best_epoch}: dev accuracy "
             f"{'n/a' if dev.get('accuracy') is None else format(dev['accuracy'], '.4f')} | test accuracy "
             f"{'n/a (unlabelled)' if test_acc is None else f'{test_acc:.4f}'}")
@@ -106,6 +110,8 @@ def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: f
         "epochs": cfg.optim.epochs, "best_epoch": fitted.best_epoch,
         "dev_accuracy": dev.get("accuracy"), "test_accuracy": test_acc,
         "dev_loss": dev.get("loss"), "test_loss": test.get("loss"),
+        **_class_metrics(scores, splits),
+        "labels": label_names(splits), "temperature": job.model.spec["temperature"], "calibration": calibration,
         **{f"{k}_size": len(s) for k, s in splits.items()},
         "max_length": cfg.data.max_length, "truncated_sentences": truncated,
         "cache": cfg.run.cache if m.recipe in ("efficient", "partial") else None,
@@ -117,6 +123,35 @@ def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: f
         "data_files": rundir.data_files(splits), "environment": environment(),
     }
     return Trained(job.model, metrics, fitted)
+
+
+def _class_metrics(scores: dict, splits: dict[str, Split]) -> dict:
+    """Macro F1 and the confusion matrix (rows true, columns predicted) of each labelled split."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    out = {}
+    for k, score in scores.items():
+        if "accuracy" not in score:
+            continue
+        preds, ks = engine.predicted(score["logits"]).tolist(), list(range(len(splits[k].label_names)))
+        out[f"{k}_macro_f1"] = float(f1_score(splits[k].labels, preds, labels=ks, average="macro", zero_division=0))
+        out[f"{k}_confusion"] = confusion_matrix(splits[k].labels, preds, labels=ks).tolist()
+    return out
+
+
+def _calibrate(model, scores: dict, splits: dict[str, Split], ctx: Context) -> dict | None:
+    """Fit the temperature on dev (stored in the model's spec, applied by every runtime) and report the
+    calibration error before and after on dev and test (``sst2.calibration``)."""
+    if "loss" not in scores.get("dev", {}):
+        return None
+    logits = {k: v["logits"].numpy() for k, v in scores.items()}
+    labels = {k: splits[k].labels for k in scores if splits[k].labelled}
+    model.spec["temperature"] = fit_temperature(logits["dev"], labels["dev"])
+    report = calibration_report(logits, labels, model.spec["temperature"])
+    ctx.log(f"temperature {report['temperature']:.3f}: dev ECE {report['dev']['ece_before']:.4f} -> "
+            f"{report['dev']['ece_after']:.4f}" + (f", test ECE {report['test']['ece_before']:.4f} -> "
+                                                   f"{report['test']['ece_after']:.4f}" if "test" in report else ""))
+    return report
 
 
 def _normalized(splits: dict[str, Split], how: str) -> dict[str, Split]:

@@ -42,14 +42,31 @@ class Job:
     finish: Callable[[], None] | None = None  # called once after training (LoRA: merge the adapters)
 
 
-LOSS = nn.BCEWithLogitsLoss(reduction="sum")
+BINARY_LOSS = nn.BCEWithLogitsLoss(reduction="sum")
+MULTI_LOSS = nn.CrossEntropyLoss(reduction="sum")
+
+
+def loss_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Summed loss: one logit per text (two classes) takes the one sigmoid in BCE, ``(B, k)`` logits
+    take softmax cross-entropy against class indexes."""
+    return BINARY_LOSS(logits, y) if logits.ndim == 1 else MULTI_LOSS(logits, y)
+
+
+def predicted(logits: torch.Tensor) -> torch.Tensor:
+    """Class indexes: the sign of one logit, or the largest of k."""
+    return (logits > 0).long() if logits.ndim == 1 else logits.argmax(-1)
+
+
+def label_tensor(labels: list[int], num_labels: int) -> torch.Tensor:
+    """The targets of :func:`loss_sum`: floats for one logit, class indexes for k."""
+    return torch.tensor(labels, dtype=torch.float32 if num_labels == 1 else torch.long)
 
 
 def train_step(forward, batch: tuple, y: torch.Tensor, optimizer, params: list[nn.Parameter], grad_clip: float,
                scheduler=None) -> tuple[float, torch.Tensor]:
     """One optimizer step on one batch: ``(summed loss, logits)``; the loss is averaged for the gradient."""
     logits = forward(*batch)
-    loss = LOSS(logits, y)
+    loss = loss_sum(logits, y)
     optimizer.zero_grad(set_to_none=True)
     (loss / len(y)).backward()
     if grad_clip:
@@ -76,7 +93,7 @@ def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_cli
         batch_loss = loss / len(idx)
         rows.append({"epoch": epoch, "step": step, "loss": round(batch_loss, 6)})
         total_loss += loss
-        correct += ((logits > 0).float() == y).sum().item()
+        correct += (predicted(logits) == y.long()).sum().item()
         seen += len(idx)  # count examples: the last batch may be short
         if progress is not None:
             progress.update(1)
@@ -92,8 +109,8 @@ def evaluate(forward, inputs, labels: torch.Tensor | None, batch_size: int = 256
     logits = torch.from_numpy(score(inputs.lengths, batch_size, lambda idx: forward(*inputs(idx)).float().numpy()))
     out = {"n": len(logits), "logits": logits}
     if labels is not None:
-        out["loss"] = nn.functional.binary_cross_entropy_with_logits(logits, labels).item()
-        out["accuracy"] = ((logits > 0).float() == labels).float().mean().item()
+        out["loss"] = loss_sum(logits, labels).item() / len(labels)
+        out["accuracy"] = (predicted(logits) == labels.long()).float().mean().item()
     return out
 
 

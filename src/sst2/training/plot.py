@@ -39,3 +39,51 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_reliability(run_dir: str | Path, calibration: dict) -> Path:
+    """``reliability.png``: accuracy against confidence in 15 equal-width bins, before the diagonal of a
+    perfectly calibrated model, for dev and test after temperature scaling (``sst2.calibration``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    splits = [k for k in ("dev", "test") if k in calibration]
+    fig, axes = plt.subplots(1, len(splits), figsize=(5 * len(splits), 4.4), squeeze=False)
+    for ax, name in zip(axes[0], splits):
+        rows = [r for r in calibration[name]["reliability_after"] if r["n"]]
+        width = 1 / calibration["bins"]
+        ax.bar([r["lo"] for r in rows], [r["accuracy"] for r in rows], width=width, align="edge", alpha=0.7,
+               edgecolor="black", label="accuracy")
+        ax.plot([r["confidence"] for r in rows], [r["confidence"] for r in rows], "o", ms=3, color="tab:red",
+                label="mean confidence")
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=0.8)
+        c = calibration[name]
+        ax.set(title=f"{name}: ECE {c['ece_before']:.3f} -> {c['ece_after']:.3f} (T = {calibration['temperature']:.2f})",
+               xlabel="confidence (largest probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    out = Path(run_dir) / "reliability.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def plot_confusion(run_dir: str | Path, confusion: list[list[int]], labels: list[str], split: str) -> Path:
+    """``confusion.png``: the confusion matrix of ``split`` (rows true, columns predicted), for k > 2."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.1 * len(labels) + 1.5))
+    ConfusionMatrixDisplay(np.asarray(confusion), display_labels=labels).plot(ax=ax, colorbar=False)
+    ax.set_title(f"{split}: confusion matrix")
+    fig.tight_layout()
+    out = Path(run_dir) / "confusion.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

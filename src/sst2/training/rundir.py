@@ -138,7 +138,8 @@ def finish(out: Path, tmp: Path) -> None:
 
 
 # --- what a run directory holds --------------------------------------------------------------------
-RUN_FILES = ("config.toml", "history.csv", "epochs.csv", "metrics.json", "plot.png", "model", MARKER)
+RUN_FILES = ("config.toml", "history.csv", "epochs.csv", "metrics.json", "plot.png", "reliability.png", "model",
+             MARKER)  # and confusion.png for more than two classes
 EPOCH_FIELDS = ("epoch", "train_loss", "train_accuracy", "dev_loss", "dev_accuracy", "seconds")
 HISTORY_FIELDS = ("epoch", "step", "loss")
 
@@ -192,7 +193,7 @@ def write_run(run_dir: Path, cfg, trained, splits: dict, command: str) -> None:
 
 
 def _write_files(run_dir: Path, cfg, trained, splits: dict, command: str) -> None:
-    from sst2.training.plot import plot_run
+    from sst2.training.plot import plot_confusion, plot_reliability, plot_run
 
     run_dir.mkdir(parents=True, exist_ok=True)
     trained.model.save(run_dir / "model", card=card_info(cfg, trained.metrics, splits, command))
@@ -201,4 +202,10 @@ def _write_files(run_dir: Path, cfg, trained, splits: dict, command: str) -> Non
     write_csv(run_dir / "epochs.csv", EPOCH_FIELDS, [{k: round(v, 6) if isinstance(v, float) else v
                                                        for k, v in r.items()} for r in trained.fitted.epochs])
     plot_run(run_dir)
+    m = trained.metrics
+    if m.get("calibration"):
+        plot_reliability(run_dir, m["calibration"])
+    split = "test" if m.get("test_confusion") else "dev"
+    if len(m.get("labels", [])) > 2 and m.get(f"{split}_confusion"):
+        plot_confusion(run_dir, m[f"{split}_confusion"], m["labels"], split)
     (run_dir / "metrics.json").write_text(json.dumps(trained.metrics, indent=2, allow_nan=False) + "\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from torch import nn
 
-from sst2.data.splits import LABEL_NAMES
 from sst2.errors import UserError
 from sst2.modeling.backbone import Backbone
 from sst2.modeling.heads import HeadConfig, build_head
@@ -13,18 +12,30 @@ from sst2.training.config import TrainConfig
 
 
 
-def model_spec(cfg: TrainConfig, backbone: Backbone, head: nn.Module, **extra) -> dict:
+def label_names(splits) -> list[str]:
+    """The classes of the training split, in index order."""
+    return list(splits["train"].label_names)
+
+
+def num_outputs(splits) -> int:
+    """Head outputs: one logit for two classes (sigmoid), k logits for k > 2 (softmax)."""
+    k = len(label_names(splits))
+    return 1 if k == 2 else k
+
+
+def model_spec(cfg: TrainConfig, backbone: Backbone, head: nn.Module, splits, **extra) -> dict:
     """What ``sst2_model.json`` records (``sst2.modeling.model``)."""
     m = cfg.model
     return {"model": m.recipe, "preset": cfg.preset if m.recipe == "efficient" else None,
             "backbone": m.backbone, "layers": list(backbone.layers), "max_length": cfg.data.max_length,
-            "text_normalization": cfg.data.normalize, "head": head.cfg.to_dict(), "labels": list(LABEL_NAMES), **extra}
+            "text_normalization": cfg.data.normalize, "head": head.cfg.to_dict(), "labels": label_names(splits),
+            "temperature": 1.0, **extra}
 
 
-def linear_head(cfg: TrainConfig, backbone: Backbone) -> nn.Module:
+def linear_head(cfg: TrainConfig, backbone: Backbone, num_labels: int = 1) -> nn.Module:
     """A linear classifier on the pooled last hidden state (the fine-tuned models' head)."""
     return build_head(HeadConfig(kind="linear", hidden_size=backbone.hidden_size, num_states=1,
-                                 pooling=cfg.model.pooling, dropout=cfg.model.dropout))
+                                 pooling=cfg.model.pooling, dropout=cfg.model.dropout, num_labels=num_labels))
 
 
 def freeze_pooler(encoder: nn.Module) -> None:

@@ -7,14 +7,14 @@ from sst2.modeling.backbone import Backbone
 from sst2.modeling.heads import HeadConfig, build_head
 from sst2.modeling.model import SentimentModel
 from sst2.training.engine import Job
-from sst2.training.recipes.common import check_max_length, layers_of, model_spec
+from sst2.training.recipes.common import check_max_length, layers_of, model_spec, num_outputs
 
 
-def head_config(cfg, hidden_size: int, num_states: int) -> HeadConfig:
+def head_config(cfg, hidden_size: int, num_states: int, num_labels: int = 1) -> HeadConfig:
     m = cfg.model
     return HeadConfig(kind="lstm", hidden_size=hidden_size, num_states=num_states, proj_size=m.proj_size,
                       dropout=m.dropout, lstm_size=m.lstm_size, bidirectional=m.bidirectional, pooling=m.pooling,
-                      combine=m.combine)
+                      combine=m.combine, num_labels=num_labels)
 
 
 def setup(cfg, splits, ctx) -> Job:
@@ -22,8 +22,8 @@ def setup(cfg, splits, ctx) -> Job:
     check_max_length(cfg, backbone)
     backbone.requires_grad_(False)
     backbone.eval()
-    head = build_head(head_config(cfg, backbone.hidden_size, len(backbone.layers)))
-    model = SentimentModel(backbone, head, model_spec(cfg, backbone, head))
+    head = build_head(head_config(cfg, backbone.hidden_size, len(backbone.layers), num_outputs(splits)))
+    model = SentimentModel(backbone, head, model_spec(cfg, backbone, head, splits))
     job = Job(model, head, {}, list(head.parameters()), [head])
     max_length = cfg.data.max_length
     if cfg.run.cache:

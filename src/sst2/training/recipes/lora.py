@@ -6,7 +6,7 @@ from __future__ import annotations
 from sst2.errors import UserError
 from sst2.modeling.backbone import Backbone
 from sst2.training.engine import Job
-from sst2.training.recipes.common import check_max_length, freeze_pooler, linear_head
+from sst2.training.recipes.common import check_max_length, freeze_pooler, linear_head, num_outputs
 from sst2.training.recipes.full import token_job
 
 
@@ -31,7 +31,7 @@ def attach_lora(cfg, backbone: Backbone) -> dict:
 def setup(cfg, splits, ctx) -> Job:
     backbone = Backbone.load(cfg.model.backbone, (-1,))
     check_max_length(cfg, backbone)
-    head = linear_head(cfg, backbone)
+    head = linear_head(cfg, backbone, num_outputs(splits))
     extra = attach_lora(cfg, backbone)
     job = token_job(cfg, splits, backbone, head, **extra)
 

@@ -16,7 +16,7 @@ from sst2.modeling.backbone import Backbone
 from sst2.modeling.heads import lengths_to_mask
 from sst2.modeling.model import SentimentModel
 from sst2.training.engine import Job
-from sst2.training.recipes.common import check_max_length, linear_head, model_spec
+from sst2.training.recipes.common import check_max_length, linear_head, model_spec, num_outputs
 
 
 def transformer_layers(encoder: nn.Module) -> nn.ModuleList:
@@ -56,8 +56,8 @@ def setup(cfg, splits, ctx) -> Job:
     backbone.eval()
     top = TopLayers(backbone.encoder, start)
     top.requires_grad_(True)
-    head = linear_head(cfg, backbone)
-    model = SentimentModel(backbone, head, model_spec(cfg, backbone, head, unfreeze=cfg.model.unfreeze))
+    head = linear_head(cfg, backbone, num_outputs(splits))
+    model = SentimentModel(backbone, head, model_spec(cfg, backbone, head, splits, unfreeze=cfg.model.unfreeze))
     # the frozen lower layers: their top output (hidden state ``start``) is cached or computed per batch
     lower = Backbone(backbone.encoder, backbone.tokenizer, (start,), source=backbone.source)
 

@@ -1,0 +1,596 @@
+"""Reading users' own data files: TSV, CSV, JSON lines and Parquet, through pyarrow.
+
+:func:`read_table` reads the text column and the label column of a file (the usual names are found by
+themselves) and checks every row like :func:`sst2.data.splits.read_split` does: every problem is reported
+with the file and the line (for Parquet, the 0-based row), nothing is dropped. TSV is read with quoting
+off (SST-style files have no quoting), so an SST folder reads exactly as ``read_split`` reads it.
+:func:`iter_rows` streams every column of a file in chunks of dict rows, and :class:`RowWriter` writes
+such rows (plus new columns) back in the same format, for a predict command.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from sst2.data.splits import MAX_REPORTED, DataError, quote
+from sst2.errors import one_line
+
+FORMATS = ("tsv", "csv", "jsonl", "parquet")
+EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
+              ".parquet": "parquet", ".pq": "parquet"}
+_ALIASES = {"json": "jsonl", "ndjson": "jsonl", "pq": "parquet"}
+TEXT_COLUMNS = ("sentence", "text", "review")
+LABEL_COLUMNS = ("label", "labels", "sentiment")
+_BREAKS = rb"\r\n|\r|\n"  # what pyarrow's CSV reader takes for a line end
+_INT = re.compile(r"[+-]?\d+")
+_FLOAT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
+
+
+def detect_format(path: str | os.PathLike, fmt: str | None = None) -> str:
+    """``fmt`` if given (``json``, ``ndjson`` and ``pq`` are accepted too), else from the extension."""
+    if fmt:
+        name = _ALIASES.get(fmt.lower().lstrip("."), fmt.lower().lstrip("."))
+        if name not in FORMATS:
+            raise DataError(f"{path}: unknown format {quote(fmt)} (formats: {', '.join(FORMATS)})")
+        return name
+    suffix = Path(path).suffix.lower()
+    if suffix not in EXTENSIONS:
+        raise DataError(f"{path}: cannot tell the format from the extension {quote(suffix or '(none)')} "
+                        f"(extensions: {', '.join(EXTENSIONS)}); pass --format ({', '.join(FORMATS)})")
+    return EXTENSIONS[suffix]
+
+
+def where(path, n: int, unit: str = "line") -> str:
+    """``path:LINE``, or ``path: row N`` for Parquet (``unit="row"``), to start a message."""
+    return f"{path}: row {n}" if unit == "row" else f"{path}:{n}"
+
+
+def raise_problems(problems: list[str]) -> None:
+    """Raise one :class:`DataError` listing up to ``MAX_REPORTED`` problems (none: return)."""
+    if problems:
+        more = len(problems) - MAX_REPORTED
+        raise DataError("\n".join(problems[:MAX_REPORTED]) + (f"\n... and {more} more problem(s)" if more > 0 else ""))
+
+
+def pick_columns(columns, path, text_column: str | None = None, label_column: str | None = None,
+                 require_labels: bool = True) -> tuple[str, str | None]:
+    """The text and label columns among ``columns``: the explicit names, else the first usual name present
+    (exact match first, then ignoring case). No label column is ``None`` unless labels are required."""
+    columns = list(columns)
+    found = ", ".join(columns) or "none"
+    if text_column and label_column and text_column == label_column:
+        raise DataError(f"{path}: the text column and the label column are both {quote(text_column)}")
+    text = _pick(columns, text_column, TEXT_COLUMNS)
+    if text is None:
+        raise DataError(_not_found(path, "text", text_column, TEXT_COLUMNS, found))
+    label = _pick([c for c in columns if c != text], label_column, LABEL_COLUMNS)
+    if label is None and (require_labels or label_column):
+        raise DataError(_not_found(path, "label", label_column, LABEL_COLUMNS, found))
+    return text, label
+
+
+def _pick(columns: list[str], explicit: str | None, usual: tuple[str, ...]) -> str | None:
+    if explicit:
+        return explicit if explicit in columns else None
+    for name in usual:
+        if name in columns:
+            return name
+    for name in usual:
+        for c in columns:
+            if c.lower() == name:
+                return c
+    return None
+
+
+def _not_found(path, kind: str, explicit: str | None, usual: tuple[str, ...], found: str) -> str:
+    if explicit:
+        return f"{path}: no column {quote(explicit)} (found: {found}); check --{kind}-column"
+    return f"{path}: no {kind} column (looked for {', '.join(usual)}; found: {found}); pass --{kind}-column"
+
+
+@dataclass
+class RawTable:
+    """The text and raw label columns of a file: ``labels`` as read (int or str; ``None`` entries only when
+    labels were not required), ``lines`` the line of each row (header = line 1), or for Parquet its row."""
+
+    path: Path
+    texts: list[str]
+    labels: list | None
+    lines: list[int]
+    sha256: str
+    text_column: str
+    label_column: str | None
+    format: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def unit(self) -> str:
+        return "row" if self.format == "parquet" else "line"
+
+    def where(self, i: int) -> str:
+        """Where row ``i`` is, to start a message: ``path:LINE`` or ``path: row N``."""
+        return where(self.path, self.lines[i], self.unit)
+
+
+@dataclass
+class _Loaded:
+    columns: list[str]
+    fetch: object  # column name -> list of Python values
+    lines: list[int]
+    sha256: str
+
+
+def read_table(path: str | os.PathLike, fmt: str | None = None, text_column: str | None = None,
+               label_column: str | None = None, require_labels: bool = True) -> RawTable:
+    """Read and check the text and label columns of a TSV, CSV, JSON lines or Parquet file."""
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty" + (" (expected a header line)" if fmt in ("tsv", "csv") else ""))
+    loaded = _read_parquet(path) if fmt == "parquet" else _read_jsonl(path) if fmt == "jsonl" else _read_delimited(path, fmt)
+    text, label = pick_columns(loaded.columns, path, text_column, label_column, require_labels)
+    unit = "row" if fmt == "parquet" else "line"
+    problems: list[str] = []
+    texts = _check_texts(loaded.fetch(text), text, loaded.lines, path, unit, problems)
+    labels = None
+    if label is not None:
+        labels = _check_labels(loaded.fetch(label), label, loaded.lines, path, unit, require_labels, problems)
+    raise_problems(problems)
+    if not texts:
+        raise DataError(f"{path}: no data rows" + (" after the header" if fmt in ("tsv", "csv") else ""))
+    return RawTable(path, texts, labels, loaded.lines, loaded.sha256, text, label, fmt)
+
+
+def _check_texts(values: list, column: str, lines: list[int], path, unit: str, problems: list[str]) -> list[str]:
+    texts = []
+    for line, t in zip(lines, values):
+        if t is None:
+            problems.append(f"{where(path, line, unit)}: no text in column '{column}'")
+        elif not isinstance(t, str):
+            problems.append(f"{where(path, line, unit)}: text in column '{column}' is not a string: {quote(repr(t))}")
+        elif not t.strip():
+            problems.append(f"{where(path, line, unit)}: empty text in column '{column}'")
+        else:
+            texts.append(t.strip())  # outer whitespace only, as read_split does (GLUE's trailing spaces)
+    return texts
+
+
+def label_value(value) -> int | str | None:
+    """A raw label as int or str (whole floats and integer strings are ints; ``None``, ``""`` and NaN are no
+    label); raises ``ValueError`` for other floats, booleans and nested values."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+        raise ValueError(f"label must be an integer or a string, got {quote(json.dumps(value))}")
+    if isinstance(value, str):
+        value = value.strip()
+        if not value:
+            return None
+        if _INT.fullmatch(value):
+            return int(value)
+        if not _FLOAT.fullmatch(value):
+            return value
+        value = float(value)
+    if isinstance(value, float):
+        if value != value:  # NaN: pandas' missing value
+            return None
+        if not value.is_integer():
+            raise ValueError(f"label {value!r} is not a whole number")
+        return int(value)
+    if isinstance(value, int):
+        return value
+    raise ValueError(f"label must be an integer or a string, got {quote(repr(value))}")
+
+
+def _check_labels(values: list, column: str, lines: list[int], path, unit: str, required: bool,
+                  problems: list[str]) -> list:
+    labels, first = [], {}
+    for line, v in zip(lines, values):
+        try:
+            y = label_value(v)
+        except ValueError as exc:
+            problems.append(f"{where(path, line, unit)}: {exc} in column '{column}'")
+            continue
+        if y is None and required:
+            problems.append(f"{where(path, line, unit)}: no label in column '{column}'")
+            continue
+        if y is not None:
+            first.setdefault(type(y), (line, y))
+        labels.append(y)
+    if int in first and str in first:
+        (li, i), (ls, s) = first[int], first[str]
+        problems.insert(0, f"{path}: column '{column}' mixes integer and string labels "
+                           f"(integer {i} at {unit} {li}, string {quote(s)} at {unit} {ls}); use one kind")
+    return labels
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _utf8_problems(path, lines) -> list[str]:
+    """A problem for each of ``lines`` (bytes, numbered from 1) that is not valid UTF-8."""
+    problems = []
+    for lineno, line in enumerate(lines, start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problems.append(f"{path}:{lineno}: invalid UTF-8 at byte {exc.start + 1} of the line ({exc.reason})")
+    return problems
+
+
+def _check_utf8(path: Path, raw: bytes) -> None:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise_problems(_utf8_problems(path, raw.split(b"\n")))
+
+
+def _json_row(path, lineno: int, line: bytes) -> tuple[dict | None, str | None]:
+    """One JSON line as ``(row, None)``, or ``(None, problem)``."""
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if isinstance(exc, UnicodeDecodeError):
+            return None, _utf8_problems(path, [b""] * (lineno - 1) + [line])[0]
+        return None, f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+    if not isinstance(row, dict):
+        kind = {list: "an array", str: "a string"}.get(type(row), "a " + type(row).__name__)
+        return None, f"{path}:{lineno}: expected a JSON object, got {kind} (JSON lines: one object a line)"
+    return row, None
+
+
+# ---- TSV and CSV ----------------------------------------------------------------------------------------
+
+def _csv_options(fmt: str, bad: dict | None):
+    """pyarrow read and parse options; rows with a wrong number of columns go into ``bad`` (or are an error)."""
+
+    def handler(row) -> str:
+        if bad is not None and row.number not in bad:
+            bad[row.number] = row
+        return "skip"
+
+    read = pacsv.ReadOptions(use_threads=False)
+    if fmt == "tsv":  # SST-style: no quoting, one row per line
+        parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, ignore_empty_lines=False, invalid_row_handler=handler)
+    else:
+        parse = pacsv.ParseOptions(delimiter=",", quote_char='"', double_quote=True, newlines_in_values=True,
+                                   ignore_empty_lines=False, invalid_row_handler=handler)
+    return read, parse
+
+
+def _open_csv(source, fmt: str, bad: dict | None):
+    """A streaming pyarrow CSV reader that reads every column as a string (no type guessing: '007' stays)."""
+    read, parse = _csv_options(fmt, None)
+    names = pacsv.open_csv(source(), read_options=read, parse_options=parse).schema.names
+    read, parse = _csv_options(fmt, bad)
+    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
+    return names, pacsv.open_csv(source(), read_options=read, parse_options=parse, convert_options=convert)
+
+
+def _spans(table, fmt: str) -> list[int]:
+    """How many physical lines each row takes (quoted CSV values may hold line breaks)."""
+    if fmt == "tsv" or table.num_rows == 0:
+        return [1] * table.num_rows
+    total = None
+    for col in table.columns:
+        n = pc.fill_null(pc.count_substring_regex(col, _BREAKS.decode()), 0)
+        total = n if total is None else pc.add(total, n)
+    return [1 + k for k in total.to_pylist()]
+
+
+def _bad_row(path, line: int, row, fmt: str) -> str:
+    sep = "tab" if fmt == "tsv" else "comma"
+    msg = f"{path}:{line}: expected {row.expected_columns} {sep}-separated columns, got {row.actual_columns}"
+    span = 1 + len(re.findall(_BREAKS.decode(), row.text))
+    if fmt == "csv" and span > 1 and '"' in row.text:
+        msg += f" (an unbalanced quote? the row runs over {span} lines)"
+    return msg
+
+
+def _read_delimited(path: Path, fmt: str) -> _Loaded:
+    raw = path.read_bytes()
+    _check_utf8(path, raw)
+    bad: dict = {}
+    try:
+        names, reader = _open_csv(lambda: io.BytesIO(raw), fmt, bad)
+        table = reader.read_all()
+    except pa.ArrowInvalid as exc:
+        raise DataError(f"{path}: cannot read as {fmt.upper()} ({one_line(exc)})") from None
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}:1: duplicate column name(s) in the header: {', '.join(map(quote, dupes))}")
+    spans, lines, problems, line = iter(_spans(table, fmt)), [], [], 2
+    for ordinal in range(2, 2 + table.num_rows + len(bad)):  # pyarrow numbers the rows from the header = 1
+        if ordinal in bad:
+            problems.append(_bad_row(path, line, bad[ordinal], fmt))
+            line += 1 + len(re.findall(_BREAKS.decode(), bad[ordinal].text))
+        else:
+            lines.append(line)
+            line += next(spans, 1)
+    total = raw.count(b"\n") + (not raw.endswith(b"\n"))
+    if line - 1 < total:  # pyarrow drops a quoted value left open at the end of the file without a word
+        problems.append(f"{path}:{line}: unbalanced quote: the quoted value opened here runs to the end of the "
+                        f"file (lines {line}-{total} were not read)")
+    raise_problems(problems)
+    return _Loaded(names, lambda name: table.column(name).to_pylist(), lines, hashlib.sha256(raw).hexdigest())
+
+
+# ---- JSON lines -----------------------------------------------------------------------------------------
+
+def _read_jsonl(path: Path) -> _Loaded:
+    raw = path.read_bytes()
+    _check_utf8(path, raw)  # pyarrow.json would replace bad bytes without a word
+    digest = hashlib.sha256(raw).hexdigest()
+    numbered = [(i, line) for i, line in enumerate(raw.split(b"\n"), start=1) if line.strip()]
+    if not numbered:
+        raise DataError(f"{path}: no data rows (only blank lines)")
+    lines = [i for i, _ in numbered]
+    try:
+        table = pajson.read_json(io.BytesIO(raw))
+        if table.num_rows == len(lines):
+            return _Loaded(table.column_names, lambda name: table.column(name).to_pylist(), lines, digest)
+    except pa.ArrowInvalid:
+        pass  # a syntax error, or values of different kinds in one field: read it line by line to say where
+    parsed = [_json_row(path, lineno, line) for lineno, line in numbered]
+    raise_problems([problem for _, problem in parsed if problem])
+    rows = [row for row, _ in parsed]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    return _Loaded(columns, lambda name: [row.get(name) for row in rows], lines, digest)
+
+
+# ---- Parquet --------------------------------------------------------------------------------------------
+
+def _parquet_error(path, exc: Exception) -> DataError:
+    return DataError(f"{path}: not a readable Parquet file ({one_line(exc)})")
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _parquet_error(path, exc) from None
+
+
+def _read_parquet(path: Path) -> _Loaded:
+    pf = _open_parquet(path)
+
+    def fetch(name: str) -> list:
+        try:
+            return pf.read(columns=[name]).column(0).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise _parquet_error(path, exc) from None
+
+    return _Loaded(pf.schema_arrow.names, fetch, list(range(pf.metadata.num_rows)), sha256_file(path))
+
+
+# ---- streaming ------------------------------------------------------------------------------------------
+
+def iter_rows(path: str | os.PathLike, fmt: str | None = None, chunk: int = 1024):
+    """Yield lists of ``chunk`` dict rows (all columns; the last list may be shorter), in file order, holding
+    about one chunk in memory. TSV and CSV values are strings, as in the file."""
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    if fmt == "parquet":
+        batches = _iter_parquet(path, chunk)
+    elif fmt == "jsonl":
+        batches = _iter_jsonl(path, chunk)
+    else:
+        batches = _iter_delimited(path, fmt)
+    buffer: list[dict] = []
+    for rows in batches:
+        buffer.extend(rows)
+        while len(buffer) >= chunk:
+            yield buffer[:chunk]
+            del buffer[:chunk]
+    if buffer:
+        yield buffer
+
+
+def _iter_parquet(path: Path, chunk: int):
+    pf = _open_parquet(path)
+    try:
+        for batch in pf.iter_batches(batch_size=chunk):
+            yield batch.to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise _parquet_error(path, exc) from None
+
+
+def _iter_jsonl(path: Path, chunk: int):
+    rows = []
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row, problem = _json_row(path, lineno, line)
+            raise_problems([problem] if problem else [])
+            rows.append(row)
+            if len(rows) == chunk:
+                yield rows
+                rows = []
+    yield rows
+
+
+def _iter_delimited(path: Path, fmt: str):
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (expected a header line)")
+    bad: dict = {}
+    consumed = 1  # lines read so far, the header included
+    try:
+        _, reader = _open_csv(lambda: str(path), fmt, bad)
+        for batch in reader:
+            if bad:
+                break
+            consumed += sum(_spans(batch, fmt))
+            yield batch.to_pylist()
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc):
+            with open(path, "rb") as f:
+                raise_problems(_utf8_problems(path, f)[:1])
+        raise DataError(f"{path}: cannot read as {fmt.upper()} ({one_line(exc)})") from None
+    if bad:
+        row = bad[min(bad)]
+        if fmt == "tsv":  # one row a line
+            raise DataError(_bad_row(path, row.number, row, fmt))
+        raise DataError(f"{path}: record {row.number} (the header is record 1): expected {row.expected_columns} "
+                        f"comma-separated columns, got {row.actual_columns}")
+    total = _count_lines(path)
+    if consumed < total:
+        raise DataError(f"{path}:{consumed + 1}: unbalanced quote: the quoted value opened here runs to the end "
+                        f"of the file (lines {consumed + 1}-{total} were not read)")
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in the file (LF-ended, the last one maybe not), reading 1 MiB at a time."""
+    total, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            total, last = total + block.count(b"\n"), block[-1:]
+    return total + (last != b"\n")
+
+
+# ---- writing --------------------------------------------------------------------------------------------
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+class RowWriter:
+    """Write dict rows (as :func:`iter_rows` yields them, plus new columns) to ``path`` in ``fmt``.
+
+    The rows go to a temporary file beside ``path``, renamed to ``path`` by :meth:`close`; :meth:`abort` (or
+    leaving a ``with`` block by an exception) removes it. An existing ``path`` is kept unless ``overwrite``.
+    The columns are those of the first rows (keys in order of appearance), or ``columns``."""
+
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False,
+                 columns: list[str] | None = None):
+        self.path = Path(path)
+        self.format = detect_format(self.path, fmt)
+        self.overwrite = overwrite
+        self._check_target()
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.columns = list(columns) if columns is not None else None
+        self.rows = 0
+        self._file = self._pq = self._schema = None
+
+    def _check_target(self) -> None:
+        if self.path.exists() and not self.overwrite:
+            raise DataError(f"{self.path}: output file already exists (pass --overwrite to replace it)")
+
+    def write(self, rows: list[dict]) -> None:
+        rows = list(rows)
+        if self.columns is None:
+            if not rows:
+                return
+            self.columns = list(dict.fromkeys(k for row in rows for k in row))
+        if self.format != "jsonl":
+            extra = {k for row in rows for k in row} - set(self.columns)
+            if extra:
+                raise DataError(f"{self.path}: rows have column(s) {', '.join(sorted(map(quote, extra)))} "
+                                f"that the first rows had not ({', '.join(self.columns)})")
+        if self.format == "parquet":
+            self._write_parquet(rows)
+        else:
+            self._write_text(rows)
+        self.rows += len(rows)
+
+    def _write_text(self, rows: list[dict]) -> None:
+        if self._file is None:
+            self._file = open(self.tmp, "w", encoding="utf-8", newline="")
+            if self.format == "csv":
+                self._csv = csv.writer(self._file, lineterminator="\n")
+            if self.format in ("csv", "tsv") and self.columns:
+                self._write_record(self.columns)
+        for row in rows:
+            if self.format == "jsonl":
+                self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            else:
+                self._write_record([_cell(row.get(c)) for c in self.columns])
+
+    def _write_record(self, cells: list[str]) -> None:
+        if self.format == "csv":
+            self._csv.writerow(cells)
+            return
+        for cell in cells:  # TSV has no quoting: a tab or a line break in a value cannot be written
+            if re.search(r"[\t\r\n]", cell):
+                raise DataError(f"{self.path}: cannot write {quote(cell)} to a TSV file (it holds a tab or a "
+                                "line break, and TSV has no quoting); write CSV or JSON lines instead")
+        self._file.write("\t".join(cells) + "\n")
+
+    def _write_parquet(self, rows: list[dict]) -> None:
+        try:
+            if self._schema is None:
+                table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows])
+                fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
+                self._schema = pa.schema(fields)
+                self._pq = pq.ParquetWriter(self.tmp, self._schema)
+            table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows], schema=self._schema)
+            self._pq.write_table(table)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{self.path}: cannot write the rows to Parquet ({one_line(exc)})") from None
+
+    def close(self) -> Path:
+        """Finish the file and move it to ``path`` (an empty file if nothing was written)."""
+        if self.format == "parquet":
+            if self._pq is None:
+                self._schema = pa.schema([(c, pa.string()) for c in self.columns or []])
+                self._pq = pq.ParquetWriter(self.tmp, self._schema)
+            self._pq.close()
+        else:
+            if self._file is None:
+                self._write_text([])
+            self._file.close()
+        try:
+            self._check_target()  # created by someone else meanwhile
+        except DataError:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written; ``path`` is left as it was."""
+        for handle in (self._file, self._pq):
+            if handle is not None:
+                handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
