@@ -94,7 +94,7 @@ def test_truncation_is_reported(torch_clf):
     assert truncated == [True] and len(ids[0]) == torch_clf.max_length
     two = Prediction("positive", {"negative": 0.1, "positive": 0.9}, False)
     assert two.to_dict() == {"label": "positive", "positive_prob": 0.9,
-                             "probabilities": {"negative": 0.1, "positive": 0.9}, "truncated": False}
+                             "probabilities": {"negative": 0.1, "positive": 0.9}, "truncated": False, "windows": 1}
     three = Prediction("b", {"a": 0.2, "b": 0.5, "c": 0.3}, True).to_dict()
     assert "positive_prob" not in three and three["probabilities"] == {"a": 0.2, "b": 0.5, "c": 0.3}
 
@@ -193,7 +193,7 @@ def test_cli_predict_from_arguments(exported_dir, capsys):
     assert main(["predict", "--model-dir", str(exported_dir), "--runtime", "onnx", "good film", "dull plot"]) == 0
     rows = _lines(capsys.readouterr().out)
     assert [r["text"] for r in rows] == ["good film", "dull plot"]
-    assert all(set(r) == {"text", "label", "positive_prob", "probabilities", "truncated"} for r in rows)
+    assert all(set(r) == {"text", "label", "positive_prob", "probabilities", "truncated", "windows"} for r in rows)
     assert all(r["label"] in ("negative", "positive") and 0 <= r["positive_prob"] <= 1 for r in rows)
 
 
@@ -327,3 +327,26 @@ def test_predict_with_onnx_does_not_import_torch(exported_dir):
             f"rc = main(['predict', '--model-dir', {str(exported_dir)!r}, '--runtime', 'onnx-int8', 'good film']); "
             "assert rc == 0 and 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_long_texts_are_scored_as_overlapping_windows_and_averaged(tiny_model_dir, exported_dir, torch_clf):
+    from sst2.calibration import probabilities
+
+    win = SentimentClassifier.from_pretrained(tiny_model_dir, threads=1, long_texts="windows", window_overlap=8)
+    windows = win.windows([LONG])[0]
+    assert len(windows) > 1 and all(len(w) <= win.max_length for w in windows)
+    assert all(w[0] == windows[0][0] and w[-1] == windows[0][-1] for w in windows)  # [CLS] ... [SEP] each
+    # each window alone through the model, then the mean of the calibrated probabilities
+    alone = np.concatenate([win.logits_from_ids([w]) for w in windows])
+    expected = probabilities(alone, win.temperature).mean(0)
+    (pred,) = win.predict_details([LONG])
+    assert pred.windows == len(windows) and not pred.truncated
+    np.testing.assert_allclose(list(pred.probabilities.values()), expected, atol=1e-6)
+    # a text that fits is one window, scored exactly as with truncation
+    short = ["good film", "the plot is dull"]
+    np.testing.assert_allclose(win.predict_proba(short), torch_clf.predict_proba(short), atol=1e-7)
+    onnx = SentimentClassifier.from_pretrained(exported_dir, runtime="onnx", threads=1, long_texts="windows",
+                                               window_overlap=8)
+    np.testing.assert_allclose(onnx.predict_proba([LONG]), win.predict_proba([LONG]), atol=1e-4)
+    with pytest.raises(ValueError, match="window_overlap must be in 0..29, got 40"):
+        SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_overlap=40)

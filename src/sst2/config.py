@@ -116,6 +116,10 @@ class EvaluateConfig:
     split: str = opt("test", "which split to score", choices=["train", "dev", "test"])
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=["torch", "onnx", "onnx-int8"])
+    long_texts: str = opt("truncate", "a text longer than the model's max_length: 'truncate' scores its first "
+                                      "max_length tokens, 'windows' scores overlapping windows of max_length "
+                                      "tokens and averages their probabilities", choices=["truncate", "windows"])
+    window_overlap: int | None = opt(None, "tokens shared by consecutive windows (default: a quarter of max_length)")
     batch_size: int = opt(64, "inference batch size")
     json: bool = opt(False, "print the metrics as JSON")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
@@ -138,6 +142,10 @@ class PredictConfig:
                                   "(or \\r\\n) only; one output line per input line, an empty line is an error")
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=RUNTIME_CHOICES)
+    long_texts: str = opt("truncate", "a text longer than the model's max_length: 'truncate' scores its first "
+                                      "max_length tokens, 'windows' scores overlapping windows of max_length "
+                                      "tokens and averages their probabilities", choices=["truncate", "windows"])
+    window_overlap: int | None = opt(None, "tokens shared by consecutive windows (default: a quarter of max_length)")
     batch_size: int = opt(64, "inference batch size (texts are length-sorted into batches)")
     threads: int | None = opt(None, "intra-op threads per model call (default: torch's choice; physical cores "
                                     "for onnx, divided among --workers)")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sst2.data.readers import RawTable, raise_problems, where as _where
+from sst2.data.readers import RawTable, raise_problems
+from sst2.data.readers import where as _where
 from sst2.data.splits import LABEL_NAMES, DataError, quote
 from sst2.errors import one_line
 

@@ -14,10 +14,12 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -133,6 +135,7 @@ class _Loaded:
     fetch: object  # column name -> list of Python values
     lines: list[int]
     sha256: str
+    problems: list[str] = field(default_factory=list)  # rows that could not be read, reported with the rest
 
 
 def read_table(path: str | os.PathLike, fmt: str | None = None, text_column: str | None = None,
@@ -147,7 +150,7 @@ def read_table(path: str | os.PathLike, fmt: str | None = None, text_column: str
     loaded = _read_parquet(path) if fmt == "parquet" else _read_jsonl(path) if fmt == "jsonl" else _read_delimited(path, fmt)
     text, label = pick_columns(loaded.columns, path, text_column, label_column, require_labels)
     unit = "row" if fmt == "parquet" else "line"
-    problems: list[str] = []
+    problems = loaded.problems
     texts = _check_texts(loaded.fetch(text), text, loaded.lines, path, unit, problems)
     labels = None
     if label is not None:
@@ -174,11 +177,11 @@ def _check_texts(values: list, column: str, lines: list[int], path, unit: str, p
 
 def label_value(value) -> int | str | None:
     """A raw label as int or str (whole floats and integer strings are ints; ``None``, ``""`` and NaN are no
-    label); raises ``ValueError`` for other floats, booleans and nested values."""
+    label); raises ``ValueError`` for other floats, ``TypeError`` for booleans and nested values."""
     if value is None:
         return None
-    if isinstance(value, bool) or isinstance(value, (list, dict)):
-        raise ValueError(f"label must be an integer or a string, got {quote(json.dumps(value))}")
+    if isinstance(value, (bool, list, dict)):
+        raise TypeError(f"label must be an integer or a string, got {quote(json.dumps(value))}")
     if isinstance(value, str):
         value = value.strip()
         if not value:
@@ -189,14 +192,14 @@ def label_value(value) -> int | str | None:
             return value
         value = float(value)
     if isinstance(value, float):
-        if value != value:  # NaN: pandas' missing value
+        if math.isnan(value):  # pandas' missing value
             return None
         if not value.is_integer():
             raise ValueError(f"label {value!r} is not a whole number")
         return int(value)
     if isinstance(value, int):
         return value
-    raise ValueError(f"label must be an integer or a string, got {quote(repr(value))}")
+    raise TypeError(f"label must be an integer or a string, got {quote(repr(value))}")
 
 
 def _check_labels(values: list, column: str, lines: list[int], path, unit: str, required: bool,
@@ -205,7 +208,7 @@ def _check_labels(values: list, column: str, lines: list[int], path, unit: str, 
     for line, v in zip(lines, values):
         try:
             y = label_value(v)
-        except ValueError as exc:
+        except (TypeError, ValueError) as exc:
             problems.append(f"{where(path, line, unit)}: {exc} in column '{column}'")
             continue
         if y is None and required:
@@ -222,11 +225,8 @@ def _check_labels(values: list, column: str, lines: list[int], path, unit: str, 
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _utf8_problems(path, lines) -> list[str]:
@@ -300,13 +300,24 @@ def _spans(table, fmt: str) -> list[int]:
     return [1 + k for k in total.to_pylist()]
 
 
-def _bad_row(path, line: int, row, fmt: str) -> str:
+def _bad_row(start: str, row, fmt: str) -> str:
+    """``start`` (``path:LINE``) and what is wrong with a row of the wrong width."""
     sep = "tab" if fmt == "tsv" else "comma"
-    msg = f"{path}:{line}: expected {row.expected_columns} {sep}-separated columns, got {row.actual_columns}"
+    msg = f"{start}: expected {row.expected_columns} {sep}-separated columns, got {row.actual_columns}"
     span = 1 + len(re.findall(_BREAKS.decode(), row.text))
-    if fmt == "csv" and span > 1 and '"' in row.text:
-        msg += f" (an unbalanced quote? the row runs over {span} lines)"
+    if fmt == "csv" and row.text.count('"') % 2:
+        msg += " (an unbalanced quote?" + (f" the row runs over {span} lines)" if span > 1 else ")")
     return msg
+
+
+def _unread(path, consumed: int, total: int, last: int) -> list[str]:
+    """Rows and lines disagree: a quoted value open at the end of the file took the line ends into it (pyarrow
+    says nothing), or lines were not read."""
+    if consumed > total:
+        return [f"{path}:{last}: unbalanced quote: a quoted value of this row runs to the end of the file"]
+    if consumed < total:
+        return [f"{path}:{consumed + 1}: lines {consumed + 1}-{total} were not read (an unbalanced quote?)"]
+    return []
 
 
 def _read_delimited(path: Path, fmt: str) -> _Loaded:
@@ -324,17 +335,14 @@ def _read_delimited(path: Path, fmt: str) -> _Loaded:
     spans, lines, problems, line = iter(_spans(table, fmt)), [], [], 2
     for ordinal in range(2, 2 + table.num_rows + len(bad)):  # pyarrow numbers the rows from the header = 1
         if ordinal in bad:
-            problems.append(_bad_row(path, line, bad[ordinal], fmt))
+            problems.append(_bad_row(f"{path}:{line}", bad[ordinal], fmt))
             line += 1 + len(re.findall(_BREAKS.decode(), bad[ordinal].text))
         else:
             lines.append(line)
             line += next(spans, 1)
-    total = raw.count(b"\n") + (not raw.endswith(b"\n"))
-    if line - 1 < total:  # pyarrow drops a quoted value left open at the end of the file without a word
-        problems.append(f"{path}:{line}: unbalanced quote: the quoted value opened here runs to the end of the "
-                        f"file (lines {line}-{total} were not read)")
-    raise_problems(problems)
-    return _Loaded(names, lambda name: table.column(name).to_pylist(), lines, hashlib.sha256(raw).hexdigest())
+    breaks = raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n")
+    problems += _unread(path, line - 1, breaks + (not raw.endswith((b"\n", b"\r"))), lines[-1] if lines else 2)
+    return _Loaded(names, lambda name: table.column(name).to_pylist(), lines, hashlib.sha256(raw).hexdigest(), problems)
 
 
 # ---- JSON lines -----------------------------------------------------------------------------------------
@@ -440,13 +448,15 @@ def _iter_delimited(path: Path, fmt: str):
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (expected a header line)")
     bad: dict = {}
-    consumed = 1  # lines read so far, the header included
+    consumed, last = 1, 2  # lines read so far (the header included); the line of the last row
     try:
         _, reader = _open_csv(lambda: str(path), fmt, bad)
         for batch in reader:
             if bad:
                 break
-            consumed += sum(_spans(batch, fmt))
+            spans = _spans(batch, fmt)
+            consumed += sum(spans)
+            last = consumed + 1 - spans[-1] if spans else last
             yield batch.to_pylist()
     except pa.ArrowInvalid as exc:
         if "UTF8" in str(exc):
@@ -454,24 +464,21 @@ def _iter_delimited(path: Path, fmt: str):
                 raise_problems(_utf8_problems(path, f)[:1])
         raise DataError(f"{path}: cannot read as {fmt.upper()} ({one_line(exc)})") from None
     if bad:
-        row = bad[min(bad)]
-        if fmt == "tsv":  # one row a line
-            raise DataError(_bad_row(path, row.number, row, fmt))
-        raise DataError(f"{path}: record {row.number} (the header is record 1): expected {row.expected_columns} "
-                        f"comma-separated columns, got {row.actual_columns}")
-    total = _count_lines(path)
-    if consumed < total:
-        raise DataError(f"{path}:{consumed + 1}: unbalanced quote: the quoted value opened here runs to the end "
-                        f"of the file (lines {consumed + 1}-{total} were not read)")
+        row = bad[min(bad)]  # a TSV row is a line; a CSV record may span lines
+        raise DataError(_bad_row(f"{path}:{row.number}" if fmt == "tsv" else f"{path}: record {row.number} "
+                                 "(the header is record 1)", row, fmt))
+    raise_problems(_unread(path, consumed, _count_lines(path), last))
 
 
 def _count_lines(path: Path) -> int:
-    """Lines in the file (LF-ended, the last one maybe not), reading 1 MiB at a time."""
-    total, last = 0, b"\n"
+    """Lines in the file as pyarrow counts them (CRLF, CR or LF ends one), reading 1 MiB at a time."""
+    total, end = 0, b"\n"
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
-            total, last = total + block.count(b"\n"), block[-1:]
-    return total + (last != b"\n")
+            straddle = end == b"\r" and block.startswith(b"\n")  # a CRLF cut in two
+            total += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n") - straddle
+            end = block[-1:]
+    return total + (end not in (b"\n", b"\r"))
 
 
 # ---- writing --------------------------------------------------------------------------------------------
@@ -527,7 +534,7 @@ class RowWriter:
 
     def _write_text(self, rows: list[dict]) -> None:
         if self._file is None:
-            self._file = open(self.tmp, "w", encoding="utf-8", newline="")
+            self._file = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed by close())
             if self.format == "csv":
                 self._csv = csv.writer(self._file, lineterminator="\n")
             if self.format in ("csv", "tsv") and self.columns:
@@ -544,7 +551,8 @@ class RowWriter:
             return
         for cell in cells:  # TSV has no quoting: a tab or a line break in a value cannot be written
             if re.search(r"[\t\r\n]", cell):
-                raise DataError(f"{self.path}: cannot write {quote(cell)} to a TSV file (it holds a tab or a "
+                shown = quote(cell.replace("\t", "\\t").replace("\n", "\\n"))
+                raise DataError(f"{self.path}: cannot write {shown} to a TSV file (it holds a tab or a "
                                 "line break, and TSV has no quoting); write CSV or JSON lines instead")
         self._file.write("\t".join(cells) + "\n")
 
@@ -586,7 +594,7 @@ class RowWriter:
                 handle.close()
         self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> RowWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -19,12 +19,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if not split.labelled:
         raise UserError(f"{split.path}: split '{cfg.split}' has no labels, so it cannot be scored")
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
-                                              batch_size=cfg.batch_size)
+                                              batch_size=cfg.batch_size, long_texts=cfg.long_texts,
+                                              window_overlap=cfg.window_overlap)
     t0 = time.perf_counter()
     proba = clf.predict_proba(split.texts)
     seconds = time.perf_counter() - t0
     preds = proba.argmax(1).tolist()
-    m = {"split": cfg.split, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime,
+    m = {"split": cfg.split, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime, "long_texts": cfg.long_texts,
          **classification_metrics(split.labels, preds, clf.labels), "seconds": round(seconds, 3),
          "threads": cfg.threads}
     print(json.dumps(m, indent=2) if cfg.json else format_metrics(m))

@@ -21,6 +21,7 @@ import numpy as np
 from sst2.calibration import probabilities
 from sst2.data.batching import pad_batch, score
 from sst2.data.text import normalize_texts
+from sst2.errors import UserError
 from sst2.inference.runtimes import (RUNTIMES, OnnxRunner, RuntimeUnavailableError, TorchRunner, onnx_path,
                                      physical_cores)
 from sst2.modeling.modeldir import CARD_FILE, load_tokenizer, read_spec
@@ -28,11 +29,19 @@ from sst2.modeling.modeldir import CARD_FILE, load_tokenizer, read_spec
 DEFAULT_LABELS = ("negative", "positive")
 
 
+class OptionError(UserError, ValueError):
+    """An option the classifier cannot take (workers, windows)."""
+
+
+LONG_TEXTS = ("truncate", "windows")
+
+
 @dataclass(frozen=True)
 class Prediction:
     label: str  # the most probable label name
     probabilities: dict  # label name -> calibrated probability, in label order
     truncated: bool  # the text had more tokens than the model's max_length; the rest were ignored
+    windows: int = 1  # windows scored (long_texts="windows"); 1 when truncating
 
     @property
     def positive_prob(self) -> float:
@@ -44,7 +53,7 @@ class Prediction:
         out = {"label": self.label}
         if len(self.probabilities) == 2:
             out["positive_prob"] = self.positive_prob
-        return {**out, "probabilities": dict(self.probabilities), "truncated": self.truncated}
+        return {**out, "probabilities": dict(self.probabilities), "truncated": self.truncated, "windows": self.windows}
 
 
 class SentimentClassifier:
@@ -52,10 +61,16 @@ class SentimentClassifier:
 
     def __init__(self, tokenizer, runner, spec: dict, runtime: str = "torch", model_dir: str | Path | None = None,
                  batch_size: int = 64, workers: int = 1, model=None, card: dict | None = None,
-                 pad_id: int | None = None):
-        """``tokenizer``: a Hugging Face fast tokenizer, or a ``tokenizers.Tokenizer`` with ``pad_id``."""
+                 pad_id: int | None = None, long_texts: str = "truncate", window_overlap: int | None = None):
+        """``tokenizer``: a Hugging Face fast tokenizer, or a ``tokenizers.Tokenizer`` with ``pad_id``.
+        ``long_texts``: ``truncate`` scores a text's first ``max_length`` tokens; ``windows`` scores every
+        window of ``max_length`` tokens, overlapping by ``window_overlap`` (default: a quarter), and
+        averages their probabilities."""
         if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+            raise OptionError(f"workers must be >= 1, got {workers}")
+        if long_texts not in LONG_TEXTS:
+            raise OptionError(f"long_texts must be one of {', '.join(LONG_TEXTS)}, got {long_texts!r}")
+        self.long_texts = long_texts
         self.tokenizer = tokenizer
         self.runner = runner
         self.spec = spec
@@ -74,11 +89,19 @@ class SentimentClassifier:
         self._encoder = Tokenizer.from_str(backend.to_str())
         self._encoder.no_padding()
         self._encoder.enable_truncation(self.max_length)
+        overlap = self.max_length // 4 if window_overlap is None else window_overlap
+        if not 0 <= overlap <= self.max_length - 3:  # a window holds [CLS], [SEP] and one token more than the overlap
+            raise OptionError(f"window_overlap must be in 0..{self.max_length - 3}, got {overlap}")
+        self.window_overlap = overlap
+        self._windows = Tokenizer.from_str(backend.to_str())
+        self._windows.no_padding()
+        self._windows.enable_truncation(self.max_length, stride=overlap)
 
     # --- loading and saving -----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, runtime: str = "torch", threads: int | None = None,
-                        batch_size: int = 64, workers: int = 1, spin: bool = True) -> "SentimentClassifier":
+                        batch_size: int = 64, workers: int = 1, spin: bool = True, long_texts: str = "truncate",
+                        window_overlap: int | None = None) -> "SentimentClassifier":
         """Load a model directory. ``threads``: intra-op threads of one model call (default: torch's
         choice, or the physical cores for onnx; with ``workers`` > 1 the cores divided among them).
         ``workers``: batches run this many at a time, each in its own thread; on a few cores two
@@ -97,7 +120,8 @@ class SentimentClassifier:
 
             set_threads(threads)
             model = SentimentModel.load(path)
-            return cls(model.tokenizer, TorchRunner(model), model.spec, runtime, path, batch_size, workers, model)
+            return cls(model.tokenizer, TorchRunner(model), model.spec, runtime, path, batch_size, workers, model,
+                       long_texts=long_texts, window_overlap=window_overlap)
         # The ONNX runtimes need only the tokenizer and the spec, not the PyTorch weights (nor torch).
         spec = read_spec(path)
         onnx_file = onnx_path(path, runtime)
@@ -106,7 +130,8 @@ class SentimentClassifier:
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise RuntimeUnavailableError(f"runtime {runtime!r} needs onnxruntime: pip install 'sst2[onnx]'") from exc
         tokenizer, pad_id = load_tokenizer(path)
-        return cls(tokenizer, runner, spec, runtime, path, batch_size, workers, pad_id=pad_id)
+        return cls(tokenizer, runner, spec, runtime, path, batch_size, workers, pad_id=pad_id, long_texts=long_texts,
+                   window_overlap=window_overlap)
 
     @classmethod
     def from_model(cls, model, card: dict | None = None, batch_size: int = 64) -> "SentimentClassifier":
@@ -167,12 +192,34 @@ class SentimentClassifier:
         """Logits are divided by it before the sigmoid or softmax (fitted on dev; ``sst2.calibration``)."""
         return float(self.spec.get("temperature", 1.0))
 
+    def windows(self, texts: list[str]) -> list[list[list[int]]]:
+        """Every text's windows of at most ``max_length`` tokens (special tokens included), overlapping by
+        ``window_overlap`` tokens; a short text is one window."""
+        encodings = self._windows.encode_batch(normalize_texts(list(texts), self.normalize), add_special_tokens=True)
+        return [[e.ids] + [o.ids for o in e.overflowing] for e in encodings]
+
+    def score(self, texts: list[str], batch_size: int | None = None, progress=None):
+        """``(probabilities (N, k), truncated, windows)``: calibrated class probabilities, whether a text
+        was cut, and how many windows it took (``long_texts``)."""
+        if self.long_texts == "truncate":
+            ids, truncated = self.tokenize(texts)
+            probs = probabilities(self.logits_from_ids(ids, batch_size, progress), self.temperature)
+            return probs, truncated, [1] * len(texts)
+        per_text = self.windows(texts)
+        flat = [w for ws in per_text for w in ws]
+        window_probs = probabilities(self.logits_from_ids(flat, batch_size, progress), self.temperature)
+        counts = [len(ws) for ws in per_text]
+        owner = np.repeat(np.arange(len(texts)), counts)
+        probs = np.zeros((len(texts), window_probs.shape[1]))
+        np.add.at(probs, owner, window_probs)
+        return probs / np.asarray(counts)[:, None], [False] * len(texts), counts
+
     def predict_proba(self, texts: str | list[str], batch_size: int | None = None) -> np.ndarray:
         """Calibrated class probabilities ``(N, n_classes)``, columns in :attr:`labels` order; rows sum to 1."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             return np.empty((0, len(self.labels)))
-        return probabilities(self.predict_logits(texts, batch_size), self.temperature)
+        return self.score(texts, batch_size)[0]
 
     def predict(self, texts: str | list[str], batch_size: int | None = None) -> str | list[str]:
         """The label name of a text, or a list of them for a list of texts."""
@@ -182,17 +229,16 @@ class SentimentClassifier:
         return names[0] if single else names
 
     def predict_details(self, texts: list[str], batch_size: int | None = None, progress=None) -> list[Prediction]:
-        """One :class:`Prediction` per text (label, positive probability, truncated), in input order.
-        ``progress(n)`` is called after each model call with its number of texts."""
+        """One :class:`Prediction` per text (label, probabilities, truncated, windows), in input order.
+        ``progress(n)`` is called after each model call with its number of texts (or windows)."""
         if isinstance(texts, str):
             raise TypeError("predict_details expects a list of texts, not a single string")
         if not texts:
             return []
-        ids, truncated = self.tokenize(texts)
-        probs = probabilities(self.logits_from_ids(ids, batch_size, progress), self.temperature)
+        probs, truncated, counts = self.score(texts, batch_size, progress)
         names = self.labels
-        return [Prediction(names[int(row.argmax())], dict(zip(names, map(float, row))), t)
-                for row, t in zip(probs, truncated)]
+        return [Prediction(names[int(row.argmax())], dict(zip(names, map(float, row))), t, n)
+                for row, t, n in zip(probs, truncated, counts)]
 
     def __repr__(self) -> str:
         where = self.model_dir or "in memory"

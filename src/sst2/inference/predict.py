@@ -82,7 +82,8 @@ def predict(cfg: PredictConfig) -> int:
     out = sys.stdout
     texts = _argument_texts(cfg.texts) if cfg.texts else None
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
-                                              batch_size=cfg.batch_size, workers=cfg.workers)
+                                              batch_size=cfg.batch_size, workers=cfg.workers,
+                                              long_texts=cfg.long_texts, window_overlap=cfg.window_overlap)
     if texts:
         for i, (t, p) in enumerate(zip(texts, clf.predict_details(texts))):
             out.write(_dumps({"text": t, **p.to_dict()}, f"texts[{i}]") + "\n")
