@@ -10,13 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sst2.data.labels import LabelSet, stratified_split
-from sst2.data.readers import (
-    RowWriter,
-    detect_format,
-    iter_rows,
-    pick_columns,
-    read_table,
-)
+from sst2.data.readers import detect_format, pick_columns, read_table
+from sst2.data.rows import RowWriter, iter_rows
 from sst2.data.splits import DataError, read_split
 
 ROWS = [("a good, \"fine\" film ", "pos"), ("  dull\u00a0and flat", "neg"), ("it's ok", "neu"), ("élan ✓", "pos")]
@@ -83,7 +78,7 @@ def test_every_format_reads_the_same_table(tmp_path, ext):
     table = read_table(write_rows(tmp_path / f"d{ext}", rows))
     assert table.texts == ["a good, \"fine\" film", "dull\u00a0and flat", "it's ok", "élan ✓"]
     assert table.labels == ["pos", "neg", "neu", "pos"]
-    assert (table.text_column, table.label_column, table.format) == ("text", "label", ext[1:].replace("parquet", "parquet"))
+    assert (table.text_column, table.label_column, table.format) == ("text", "label", ext[1:])
     assert table.lines == ([0, 1, 2, 3] if ext == ".parquet" else [2, 3, 4, 5] if ext != ".jsonl" else [1, 2, 3, 4])
     assert len(table.sha256) == 64
     ints = read_table(write_rows(tmp_path / f"i{ext}", [{"text": t, "label": i % 2} for i, (t, _) in enumerate(ROWS)]))
@@ -107,17 +102,22 @@ def test_csv_quoted_line_breaks_keep_line_numbers(tmp_path):
     assert t.texts == ["two\r\nlines", "007"] and t.lines == [2, 4]
 
 
-def test_jsonl_blank_lines_and_numbers(tmp_path):
-    p = write(tmp_path / "d.jsonl", '{"text": "a", "label": 1}\n\n{"text": "b", "label": 0.0}\n{"text": "c", "label": "2"}\n')
+def test_jsonl_blank_lines_numbers_and_dates(tmp_path):
+    p = write(tmp_path / "d.jsonl", '{"text": "a", "label": 1}\n\n{"text": "b", "label": 0.0}\n'
+                                    '{"text": "c", "label": "2"}\n')
     t = read_table(p)
     assert t.labels == [1, 0, 2] and t.lines == [1, 3, 4]
+    p = write(tmp_path / "e.jsonl", '{"text": "2020-01-01", "label": "2020-01-01 10:00:00"}\n'
+                                    '{"text": "2021-02-03", "label": "x"}\n')
+    assert read_table(p).texts == ["2020-01-01", "2021-02-03"]  # pyarrow would make them timestamps
 
 
 # ---- problems -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("ext", [".tsv", ".csv", ".jsonl", ".parquet"])
 def test_empty_text_and_missing_label(tmp_path, ext):
-    p = write_rows(tmp_path / f"d{ext}", [{"text": "ok", "label": 1}, {"text": "  ", "label": 0}, {"text": "x", "label": None}])
+    rows = [{"text": "ok", "label": 1}, {"text": "  ", "label": 0}, {"text": "x", "label": None}]
+    p = write_rows(tmp_path / f"d{ext}", rows)
     at = (lambda i: f"{p}: row {i}") if ext == ".parquet" else (lambda i: f"{p}:{i + (1 if ext == '.jsonl' else 2)}")
     assert error(read_table, p) == f"{at(1)}: empty text in column 'text'\n{at(2)}: no label in column 'label'"
     p = write_rows(tmp_path / f"u{ext}", [{"text": "ok", "label": 1}, {"text": "x", "label": None}])
@@ -182,9 +182,11 @@ def test_tsv_column_count_and_blank_line(tmp_path):
 
 @pytest.mark.parametrize("ext", [".tsv", ".csv", ".jsonl"])
 def test_invalid_utf8(tmp_path, ext):
-    head = '{"text": "ok", "label": 1}\n' if ext == ".jsonl" else "text,label\nok,1\n".replace(",", "\t" if ext == ".tsv" else ",")
-    bad = b'{"text": "b\xffd", "label": 0}\n' if ext == ".jsonl" else b"b\xffd" + (b"\t0\n" if ext == ".tsv" else b",0\n")
-    p = write(tmp_path / f"d{ext}", head.encode() + bad)
+    sep = b"\t" if ext == ".tsv" else b","
+    data = b"text%slabel\nok%s1\nb\xffd%s0\n" % (sep, sep, sep)
+    if ext == ".jsonl":
+        data = b'{"text": "ok", "label": 1}\n{"text": "b\xffd", "label": 0}\n'
+    p = write(tmp_path / f"d{ext}", data)
     line, byte = (2, 12) if ext == ".jsonl" else (3, 2)
     msg = f"{p}:{line}: invalid UTF-8 at byte {byte} of the line (invalid start byte)"
     assert error(read_table, p) == msg and error(lambda: list(iter_rows(p))) == msg
@@ -192,14 +194,22 @@ def test_invalid_utf8(tmp_path, ext):
 
 def test_empty_files_and_no_rows(tmp_path):
     for ext in (".tsv", ".csv"):
-        assert error(read_table, write(tmp_path / f"e{ext}", "")) == f"{tmp_path / f'e{ext}'}: file is empty (expected a header line)"
-        assert error(read_table, write(tmp_path / f"h{ext}", "text,label\n".replace(",", "\t" if ext == ".tsv" else ","))) == f"{tmp_path / f'h{ext}'}: no data rows after the header"
+        p = write(tmp_path / f"e{ext}", "")
+        assert error(read_table, p) == f"{p}: file is empty (expected a header line)"
+        p = write(tmp_path / f"h{ext}", "text\tlabel\n" if ext == ".tsv" else "text,label\n")
+        assert error(read_table, p) == f"{p}: no data rows after the header"
     p = write(tmp_path / "b.jsonl", "\n  \n")
     assert error(read_table, p) == f"{p}: no data rows (only blank lines)"
     p = tmp_path / "z.parquet"
     pq.write_table(pa.table({"text": pa.array([], pa.string()), "label": pa.array([], pa.int64())}), p)
     assert error(read_table, p) == f"{p}: no data rows"
     assert error(read_table, tmp_path / "nope.csv") == f"{tmp_path / 'nope.csv'}: file not found"
+
+
+def test_duplicate_header_names(tmp_path):
+    p = write(tmp_path / "d.csv", "text,label,text\na,1,b\n")
+    msg = f"{p}:1: duplicate column name(s) in the header: 'text'"
+    assert error(read_table, p) == msg and error(lambda: list(iter_rows(p))) == msg
 
 
 def test_jsonl_syntax_errors(tmp_path):
@@ -211,7 +221,8 @@ def test_jsonl_syntax_errors(tmp_path):
 def test_problems_are_collected_and_capped(tmp_path):
     p = write(tmp_path / "d.csv", "text,label\n" + "".join(f",{i % 2}\n" for i in range(25)))
     lines = error(read_table, p).splitlines()
-    assert len(lines) == 21 and lines[0] == f"{p}:2: empty text in column 'text'" and lines[-1] == "... and 5 more problem(s)"
+    assert len(lines) == 21 and lines[0] == f"{p}:2: empty text in column 'text'"
+    assert lines[-1] == "... and 5 more problem(s)"
 
 
 # ---- streaming and writing ------------------------------------------------------------------------------
@@ -280,7 +291,8 @@ def test_label_set_given_order_and_errors():
 
 def test_encode_unseen_label_names_file_and_line(tmp_path):
     s = LabelSet.from_training(["a", "b", "c"])
-    assert error(s.encode, ["a", "x"], "dev.csv", [2, 3]) == "dev.csv:3: label 'x' is not one of the training labels (a, b, c)"
+    assert error(s.encode, ["a", "x"], "dev.csv", [2, 3]) == (
+        "dev.csv:3: label 'x' is not one of the training labels (a, b, c)")
     assert error(s.encode, ["a", "x"], "dev.parquet", [0, 1], unit="row") == (
         "dev.parquet: row 1: label 'x' is not one of the training labels (a, b, c)")
     binary = LabelSet.from_training([0, 1])
@@ -308,7 +320,8 @@ def test_stratified_split_errors():
     assert "sum to 1; they must sum to less than 1" in error(stratified_split, labels, {"dev": 0.5, "test": 0.5}, 0)
     assert error(stratified_split, labels + [2, 2], {"dev": 0.1, "test": 0.1}, 0, ["a", "b", "c"]) == (
         "cannot split stratified into train, dev, test: label 'c' has 2 example(s) (each label needs at least 3)")
-    assert "the dev split would have 1 row(s), fewer than the 2 labels" in error(stratified_split, labels, {"dev": 0.01}, 0)
+    assert "the dev split would have 1 row(s), fewer than the 2 labels" in error(
+        stratified_split, labels, {"dev": 0.01}, 0)
 
 
 # ---- the real SST folders -------------------------------------------------------------------------------

@@ -1,0 +1,231 @@
+"""Streaming rows of any supported file, and writing rows back in the same format, memory bounded:
+``iter_rows`` for ``sst2 predict`` (every input column kept), ``RowWriter`` for its output."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Self
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sst2.data.readers import (_bad_row, _json_row, _open_csv, _open_parquet, _parquet_error, _spans, _unread,
+                               _utf8_problems, detect_format, raise_problems)
+from sst2.data.splits import DataError, quote
+from sst2.errors import one_line
+
+# ---- streaming ------------------------------------------------------------------------------------------
+
+def iter_rows(path: str | os.PathLike, fmt: str | None = None, chunk: int = 1024):
+    """Yield lists of ``chunk`` dict rows (all columns; the last list may be shorter), in file order, holding
+    about one chunk in memory. TSV and CSV values are strings, as in the file."""
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
+    if fmt == "parquet":
+        batches = _iter_parquet(path, chunk)
+    elif fmt == "jsonl":
+        batches = _iter_jsonl(path, chunk)
+    else:
+        batches = _iter_delimited(path, fmt)
+    buffer: list[dict] = []
+    for rows in batches:
+        buffer.extend(rows)
+        while len(buffer) >= chunk:
+            yield buffer[:chunk]
+            del buffer[:chunk]
+    if buffer:
+        yield buffer
+
+
+def _iter_parquet(path: Path, chunk: int):
+    pf = _open_parquet(path)
+    try:
+        for batch in pf.iter_batches(batch_size=chunk):
+            yield batch.to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise _parquet_error(path, exc) from None
+
+
+def _iter_jsonl(path: Path, chunk: int):
+    rows = []
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            row, problem = _json_row(path, lineno, line)
+            raise_problems([problem] if problem else [])
+            rows.append(row)
+            if len(rows) == chunk:
+                yield rows
+                rows = []
+    yield rows
+
+
+def _iter_delimited(path: Path, fmt: str):
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty (expected a header line)")
+    bad: dict = {}
+    consumed, last = 1, 2  # lines read so far (the header included); the line of the last row
+    try:
+        _, reader = _open_csv(path, lambda: str(path), fmt, bad)
+        for batch in reader:
+            if bad:
+                break
+            spans = _spans(batch, fmt)
+            consumed += sum(spans)
+            last = consumed + 1 - spans[-1] if spans else last
+            yield batch.to_pylist()
+    except pa.ArrowInvalid as exc:
+        if "UTF8" in str(exc):
+            with open(path, "rb") as f:
+                raise_problems(_utf8_problems(path, f)[:1])
+        raise DataError(f"{path}: cannot read as {fmt.upper()} ({one_line(exc)})") from None
+    if bad:
+        row = bad[min(bad)]  # a TSV row is a line; a CSV record may span lines
+        raise DataError(_bad_row(f"{path}:{row.number}" if fmt == "tsv" else f"{path}: record {row.number} "
+                                 "(the header is record 1)", row, fmt))
+    raise_problems(_unread(path, consumed, _count_lines(path), last))
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in the file as pyarrow counts them (CRLF, CR or LF ends one), reading 1 MiB at a time."""
+    total, end = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            straddle = end == b"\r" and block.startswith(b"\n")  # a CRLF cut in two
+            total += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n") - straddle
+            end = block[-1:]
+    return total + (end not in (b"\n", b"\r"))
+
+
+# ---- writing --------------------------------------------------------------------------------------------
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, list, dict)):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+class RowWriter:
+    """Write dict rows (as :func:`iter_rows` yields them, plus new columns) to ``path`` in ``fmt``.
+
+    The rows go to a temporary file beside ``path``, renamed to ``path`` by :meth:`close`; :meth:`abort` (or
+    leaving a ``with`` block by an exception) removes it. An existing ``path`` is kept unless ``overwrite``.
+    The columns are those of the first rows (keys in order of appearance), or ``columns``."""
+
+    def __init__(self, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False,
+                 columns: list[str] | None = None):
+        self.path = Path(path)
+        self.format = detect_format(self.path, fmt)
+        self.overwrite = overwrite
+        if not self.path.parent.is_dir():
+            raise DataError(f"{self.path}: the folder {self.path.parent} does not exist")
+        self._check_target()
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.columns = list(columns) if columns is not None else None
+        self.rows = 0
+        self._file = self._pq = self._schema = None
+
+    def _check_target(self) -> None:
+        if self.path.exists() and not self.overwrite:
+            raise DataError(f"{self.path}: output file already exists (pass --overwrite to replace it)")
+
+    def write(self, rows: list[dict]) -> None:
+        rows = list(rows)
+        if self.columns is None:
+            if not rows:
+                return
+            self.columns = list(dict.fromkeys(k for row in rows for k in row))
+        if self.format != "jsonl":
+            extra = {k for row in rows for k in row} - set(self.columns)
+            if extra:
+                raise DataError(f"{self.path}: rows have column(s) {', '.join(sorted(map(quote, extra)))} "
+                                f"that the first rows had not ({', '.join(self.columns)})")
+        if self.format == "parquet":
+            self._write_parquet(rows)
+        else:
+            self._write_text(rows)
+        self.rows += len(rows)
+
+    def _write_text(self, rows: list[dict]) -> None:
+        if self._file is None:
+            self._file = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed by close())
+            if self.format == "csv":
+                self._csv = csv.writer(self._file, lineterminator="\n")
+            if self.format in ("csv", "tsv") and self.columns:
+                self._write_record(self.columns)
+        for row in rows:
+            if self.format == "jsonl":
+                self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            else:
+                self._write_record([_cell(row.get(c)) for c in self.columns])
+
+    def _write_record(self, cells: list[str]) -> None:
+        if self.format == "csv":
+            self._csv.writerow(cells)
+            return
+        for cell in cells:  # TSV has no quoting: a tab or a line break in a value cannot be written
+            if re.search(r"[\t\r\n]", cell):
+                shown = quote(cell.replace("\t", "\\t").replace("\n", "\\n"))
+                raise DataError(f"{self.path}: cannot write {shown} to a TSV file (it holds a tab or a "
+                                "line break, and TSV has no quoting); write CSV or JSON lines instead")
+        self._file.write("\t".join(cells) + "\n")
+
+    def _write_parquet(self, rows: list[dict]) -> None:
+        try:
+            if self._schema is None:
+                table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows])
+                fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
+                self._schema = pa.schema(fields)
+                self._pq = pq.ParquetWriter(self.tmp, self._schema)
+            table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows], schema=self._schema)
+            self._pq.write_table(table)
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{self.path}: cannot write the rows to Parquet ({one_line(exc)})") from None
+
+    def close(self) -> Path:
+        """Finish the file and move it to ``path`` (an empty file if nothing was written)."""
+        if self.format == "parquet":
+            if self._pq is None:
+                self._schema = pa.schema([(c, pa.string()) for c in self.columns or []])
+                self._pq = pq.ParquetWriter(self.tmp, self._schema)
+            self._pq.close()
+        else:
+            if self._file is None:
+                self._write_text([])
+            self._file.close()
+        try:
+            self._check_target()  # created by someone else meanwhile
+        except DataError:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Drop what was written; ``path`` is left as it was."""
+        for handle in (self._file, self._pq):
+            if handle is not None:
+                handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
