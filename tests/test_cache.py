@@ -6,7 +6,7 @@ from sst2.modeling.backbone import Backbone
 from sst2.data.batching import token_batches
 from sst2.features.cache import FeatureCache, cache_key
 from sst2.features.encode import encode_texts, prepare_features
-from sst2.data.splits import load_splits
+from sst2.data.dataset import load_splits
 
 TEXTS = ["good film", "the plot is very dull and the story is weak .", "lovely", "it 's a movie"]
 

@@ -2,7 +2,8 @@ import re
 
 import pytest
 
-from sst2.data.splits import DataError, load_splits, read_split
+from sst2.data.dataset import load_splits
+from sst2.data.splits import DataError, read_split
 
 from conftest import write_tsv
 
@@ -27,15 +28,22 @@ def test_glue_trailing_space_is_stripped_and_unlabelled_test_is_allowed(tmp_path
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match=re.escape(f"{tmp_path}: missing dev.tsv, test.tsv (a data folder needs "
-                                                  "train.tsv, dev.tsv and test.tsv)")):
-        write_tsv(tmp_path / "train.tsv", [("ok", 1)])
+    write_tsv(tmp_path / "train.tsv", [("ok", 1), ("bad", 0)])
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path}: no dev file; add one, or split the training file "
+                                                  "with --dev-ratio")):
         load_splits(tmp_path)
+    (tmp_path / "train.tsv").unlink()
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path}: no train file")):
+        load_splits(tmp_path)
+    write_tsv(tmp_path / "train.tsv", [("ok", 1), ("bad", 0)])
+    write_tsv(tmp_path / "dev.tsv", [("fine", 1)])
+    splits = load_splits(tmp_path)  # test is optional
+    assert sorted(splits) == ["dev", "train"] and splits["train"].label_names == ("negative", "positive")
 
 
 def test_missing_folder_names_the_default(tmp_path):
-    with pytest.raises(DataError, match=r"data folder not found \(pass --data DIR or set SST2_DATA; in this "
-                                        r"repository layout the data is in \.\./shared/data/sst2-sentences\)"):
+    with pytest.raises(DataError, match=r"data folder or file not found \(pass --data PATH or set SST2_DATA; in "
+                                        r"this repository layout the data is in \.\./shared/data/sst2-sentences\)"):
         load_splits(tmp_path / "nope")
 
 
@@ -110,14 +118,14 @@ def test_train_file_errors(tmp_path):
     write_tsv(tmp_path / "dev.tsv", [("ok", 1)])
     with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'nope.tsv'}: training file not found (--train-file)")):
         load_splits(tmp_path, tmp_path / "nope.tsv")
-    write_tsv(tmp_path / "phrases.tsv", [("ok", 1)])
-    with pytest.raises(DataError, match=re.escape(f"{tmp_path}: missing test.tsv (a data folder needs dev.tsv and "
-                                                  "test.tsv)")):
-        load_splits(tmp_path, tmp_path / "phrases.tsv")
-    (tmp_path / "bad.tsv").write_text("sentence\tlabel\nfine\t2\n")
-    write_tsv(tmp_path / "test.tsv", [("ok", 1)])
-    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'bad.tsv'}:2: label must be 0 or 1, got '2'")):
+    (tmp_path / "bad.tsv").write_text("sentence\tlabel\nfine\t1\n\t0\n")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'bad.tsv'}:3: empty text in column 'sentence'")):
         load_splits(tmp_path, tmp_path / "bad.tsv")
+    write_tsv(tmp_path / "phrases.tsv", [("ok", 1), ("no", 0)])
+    write_tsv(tmp_path / "dev.tsv", [("ok", 1), ("meh", 2)])
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'dev.tsv'}:3: label '2' is not one of the training "
+                                                  "labels (negative, positive)")):
+        load_splits(tmp_path, tmp_path / "phrases.tsv")
 
 
 def test_a_file_with_cr_only_line_endings_gets_a_short_error(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sst2.modeling.backbone import Backbone
-from sst2.data.splits import load_splits
+from sst2.data.dataset import load_splits
 from sst2.errors import UserError
 from sst2.modeling.model import SentimentModel
 from sst2.training.api import train

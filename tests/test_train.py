@@ -61,7 +61,7 @@ def test_train_writes_exactly_the_run_files(tiny_backbone_dir, tiny_data_dir, tm
     assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the saved model reloads without the data and reproduces the dev accuracy
     from sst2 import SentimentClassifier
-    from sst2.data.splits import load_splits
+    from sst2.data.dataset import load_splits
 
     dev = load_splits(tiny_data_dir)["dev"]
     clf = SentimentClassifier.from_pretrained(run / "model")
@@ -212,12 +212,12 @@ def test_cli_end_to_end(tiny_backbone_dir, tiny_data_dir, tmp_path):
     assert sum(map(sum, m["confusion"]["rows_true_cols_pred"])) == 16
     assert m["accuracy"] == pytest.approx(json.loads((out / "metrics.json").read_text())["dev_accuracy"])
     bad = subprocess.run(cmd + ["--data", str(tmp_path / "missing")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "sst2 train: error: " in bad.stderr and "data folder not found" in bad.stderr
+    assert bad.returncode == 2 and "sst2 train: error: " in bad.stderr and "data folder or file not found" in bad.stderr
 
 
 def test_layer_mix_learns_at_its_own_rate(tiny_backbone_dir, tiny_data_dir, tmp_path):
     """The mix weights get mix_lr_scale x lr (they barely move at the head's rate); nothing else does."""
-    from sst2.data.splits import load_splits
+    from sst2.data.dataset import load_splits
     from sst2.training.optim import build_optimizer
     from sst2.training.recipes import setup
 

@@ -67,10 +67,19 @@ class TrainArgs:
     model: str | None = opt(None, "the recipe: efficient (frozen encoder + trained LSTM head), vanilla (full "
                                   "fine-tune), partial (top layers fine-tuned), lora (LoRA adapters); alone, it "
                                   "picks the recipe's preset", choices=list(RECIPES))
-    data: str | None = opt(None, "data folder with train.tsv, dev.tsv, test.tsv (default: $SST2_DATA, else "
-                                 "../shared/data/sst2-sentences)")
-    train_file: str | None = opt(None, "train on this labelled TSV instead of the folder's train.tsv; dev and test "
+    data: str | None = opt(None, "a data folder with train, dev and (optionally) test files in any supported format "
+                                 "(.tsv .csv .jsonl .parquet), or one labelled file split by --dev-ratio (default: "
+                                 "$SST2_DATA, else ../shared/data/sst2-sentences)")
+    train_file: str | None = opt(None, "train on this labelled file instead of the folder's train file; dev and test "
                                        "still come from the folder (e.g. GLUE's phrase labels)")
+    format: str | None = opt(None, "file format when the extension does not say", choices=["tsv", "csv", "jsonl",
+                                                                                             "parquet"])
+    text_column: str | None = opt(None, "the text column (default: the first of sentence, text, review)")
+    label_column: str | None = opt(None, "the label column (default: the first of label, labels, sentiment)")
+    labels: str | None = opt(None, "the label order, comma-separated (default: the training labels, sorted)")
+    dev_ratio: float | None = opt(None, "split this share of the training file off as dev (stratified, seeded; a "
+                                        "single data file: default 0.1); the rows go to RUN/splits.json")
+    test_ratio: float | None = opt(None, "split this share off as test too")
     backbone: str | None = opt(None, "encoder: a local directory or a Hugging Face name (default: the packaged "
                                      "all-MiniLM-L6-v2, fully offline)")
     epochs: int | None = opt(None, "training epochs (default: the preset's)")
@@ -95,6 +104,8 @@ class TrainArgs:
         check(choices_problems(self), "train")
 
     FLAGS = {"data": "data.path", "train_file": "data.train_file", "max_length": "data.max_length",
+             "format": "data.format", "text_column": "data.text_column", "label_column": "data.label_column",
+             "dev_ratio": "data.dev_ratio", "test_ratio": "data.test_ratio",
              "backbone": "model.backbone", "epochs": "optim.epochs", "batch_size": "optim.batch_size",
              "lr": "optim.lr", "seed": "run.seed", "seeds": "run.seeds", "out": "run.out",
              "cache_dir": "run.cache_dir", "threads": "run.threads"}
@@ -102,6 +113,8 @@ class TrainArgs:
     def overrides(self) -> dict:
         """The flags given, as ``group.field`` keys of the training config."""
         out = {key: getattr(self, flag) for flag, key in self.FLAGS.items() if getattr(self, flag) is not None}
+        if self.labels is not None:
+            out["data.labels"] = [x.strip() for x in self.labels.split(",")]
         for flag, key, value in (("no_cache", "run.cache", False), ("overwrite", "run.overwrite", True),
                                  ("quiet", "run.quiet", True)):
             if getattr(self, flag):

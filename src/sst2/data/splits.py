@@ -144,31 +144,6 @@ def _parse_rows(lines: list[bytes], labelled: bool, decode, problem) -> tuple[li
     return texts, labels
 
 
-def load_splits(data_dir: str | os.PathLike, train_file: str | os.PathLike | None = None) -> dict[str, Split]:
-    """Read ``train``, ``dev`` and ``test`` from a folder; only ``test`` may be unlabelled.
-
-    With ``train_file``, the training split is read from that file instead, and the folder needs only
-    ``dev.tsv`` and ``test.tsv`` (for example GLUE's phrase-level training set scored on the sentence-level
-    dev and test sets)."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(
-            f"{data_dir}: data folder not found (pass --data DIR or set {DATA_ENV}; "
-            f"in this repository layout the data is in {DEFAULT_DATA_HINT})"
-        )
-    paths = {s: data_dir / f"{s}.tsv" for s in SPLITS}
-    need = "train.tsv, dev.tsv and test.tsv"
-    if train_file is not None:
-        paths["train"], need = Path(train_file), "dev.tsv and test.tsv"
-        if not paths["train"].is_file():
-            raise DataError(f"{paths['train']}: training file not found (--train-file)")
-    missing = [s for s in SPLITS if not paths[s].is_file()]
-    if missing:
-        names = ", ".join(f"{s}.tsv" for s in missing)
-        raise DataError(f"{data_dir}: missing {names} (a data folder needs {need})")
-    return {s: read_split(paths[s], s, require_labels=(s != "test")) for s in SPLITS}
-
-
 def split_from_lists(name: str, texts, labels=None) -> Split:
     """A split from in-memory texts and labels (0 / 1 or the label names); the same checks as a file:
     every problem is reported with its index, nothing is dropped."""

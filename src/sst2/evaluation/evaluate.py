@@ -6,7 +6,8 @@ import json
 import time
 
 from sst2.config import EvaluateConfig
-from sst2.data.splits import load_splits, resolve_data_dir
+from sst2.data.dataset import load_splits
+from sst2.data.splits import resolve_data_dir
 from sst2.errors import UserError
 from sst2.evaluation.metrics import classification_metrics, format_metrics
 

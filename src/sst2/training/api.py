@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from sst2.data.splits import Split, load_splits, resolve_data_dir, split_from_lists
+from sst2.data.dataset import load_data
+from sst2.data.splits import Split, resolve_data_dir, split_from_lists
 from sst2.data.text import normalize_texts
 from sst2.stats import format_pm, seed_stat
 from sst2.features.encode import prepare_features
@@ -188,10 +189,16 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
     data_dir = resolve_data_dir(cfg.data.path)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data_dir)))
     ctx = Context(cfg)
-    splits = _normalized(load_splits(data_dir, cfg.data.train_file), cfg.data.normalize)
+    d = cfg.data
+    splits, split_info = load_data(data_dir, d.train_file, format=d.format, text_column=d.text_column,
+                                   label_column=d.label_column, labels=d.labels, dev_ratio=d.dev_ratio,
+                                   test_ratio=d.test_ratio, seed=cfg.run.seed)
+    splits = _normalized(splits, d.normalize)
     out = Path(cfg.run.out)
     tmp = rundir.prepare(out, cfg, data_dir, ctx.log)
     try:
+        if split_info is not None:
+            (tmp / "splits.json").write_text(json.dumps(split_info) + "\n")
         result = _run_seeds(cfg, splits, tmp, ctx, t_start, command or rundir.rerun_command(out))
     except BaseException:
         rundir.abort(tmp)  # never leave a half-written run behind

@@ -34,8 +34,15 @@ class ConfigError(UserError, ValueError):
 
 @dataclass
 class DataConfig:
-    path: str | None = None  # data folder (train, dev, test); None: $SST2_DATA, else ../shared/data/sst2-sentences
+    path: str | None = None  # a data folder (train, dev, test files) or one labelled file; None: $SST2_DATA, else
+    #                          ../shared/data/sst2-sentences
     train_file: str | None = None  # train on this file instead of the folder's train split
+    format: str | None = None  # tsv, csv, jsonl, parquet (default: by extension)
+    text_column: str | None = None  # default: the first of sentence, text, review
+    label_column: str | None = None  # default: the first of label, labels, sentiment
+    labels: list[str] | None = None  # the label order (default: the training labels, sorted)
+    dev_ratio: float | None = None  # split dev off the training file (a single file: default 0.1)
+    test_ratio: float | None = None  # split test off it too
     normalize: str = "contractions"  # text normalization before tokenization (sst2.data.text)
     max_length: int = 128  # tokens per text, special tokens included; longer texts are truncated
 
@@ -133,6 +140,12 @@ def validate(cfg: TrainConfig) -> list[str]:
     if d.normalize not in NORMALIZERS:
         problems.append(f"data.normalize: must be one of {', '.join(NORMALIZERS)}, got {d.normalize!r}")
     _positive(problems, "data.max_length", d.max_length, 3)
+    for name in ("dev_ratio", "test_ratio"):
+        v = getattr(d, name)
+        if v is not None and not 0 < v < 1:
+            problems.append(f"data.{name}: must be in (0, 1), got {v}")
+    if d.format is not None and d.format not in ("tsv", "csv", "jsonl", "parquet"):
+        problems.append(f"data.format: must be one of tsv, csv, jsonl, parquet, got {d.format!r}")
     if m.recipe not in RECIPES:
         problems.append(f"model.recipe: must be one of {', '.join(RECIPES)}, got {m.recipe!r}")
     if m.combine not in ("concat", "mix"):

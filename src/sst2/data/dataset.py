@@ -1,0 +1,112 @@
+"""A training data set from the user's files: a folder of splits, or one labelled file split by ratio.
+
+* A folder holds ``train`` and ``dev`` (and optionally ``test``) in any supported format
+  (``train.tsv``, ``train.csv``, ``train.jsonl``, ``train.parquet``); the SST folders of
+  ``../shared/data`` are such folders. ``--train-file`` replaces the folder's train split.
+* A single labelled file is split into train, dev (``dev_ratio``, default 0.1) and optionally test
+  (``test_ratio``): stratified by label and seeded; the row indexes of each split are returned so the
+  run directory records them (``splits.json``).
+
+The label set comes from the training split (``sst2.data.labels``); dev and test labels are encoded
+against it, so a label training never saw is an error naming the file and line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from sst2.data.labels import LabelSet, stratified_split
+from sst2.data.readers import EXTENSIONS, RawTable, read_table
+from sst2.data.splits import DATA_ENV, DEFAULT_DATA_HINT, DataError, Split
+
+SPLITS = ("train", "dev", "test")
+DEFAULT_DEV_RATIO = 0.1
+
+
+def find_split_file(folder: Path, name: str) -> Path | None:
+    """``folder/name.EXT`` for a supported extension; two of them is an error (which one is meant?)."""
+    found = [folder / f"{name}{ext}" for ext in EXTENSIONS if (folder / f"{name}{ext}").is_file()]
+    if len(found) > 1:
+        raise DataError(f"{folder}: {', '.join(p.name for p in found)}: more than one {name} file; keep one")
+    return found[0] if found else None
+
+
+def _split(name: str, table: RawTable, labels: LabelSet, rows: list[int] | None = None, sha256: str | None = None):
+    rows = list(range(len(table))) if rows is None else rows
+    encoded = labels.encode_table(table) if table.labels is not None else None
+    return Split(name, table.path, [table.texts[i] for i in rows],
+                 None if encoded is None else [encoded[i] for i in rows], sha256 or table.sha256, labels.names)
+
+
+def _read(path: Path, opts: dict, require_labels: bool = True) -> RawTable:
+    return read_table(path, opts.get("format"), opts.get("text_column"), opts.get("label_column"),
+                      require_labels=require_labels)
+
+
+def _from_folder(folder: Path, opts: dict, train_file: str | None) -> tuple[dict[str, Split], dict | None]:
+    paths = {name: find_split_file(folder, name) for name in SPLITS}
+    if train_file is not None:
+        paths["train"] = Path(train_file)
+        if not paths["train"].is_file():
+            raise DataError(f"{paths['train']}: training file not found (--train-file)")
+    if paths["train"] is None:
+        raise DataError(f"{folder}: no train file (a data folder holds train, dev and test files: "
+                        f"{', '.join('train' + e for e in ('.tsv', '.csv', '.jsonl', '.parquet'))})")
+    train = _read(paths["train"], opts)
+    labels = LabelSet.from_table(train, opts.get("labels"))
+    if paths["dev"] is None:
+        if not opts.get("dev_ratio"):
+            raise DataError(f"{folder}: no dev file; add one, or split the training file with --dev-ratio")
+        return _by_ratio(train, labels, opts, test=_maybe_test(paths["test"], opts, labels))
+    splits = {"train": _split("train", train, labels)}
+    splits["dev"] = _split("dev", _read(paths["dev"], opts), labels)
+    test = _maybe_test(paths["test"], opts, labels)
+    if test is not None:
+        splits["test"] = test
+    return splits, None
+
+
+def _maybe_test(path: Path | None, opts: dict, labels: LabelSet) -> Split | None:
+    if path is None:
+        return None
+    return _split("test", _read(path, opts, require_labels=False), labels)
+
+
+def _by_ratio(table: RawTable, labels: LabelSet, opts: dict, test: Split | None = None):
+    ratios = {"dev": opts.get("dev_ratio") or DEFAULT_DEV_RATIO}
+    if opts.get("test_ratio"):
+        ratios["test"] = opts["test_ratio"]
+    encoded = labels.encode_table(table)
+    rows = stratified_split(encoded, ratios, opts.get("seed", 0), list(labels.names))
+    # each split's own fingerprint: the file's and the rows it took (the feature cache keys on it)
+    splits = {name: _split(name, table, labels, idx,
+                           hashlib.sha256(f"{table.sha256}:{name}:{idx}".encode()).hexdigest())
+              for name, idx in rows.items()}
+    if test is not None:
+        splits["test"] = test
+    info = {"file": str(table.path), "sha256": table.sha256, "seed": opts.get("seed", 0), "ratios": ratios,
+            "rows": {name: idx for name, idx in rows.items()}, "labels": list(labels.names)}
+    return splits, info
+
+
+def load_data(path: str | os.PathLike, train_file: str | None = None, **opts) -> tuple[dict[str, Split], dict | None]:
+    """The splits of a data folder or a single file; ``opts``: ``format``, ``text_column``,
+    ``label_column``, ``labels`` (an order), ``dev_ratio``, ``test_ratio``, ``seed``. Returns
+    ``(splits, split_info)``; ``split_info`` holds the row indexes when a file was split by ratio."""
+    path = Path(path)
+    if path.is_dir():
+        return _from_folder(path, opts, train_file)
+    if path.is_file():
+        if train_file is not None:
+            raise DataError(f"{path}: --train-file goes with a data folder, not a single data file")
+        table = _read(path, opts)
+        return _by_ratio(table, LabelSet.from_table(table, opts.get("labels")), opts)
+    raise DataError(f"{path}: data folder or file not found (pass --data PATH or set {DATA_ENV}; in this "
+                    f"repository layout the data is in {DEFAULT_DATA_HINT})")
+
+
+def load_splits(path: str | os.PathLike, train_file: str | None = None, **opts) -> dict[str, Split]:
+    """:func:`load_data` without the split record."""
+    return load_data(path, train_file, **opts)[0]
