@@ -350,3 +350,50 @@ def test_long_texts_are_scored_as_overlapping_windows_and_averaged(tiny_model_di
     np.testing.assert_allclose(onnx.predict_proba([LONG]), win.predict_proba([LONG]), atol=1e-4)
     with pytest.raises(ValueError, match="window_overlap must be in 0..29, got 40"):
         SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_overlap=40)
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet", "tsv"])
+def test_cli_predict_a_table_keeps_every_column_and_writes_its_format(ext, tiny_model_dir, tmp_path, capsys):
+    from sst2.data.rows import RowWriter, iter_rows
+
+    rows = [{"id": i, "review": t, "stars": i % 5} for i, t in enumerate(SENTENCES[:10])]
+    src = tmp_path / f"in.{ext}"
+    with RowWriter(src, ext) as w:
+        w.write(rows)
+    out = tmp_path / f"out.{ext}"
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(src), "--output", str(out),
+                 "--chunk", "4"]) == 0
+    got = [r for chunk in iter_rows(out, ext) for r in chunk]
+    assert [str(r["id"]) for r in got] == [str(r["id"]) for r in rows]  # every row, in order, columns kept
+    assert [r["review"] for r in got] == SENTENCES[:10] and "stars" in got[0]
+    clf = SentimentClassifier.from_pretrained(tiny_model_dir)
+    assert [r["label"] for r in got] == clf.predict(SENTENCES[:10])
+    np.testing.assert_allclose([float(r["prob_positive"]) for r in got], clf.predict_proba(SENTENCES[:10])[:, 1],
+                               atol=1e-6)
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(src), "--output", str(out)]) == 2
+    assert "output file already exists (pass --overwrite to replace it)" in capsys.readouterr().err
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(src)]) == 0  # JSON lines to stdout
+    # CSV and TSV values are read as the strings they are
+    assert [str(json.loads(x)["id"]) for x in capsys.readouterr().out.splitlines()] == [str(r["id"]) for r in rows]
+
+
+def test_cli_evaluate_scores_any_labelled_file(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    import csv
+
+    with open(tiny_data_dir / "dev.tsv", newline="") as f:
+        dev = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    with open(tmp_path / "dev.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "sentiment"])
+        w.writerows([r["sentence"], ("negative", "positive")[int(r["label"])]] for r in dev)
+    assert main(["evaluate", "--model-dir", str(tiny_model_dir), "--data", str(tiny_data_dir), "--split", "dev",
+                 "--json"]) == 0
+    from_split = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--model-dir", str(tiny_model_dir), "--file", str(tmp_path / "dev.csv"), "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert from_file["accuracy"] == from_split["accuracy"] and from_file["n"] == 16
+    assert from_file["confusion"] == from_split["confusion"] and 0 <= from_file["ece"] <= 1
+    (tmp_path / "bad.csv").write_text("text,label\ngood film,neutral\n")
+    assert main(["evaluate", "--model-dir", str(tiny_model_dir), "--file", str(tmp_path / "bad.csv")]) == 2
+    assert capsys.readouterr().err.strip() == (f"sst2 evaluate: error: {tmp_path / 'bad.csv'}:2: label 'neutral' is "
+                                               f"not one of the training labels (negative, positive)")

@@ -127,6 +127,11 @@ class EvaluateConfig:
     model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
     data: str | None = opt(None, "data folder (default: $SST2_DATA, else ../shared/data/sst2-sentences)")
     split: str = opt("test", "which split to score", choices=["train", "dev", "test"])
+    file: str | None = opt(None, "score this labelled file (.tsv .csv .jsonl .parquet) instead of a split of --data")
+    format: str | None = opt(None, "the file's format when its extension does not say",
+                             choices=["tsv", "csv", "jsonl", "parquet"])
+    text_column: str | None = opt(None, "the text column (default: the first of sentence, text, review)")
+    label_column: str | None = opt(None, "the label column (default: the first of label, labels, sentiment)")
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=["torch", "onnx", "onnx-int8"])
     long_texts: str = opt("truncate", "a text longer than the model's max_length: 'truncate' scores its first "
@@ -151,8 +156,16 @@ class PredictConfig:
     texts: list[str] = opt([], "texts to classify (default: one per line from --input, else standard input)",
                            positional=True)
     model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
-    input: str | None = opt(None, "file with one text per line ('-' = standard input), UTF-8, lines split at \\n "
-                                  "(or \\r\\n) only; one output line per input line, an empty line is an error")
+    input: str | None = opt(None, "a text file with one text per line ('-' = standard input; UTF-8, lines split at "
+                                  "\\n only; one output per line, an empty line is an error), or a table "
+                                  "(.tsv .csv .jsonl .parquet) whose every column is kept")
+    output: str | None = opt(None, "write the predictions here, in the input table's format (default: JSON lines on "
+                                   "standard output)")
+    overwrite: bool = opt(False, "replace an existing --output file")
+    format: str | None = opt(None, "the input table's format when its extension does not say",
+                             choices=["tsv", "csv", "jsonl", "parquet"])
+    text_column: str | None = opt(None, "the input table's text column (default: the first of sentence, text, "
+                                        "review)")
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=RUNTIME_CHOICES)
     long_texts: str = opt("truncate", "a text longer than the model's max_length: 'truncate' scores its first "
@@ -171,6 +184,8 @@ class PredictConfig:
         problems = choices_problems(self)
         if self.texts and self.input is not None:
             problems.append("texts: give texts as arguments or --input FILE, not both")
+        if self.output is not None and (self.input is None or self.input == "-"):
+            problems.append("output: goes with an --input table")
         problems += below(self, ("batch_size", "threads", "workers", "chunk"))
         check(problems, "predict")
 

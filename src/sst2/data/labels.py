@@ -74,6 +74,15 @@ class LabelSet:
         return cls(names, tuple(values))
 
     @classmethod
+    def of_model(cls, names) -> LabelSet:
+        """The label set of a trained model from its label names: "negative" / "positive" stand for 0 / 1,
+        digit names for their integers, other names for themselves."""
+        names = tuple(names)
+        if names == tuple(LABEL_NAMES):
+            return cls(names, (0, 1))
+        return cls(names, tuple(int(n) if n.lstrip("-").isdigit() else n for n in names))
+
+    @classmethod
     def from_table(cls, table: RawTable, order=None) -> LabelSet:
         return cls.from_training(table.labels, order, table.path, table.lines, table.unit)
 

@@ -12,22 +12,42 @@ from sst2.errors import UserError
 from sst2.evaluation.metrics import classification_metrics, format_metrics
 
 
-def evaluate(cfg: EvaluateConfig) -> dict:
-    from sst2.inference.classifier import SentimentClassifier
+def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], list[int], str]:
+    """``(texts, label indexes, what)`` of ``--file`` or of the ``--split`` of ``--data``, labels encoded
+    against the model's label names (a label it does not know is an error naming file and line)."""
+    from sst2.data.labels import LabelSet
+    from sst2.data.readers import read_table
 
+    if cfg.file is not None:
+        table = read_table(cfg.file, cfg.format, cfg.text_column, cfg.label_column)
+        return table.texts, LabelSet.of_model(model_labels).encode_table(table), str(cfg.file)
     splits = load_splits(resolve_data_dir(cfg.data))
+    if cfg.split not in splits:
+        raise UserError(f"{resolve_data_dir(cfg.data)}: no {cfg.split} split to score")
     split = splits[cfg.split]
     if not split.labelled:
         raise UserError(f"{split.path}: split '{cfg.split}' has no labels, so it cannot be scored")
+    if list(split.label_names) != list(model_labels):  # the folder's own label set may differ from the model's
+        table = read_table(split.path)
+        return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split
+    return split.texts, split.labels, cfg.split
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    from sst2.inference.classifier import SentimentClassifier
+
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
                                               batch_size=cfg.batch_size, long_texts=cfg.long_texts,
                                               window_overlap=cfg.window_overlap)
+    texts, labels, where = _scored(cfg, clf.labels)
     t0 = time.perf_counter()
-    proba = clf.predict_proba(split.texts)
+    proba = clf.predict_proba(texts)
     seconds = time.perf_counter() - t0
     preds = proba.argmax(1).tolist()
-    m = {"split": cfg.split, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime, "long_texts": cfg.long_texts,
-         **classification_metrics(split.labels, preds, clf.labels), "seconds": round(seconds, 3),
+    from sst2.calibration import ece
+
+    m = {"split": where, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime, "long_texts": cfg.long_texts,
+         **classification_metrics(labels, preds, clf.labels), "ece": ece(proba, labels), "seconds": round(seconds, 3),
          "threads": cfg.threads}
     print(json.dumps(m, indent=2) if cfg.json else format_metrics(m))
     return m

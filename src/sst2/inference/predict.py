@@ -72,6 +72,73 @@ def _open(cfg: PredictConfig) -> tuple[BinaryIO, str, int | None]:
     return open(path, "rb"), str(path), path.stat().st_size
 
 
+TABLE_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".json", ".ndjson", ".parquet", ".pq")
+
+
+def _prediction_columns(p, names: list[str]) -> dict:
+    """The columns a prediction adds to an input row: the label and one probability per class."""
+    return {"label": p.label, **{f"prob_{n}": p.probabilities[n] for n in names}, "truncated": p.truncated,
+            "windows": p.windows}
+
+
+def predict_table(cfg: PredictConfig, clf) -> int:
+    """An input table (every column kept) to an output table in its format, or JSON lines on stdout;
+    streamed in chunks, with a progress bar over rows."""
+    from tqdm.auto import tqdm
+
+    from sst2.data.readers import detect_format, pick_columns
+    from sst2.data.rows import RowWriter, iter_rows
+    from sst2.system import progress_enabled
+
+    path = Path(cfg.input)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    fmt = detect_format(path, cfg.format)
+    writer = RowWriter(cfg.output, fmt, overwrite=cfg.overwrite) if cfg.output else None
+    written, column = 0, None
+    try:
+        with tqdm(disable=not progress_enabled(cfg.quiet), unit="row", desc="predict", leave=False,
+                  dynamic_ncols=True) as bar:
+            for rows in iter_rows(path, fmt, cfg.chunk):
+                if column is None:
+                    column, _ = pick_columns(list(rows[0]), path, cfg.text_column, require_labels=False)
+                texts = [_row_text(r, column, path, written + i) for i, r in enumerate(rows)]
+                out = [{**r, **_prediction_columns(p, clf.labels)} for r, p in zip(rows, clf.predict_details(texts))]
+                _emit(out, writer, f"{path}: row {written + 1}")
+                written += len(rows)
+                bar.update(len(rows))
+    except BaseException:
+        if writer is not None:
+            writer.abort()  # no half-written output file
+        raise
+    if writer is not None:
+        writer.close()
+    if not written:
+        raise InputError(f"{path}: no rows to classify")
+    return written
+
+
+def _row_text(row: dict, column: str, path: Path, i: int) -> str:
+    text = row.get(column)
+    problem = "no text" if not isinstance(text, str) else text_problem(text)
+    if problem:
+        raise InputError(f"{path}: row {i + 1}: {problem} in column {column!r}")
+    return text
+
+
+def _emit(rows: list[dict], writer, where: str) -> None:
+    for r in rows:
+        if any(isinstance(v, float) and not math.isfinite(v) for k, v in r.items() if k.startswith("prob_")):
+            raise InputError(f"{where}: the model gave a non-finite probability (its weights are not finite "
+                             f"numbers); retrain or re-export it")
+    if writer is not None:
+        writer.write(rows)
+    else:
+        sys.stdout.write("".join(json.dumps(r, ensure_ascii=False, default=str).translate(LINE_BREAKS) + "\n"
+                                 for r in rows))
+        sys.stdout.flush()
+
+
 def predict(cfg: PredictConfig) -> int:
     """Classify and write; returns the number of texts written."""
     from tqdm.auto import tqdm
@@ -89,6 +156,8 @@ def predict(cfg: PredictConfig) -> int:
             out.write(_dumps({"text": t, **p.to_dict()}, f"texts[{i}]") + "\n")
         out.flush()
         return len(texts)
+    if cfg.input not in (None, "-") and Path(cfg.input).suffix.lower() in TABLE_EXTENSIONS or cfg.format:
+        return predict_table(cfg, clf)
     stream, name, size = _open(cfg)
     written = 0
     try:
