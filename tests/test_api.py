@@ -151,3 +151,36 @@ def test_the_deprecated_classifier_keeps_its_interface(tiny_model_dir):
     assert preds == clf.predict_details(["good film", "bad film"])
     assert [p.label for p in preds] == SentimentClassifier.from_pretrained(tiny_model_dir).predict(["good film",
                                                                                                    "bad film"])
+
+
+@pytest.mark.parametrize("recipe", ["efficient", "vanilla", "partial", "lora"])
+def test_every_recipe_trains_three_named_classes_from_a_csv(recipe, tiny_backbone_dir, tmp_path, capsys):
+    import csv
+
+    from sst2 import SentimentClassifier
+
+    words = {"neg": "awful", "neu": "film", "pos": "superb"}
+    rows = [(f"the {words[y]} story {i % 7}", y) for i in range(60) for y in ("neg", "neu", "pos")]
+    with open(tmp_path / "reviews.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["review", "sentiment"])
+        w.writerows(rows)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "reviews.csv"), "--backbone", str(tiny_backbone_dir),
+                 "--model", recipe, "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "2",
+                 "--batch-size", "16", "--max-length", "32", "--dev-ratio", "0.2", "--test-ratio", "0.2",
+                 "--labels", "neg,neu,pos", "--threads", "1", "--quiet", "--set", "model.unfreeze=1"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["labels"] == ["neg", "neu", "pos"] and m["train_size"] == 108 and m["dev_size"] == m["test_size"] == 36
+    assert len(m["test_confusion"]) == 3 and 0 <= m["test_macro_f1"] <= 1
+    assert (out / "confusion.png").is_file() and (out / "reliability.png").is_file()
+    split = json.loads((out / "splits.json").read_text())
+    assert sorted(i for rows_ in split["rows"].values() for i in rows_) == list(range(180))
+    clf = SentimentClassifier.from_pretrained(out / "model")
+    assert clf.labels == ["neg", "neu", "pos"] and clf.predict_proba(["the superb story"]).shape == (1, 3)
+    assert set(clf.predict(["the awful story", "the superb story"])) <= {"neg", "neu", "pos"}
+    if recipe == "efficient":  # k logits through ONNX too
+        assert main(["export", "--model-dir", str(out / "model"), "--quiet", "--threads", "1"]) == 0
+        onnx = SentimentClassifier.from_pretrained(out / "model", runtime="onnx", threads=1)
+        texts = ["the superb story 3", "the awful story", "the film story 1 2 3"]
+        np.testing.assert_allclose(onnx.predict_proba(texts), clf.predict_proba(texts), atol=1e-4)
