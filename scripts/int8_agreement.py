@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sst2.data.splits import load_splits, resolve_data_dir
+from sst2.data.dataset import load_splits
+from sst2.data.splits import resolve_data_dir
 from sst2.inference.export import quantize_int8
 from sst2.inference.classifier import SentimentClassifier
 from sst2.inference.runtimes import ONNX_FILES

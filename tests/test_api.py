@@ -184,3 +184,12 @@ def test_every_recipe_trains_three_named_classes_from_a_csv(recipe, tiny_backbon
         onnx = SentimentClassifier.from_pretrained(out / "model", runtime="onnx", threads=1)
         texts = ["the superb story 3", "the awful story", "the film story 1 2 3"]
         np.testing.assert_allclose(onnx.predict_proba(texts), clf.predict_proba(texts), atol=1e-4)
+
+
+def test_list_options_can_be_repeated():
+    from sst2.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--set", "optim.lr=1e-3", "--set", "model.dropout=0.2", "optim.epochs=2"])
+    assert args.set == ["optim.lr=1e-3", "model.dropout=0.2", "optim.epochs=2"]
+    args = build_parser().parse_args(["serve", "--cors-origin", "http://a", "--cors-origin", "http://b"])
+    assert args.cors_origin == ["http://a", "http://b"]

@@ -61,7 +61,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
             action = argparse.BooleanOptionalAction if default else "store_true"
             parser.add_argument(flag, action=action, default=default, **kwargs)
         elif typing.get_origin(tp) is list:
-            parser.add_argument(flag, nargs="+", type=typing.get_args(tp)[0], default=default, **kwargs)
+            # repeatable (--set a=1 --set b=2 == --set a=1 b=2) unless the default is itself a list of values
+            action = "extend" if not default else "store"
+            parser.add_argument(flag, nargs="+", action=action, type=typing.get_args(tp)[0], default=default, **kwargs)
         else:
             if default is not None and "%(default)" not in help_:
                 kwargs["help"] = f"{help_} (default: %(default)s)"

@@ -220,23 +220,52 @@ class ServeConfig:
     port: int = opt(8000, "TCP port (0 = any free port)")
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=RUNTIME_CHOICES)
-    threads: int | None = opt(None, "intra-op threads (default: torch's choice; physical cores for onnx)")
+    threads: int | None = opt(None, "intra-op threads of one model call (default: torch's choice; physical cores "
+                                    "for onnx; with --workers N, the physical cores divided by N)")
+    workers: int | None = opt(None, "micro-batches run through the model at once, each in its own thread: with "
+                                    "2, the next batch is gathered and run while the previous one still runs "
+                                    "(default: 2 with 2+ physical cores, else 1)")
+    long_texts: str = opt("truncate", "a text longer than the model's max_length: 'truncate' or 'windows' (as "
+                                      "sst2 predict)", choices=["truncate", "windows"])
+    window_overlap: int | None = opt(None, "tokens shared by consecutive windows (default: a quarter of max_length)")
     max_batch: int = opt(64, "micro-batching: most texts run through the model at once")
-    max_wait_ms: float = opt(5.0, "micro-batching: longest wait for more requests before running a batch")
+    max_wait_ms: float = opt(1.0, "micro-batching: longest wait for more requests before running a batch")
     max_texts: int = opt(64, "most texts accepted in one request")
     max_chars: int = opt(2000, "most characters accepted in one text")
-    log_level: str = opt("warning", "uvicorn log level", choices=["critical", "error", "warning", "info", "debug"])
+    log_level: str = opt("warning", "log level of uvicorn and sst2.serve; 'info' adds one access log line per "
+                                    "request (method, path, status, texts, latency ms, request id)",
+                         choices=["critical", "error", "warning", "info", "debug"])
+    max_connections: int = opt(1000, "cap on open connections plus requests in progress (uvicorn's "
+                                     "limit_concurrency): while it is reached, new requests get 503")
+    keep_alive_timeout: float = opt(30.0, "seconds an idle keep-alive connection stays open between requests")
+    request_timeout: float = opt(10.0, "seconds a client has to send a whole request, headers and body, counted "
+                                       "from the connection opening or the first byte of the request; a "
+                                       "connection that sends nothing, or too slowly, is closed then")
+    api_key_file: str | None = opt(None, "file holding an API key that /predict and /metrics then require, as "
+                                         "'Authorization: Bearer KEY' or 'X-API-Key: KEY' (401 without it); "
+                                         "/health stays open. Default: $SST2_API_KEY if set, else no key")
+    cors_origin: list[str] | None = opt(None, "browser origins (scheme://host[:port]) allowed to call the API "
+                                              "(CORS), e.g. --cors-origin https://a.example https://b.example "
+                                              "(default: none)")
 
     def __post_init__(self):
         problems = choices_problems(self)
         if not 0 <= self.port <= 65535:
             problems.append(f"port: must be in 0..65535, got {self.port}")
-        for name in ("threads", "max_batch", "max_texts", "max_chars"):
+        for name in ("threads", "workers", "max_batch", "max_texts", "max_chars", "max_connections"):
             v = getattr(self, name)
             if v is not None and v < 1:
                 problems.append(f"{name}: must be >= 1, got {v}")
         if self.max_wait_ms < 0:
             problems.append(f"max_wait_ms: must be >= 0, got {self.max_wait_ms}")
+        for name in ("keep_alive_timeout", "request_timeout"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name}: must be > 0 seconds, got {getattr(self, name)}")
+        import re  # here, not at the top: only ServeConfig needs it
+
+        for origin in self.cors_origin or []:
+            if origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                problems.append(f"cors_origin: {origin!r} is not an origin like https://host[:port] (no path)")
         check(problems, "serve")
 
 

@@ -1,16 +1,23 @@
-"""``sst2 serve``: an HTTP JSON API over a ``Classifier`` (FastAPI + uvicorn).
+"""``sst2 serve``: an HTTP JSON API over a ``SentimentClassifier`` (FastAPI + uvicorn).
 
 ``POST /predict`` with ``{"texts": [...]}`` -> ``{"predictions": [{"label", "positive_prob", "truncated"}]}``;
-``GET /health``. Requests arriving together are micro-batched: handlers put their texts on an asyncio
-queue, and one worker gathers whatever is pending (up to ``max_batch`` texts, waiting at most
-``max_wait_ms`` for more), runs the model once in a worker thread so the event loop keeps accepting
-requests, and hands each request its slice of the results.
+``GET /health`` (always open, also with an API key); ``GET /metrics`` (Prometheus). Requests arriving
+together are micro-batched: handlers put their texts on an asyncio queue, and a gatherer takes
+whatever is pending (up to ``max_batch`` texts, waiting at most ``max_wait_ms`` for more), runs the
+model once in a worker thread so the event loop keeps accepting requests (``workers`` such batches at
+once), and hands each request its slice of the results. If a batch fails, its requests are retried one by one, so only a faulty request
+fails. ``serve_security`` holds the request checks (content type, body limit, API key) and the
+connection limits and timeouts; ``serve_metrics`` the metrics and the access log.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the handler's ``request: Request``
 # annotation at runtime, and ``Request`` is imported inside ``create_app`` (fastapi is optional).
 import asyncio
+import gc
 import json
+import logging
+import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -19,6 +26,8 @@ from dataclasses import dataclass
 from sst2.config import ServeConfig
 from sst2.errors import UserError
 
+log = logging.getLogger("sst2.serve")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -26,6 +35,7 @@ class Limits:
     max_chars: int = 2000  # characters per text
     max_batch: int = 64  # texts per model call
     max_wait_ms: float = 5.0  # how long the worker waits to fill a batch
+    workers: int = 1  # model calls (batches) running at once, each in its own thread
 
     @property
     def max_body_bytes(self) -> int:
@@ -35,20 +45,48 @@ class Limits:
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str):
+    """A request the server refuses: ``status`` (4xx) and a message for the client. ``close``: also
+    close the connection (the rest of the body was not read)."""
+
+    def __init__(self, status: int, message: str, close: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close
+
+
+class ServeError(UserError, OSError):
+    pass
+
+
+def _load_json(body: bytes):
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+    except ValueError:  # an integer of more digits than sys.get_int_max_str_digits()
+        raise RequestError(400, "request body has a number too long to parse "
+                                f"(over {sys.get_int_max_str_digits()} digits)") from None
+    except RecursionError:
+        raise RequestError(400, "request body is nested too deeply to parse") from None
+
+
+def _lone_surrogate(text: str) -> int | None:
+    """The index of a lone UTF-16 surrogate in ``text`` (JSON allows ``"\\ud800"``; no tokenizer does)."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def parse_request(body: bytes, limits: Limits) -> list[str]:
     """The texts of a ``POST /predict`` body, or ``RequestError`` with a 4xx status and a clear message."""
     if len(body) > limits.max_body_bytes:
         raise RequestError(413, f"request body too large: {len(body)} bytes (limit {limits.max_body_bytes})")
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+    payload = _load_json(body)
     if not isinstance(payload, dict) or "texts" not in payload:
         raise RequestError(422, 'expected a JSON object {"texts": ["...", ...]}')
     texts = payload["texts"]
@@ -65,22 +103,34 @@ def parse_request(body: bytes, limits: Limits) -> list[str]:
             raise RequestError(422, f"texts[{i}] is empty")
         if len(t) > limits.max_chars:
             raise RequestError(413, f"texts[{i}] is too long: {len(t)} characters (limit {limits.max_chars})")
+        if (at := _lone_surrogate(t)) is not None:
+            raise RequestError(422, f"texts[{i}] is not valid Unicode: a lone surrogate U+{ord(t[at]):04X} "
+                                    f"at character {at}")
     return texts
 
 
 class MicroBatcher:
-    """Gathers texts from concurrent requests into model batches; one model call at a time."""
+    """Gathers texts from concurrent requests into model batches, ``limits.workers`` model calls at a time.
 
-    def __init__(self, classifier, limits: Limits):
+    With one worker (the default) model calls never overlap, and each can use all intra-op threads.
+    With two, the next batch is gathered and run while the previous one still runs, each call on
+    its own thread (give each fewer intra-op threads): the cores stay busy while a batch's answers go
+    out and the next batch comes in, and small batches run side by side.
+    ``metrics`` (optional) gets ``model_call(texts, seconds)`` after each model call and
+    ``model_error()`` after each one that raised."""
+
+    def __init__(self, classifier, limits: Limits, metrics=None):
         self.classifier = classifier
         self.limits = limits
+        self.metrics = metrics
         self.queue: asyncio.Queue = asyncio.Queue()
-        # One thread: model calls never overlap (each already uses all intra-op threads).
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sst2-model")
+        self.executor = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="sst2-model")
         self.task: asyncio.Task | None = None
+        self.running: set[asyncio.Task] = set()  # batches in the model now
         self.batches = 0
         self.texts = 0
-        self.model_seconds = 0.0  # time inside model calls; near the uptime = the model is the bottleneck
+        # time inside model calls, summed over workers; near uptime x workers = the model is the bottleneck
+        self.model_seconds = 0.0
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -92,6 +142,7 @@ class MicroBatcher:
                 await self.task
             except asyncio.CancelledError:
                 pass
+        await asyncio.gather(*self.running, return_exceptions=True)
         self.executor.shutdown(wait=True)
 
     async def predict(self, texts: list[str]) -> list:
@@ -125,44 +176,133 @@ class MicroBatcher:
             n += len(item[0])
         return items
 
+    async def _call(self, texts: list[str]) -> list:
+        """One model call in the model thread, counted; raises what the model raised."""
+        t0 = time.perf_counter()
+        try:
+            preds = await asyncio.get_running_loop().run_in_executor(self.executor, self.classifier.predict_details,
+                                                                     texts)
+            if len(preds) != len(texts):
+                raise RuntimeError(f"the model returned {len(preds)} predictions for {len(texts)} texts")
+        except Exception:
+            if self.metrics is not None:
+                self.metrics.model_error()
+            raise
+        seconds = time.perf_counter() - t0
+        self.model_seconds += seconds
+        self.batches += 1
+        self.texts += len(texts)
+        if self.metrics is not None:
+            self.metrics.model_call(len(texts), seconds)
+        return preds
+
+    async def _serve(self, items: list[tuple[list[str], asyncio.Future]]) -> None:
+        """Run one batch; if it fails, retry its requests one by one so that only a faulty one fails."""
+        try:
+            preds = await self._call([t for req, _ in items for t in req])
+        except Exception as exc:  # a model failure fails requests, not the server
+            if len(items) == 1:
+                log.error("a request of %d texts failed in the model", len(items[0][0]), exc_info=exc)
+                _settle(items[0][1], exc=exc)
+                return
+            log.warning("a batch of %d requests failed in the model (%s: %s); retrying them one by one",
+                        len(items), type(exc).__name__, exc)
+            for req, fut in items:
+                if fut.done():  # the client has gone away
+                    continue
+                try:
+                    _settle(fut, await self._call(req))
+                except Exception as exc:
+                    log.error("a request of %d texts failed in the model", len(req), exc_info=exc)
+                    _settle(fut, exc=exc)
+            return
+        start = 0
+        for req, fut in items:
+            _settle(fut, preds[start : start + len(req)])
+            start += len(req)
+
     async def _run(self) -> None:
+        slots = asyncio.Semaphore(self.limits.workers)
         loop = asyncio.get_running_loop()
         while True:
-            items = await self._gather()
-            texts = [t for req, _ in items for t in req]
-            t0 = time.perf_counter()
+            await slots.acquire()  # a worker is free: gather the next batch for it
             try:
-                preds = await loop.run_in_executor(self.executor, self.classifier.predict_details, texts)
-            except Exception as exc:  # a model failure fails the requests of this batch, not the server
-                for _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.model_seconds += time.perf_counter() - t0
-            self.batches += 1
-            self.texts += len(texts)
-            start = 0
-            for req, fut in items:
-                if not fut.done():  # the client may have gone away
-                    fut.set_result(preds[start : start + len(req)])
-                start += len(req)
+                items = await self._gather()
+            except BaseException:
+                slots.release()
+                raise
+            parts = 1
+            while parts < min(self.limits.workers, len(items)) and not slots.locked():
+                await slots.acquire()  # returns at once: another worker is free too, so share the batch
+                parts += 1
+            groups = _split(items, parts)
+            for _ in range(parts - len(groups)):
+                slots.release()  # fewer groups than free workers (one request held most texts)
+            for part in groups:
+                task = loop.create_task(self._serve(part))
+                self.running.add(task)
+                task.add_done_callback(lambda t: (self.running.discard(t), slots.release()))
 
 
-def create_app(classifier, limits: Limits | None = None):
-    """The FastAPI application serving ``classifier`` (any object with ``predict_details(texts)``)."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse
+def _split(items: list, parts: int) -> list[list]:
+    """``items`` (requests) in ``parts`` groups of about as many texts each, shortest texts first, so that
+    each group pads little. Requests stay whole."""
+    if parts == 1:
+        return [items]
+    items = sorted(items, key=lambda item: max(map(len, item[0])))
+    total = sum(len(req) for req, _ in items)
+    groups, group, n = [], [], 0
+    for item in items:
+        group.append(item)
+        n += len(item[0])
+        if len(groups) < parts - 1 and n >= total * (len(groups) + 1) / parts:
+            groups.append(group)
+            group = []
+    return groups + [group] if group else groups
+
+
+def _settle(fut: asyncio.Future, result=None, exc: BaseException | None = None) -> None:
+    if fut.done():  # the client may have gone away
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def create_app(classifier, limits: Limits | None = None, *, api_key: str | None = None,
+               cors_origins: list[str] | tuple[str, ...] = ()):
+    """The FastAPI application serving ``classifier`` (any object with ``predict_details(texts)``).
+
+    ``api_key``: required by ``/predict`` and ``/metrics`` when set (``/health`` stays open).
+    ``cors_origins``: browser origins allowed to call the API (none by default).
+    """
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.middleware.cors import CORSMiddleware
+    from fastapi.responses import JSONResponse, Response
+    from starlette.requests import ClientDisconnect
+
+    from sst2.serving.metrics import AccessMiddleware, Metrics
+    from sst2.serving.security import api_key_dependency, check_content_type, read_body
 
     limits = limits or Limits()
+    metrics = Metrics()
+    guarded = [Depends(api_key_dependency(api_key))] if api_key else []
 
     @asynccontextmanager
     async def lifespan(app):
-        app.state.batcher = MicroBatcher(classifier, limits)
+        app.state.batcher = MicroBatcher(classifier, limits, metrics)
         app.state.batcher.start()
         yield
         await app.state.batcher.stop()
 
     app = FastAPI(title="sst2 sentiment", lifespan=lifespan)
+    app.state.metrics = metrics
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+                           expose_headers=["X-Request-ID"], max_age=600)
+    app.add_middleware(AccessMiddleware, metrics=metrics)  # added last = outermost: sees every request
 
     @app.get("/health")
     async def health():
@@ -172,13 +312,26 @@ def create_app(classifier, limits: Limits | None = None):
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "served": {"batches": b.batches, "texts": b.texts, "model_seconds": round(b.model_seconds, 3)}}
 
-    @app.post("/predict")
+    @app.get("/metrics", dependencies=guarded)
+    async def prometheus_metrics():
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.post("/predict", dependencies=guarded)
     async def predict(request: Request):
         try:
-            texts = parse_request(await request.body(), limits)
+            check_content_type(request.headers.get("content-type"))
+            texts = parse_request(await read_body(request, limits.max_body_bytes), limits)
         except RequestError as exc:
-            return JSONResponse({"detail": exc.message}, status_code=exc.status)
-        preds = await app.state.batcher.predict(texts)
+            return JSONResponse({"detail": exc.message}, status_code=exc.status,
+                                headers={"Connection": "close"} if exc.close else None)
+        except ClientDisconnect:  # gone, or cut off by the request timeout: nobody reads this answer
+            return JSONResponse({"detail": "the client disconnected before sending the whole body"}, 400)
+        request.state.texts = len(texts)
+        try:
+            preds = await app.state.batcher.predict(texts)
+        except Exception as exc:  # logged by the batcher, with its traceback
+            return JSONResponse({"detail": f"the model failed on this request ({type(exc).__name__}); "
+                                           "the server log has the details"}, status_code=500)
         return {"predictions": [p.to_dict() for p in preds]}
 
     return app
@@ -187,25 +340,39 @@ def create_app(classifier, limits: Limits | None = None):
 def serve(cfg: ServeConfig) -> None:
     import uvicorn
 
-    from sst2.inference.classifier import Classifier
+    from sst2.inference.classifier import SentimentClassifier
+    from sst2.inference.runtimes import physical_cores
+    from sst2.serving.metrics import configure_logging
+    from sst2.serving.security import load_api_key, uvicorn_config
 
+    configure_logging(cfg.log_level)
+    api_key = load_api_key(cfg.api_key_file, os.environ)  # before the model loads: a bad key file fails fast
+    workers = cfg.workers or min(2, physical_cores())
+    threads = cfg.threads
+    if threads is None and workers > 1:  # the cores shared among the batches running at once
+        threads = max(1, physical_cores() // workers)
     # spin=False: busy-waiting model threads would starve the event loop that gathers the next batch.
-    clf = Classifier.load(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads, batch_size=cfg.max_batch,
-                          spin=False)
+    clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=threads,
+                                              batch_size=cfg.max_batch, spin=False, long_texts=cfg.long_texts,
+                                              window_overlap=cfg.window_overlap)
+    # The first call takes the one-off costs of a model call before any client waits for it.
+    clf.predict_details(["warm-up"])
     limits = Limits(max_texts=cfg.max_texts, max_chars=cfg.max_chars, max_batch=cfg.max_batch,
-                    max_wait_ms=cfg.max_wait_ms)
-    app = create_app(clf, limits)
+                    max_wait_ms=cfg.max_wait_ms, workers=workers)
+    app = create_app(clf, limits, api_key=api_key, cors_origins=cfg.cors_origin or ())
+    # The libraries loaded so far are ~240k long-lived objects: each full garbage collection would walk
+    # them all, stalling every request for ~0.1 s. Frozen, they are left out of collections.
+    gc.collect()
+    gc.freeze()
     sock = bind_socket(cfg.host, cfg.port)  # bound here, so the address printed is the real one (port 0 too)
     host, port = sock.getsockname()[:2]
-    print(f"sst2 serve: {cfg.model_dir} ({cfg.runtime}) on http://{_url_host(host)}:{port}", flush=True)
+    auth = "; API key required for /predict and /metrics" if api_key else ""
+    print(f"sst2 serve: {cfg.model_dir} ({cfg.runtime}) on http://{_url_host(host)}:{port}{auth}", flush=True)
     # Keep-alive longer than uvicorn's 5 s default: under load a client may reuse a pooled connection
     # just as the server closes it, which surfaces as a connection error.
-    config = uvicorn.Config(app, log_level=cfg.log_level, access_log=False, timeout_keep_alive=30)
+    config = uvicorn_config(app, log_level=cfg.log_level, max_connections=cfg.max_connections,
+                            keep_alive_timeout=cfg.keep_alive_timeout, request_timeout=cfg.request_timeout)
     uvicorn.Server(config).run(sockets=[sock])
-
-
-class ServeError(UserError, OSError):
-    pass
 
 
 def bind_socket(host: str, port: int):
@@ -216,8 +383,10 @@ def bind_socket(host: str, port: int):
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ServeError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from exc
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, _, proto, _, addr = infos[0]
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+    # without it each response (headers and body are two writes) waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(addr)

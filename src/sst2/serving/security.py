@@ -1,0 +1,157 @@
+"""What ``sst2 serve`` asks of a request before the model sees it, and how long a client may take to send it.
+
+* ``check_content_type``: 415 unless ``Content-Type: application/json`` (``; charset=utf-8`` allowed).
+* ``read_body``: 413 from ``Content-Length`` before any of the body is read, or as soon as a chunked
+  body passes the limit (it is never buffered whole).
+* ``load_api_key`` / ``api_key_dependency``: an optional API key (a file or ``$SST2_API_KEY``), compared in
+  constant time; ``/health`` stays open so that a load balancer can probe it without the key.
+* ``uvicorn_config``: uvicorn with a cap on connections, a keep-alive timeout and, through
+  ``TimedH11Protocol``, a deadline on receiving each request, which uvicorn itself does not have.
+
+Imported by ``sst2.serve`` only when it builds or runs an app (fastapi and uvicorn are optional).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from pathlib import Path
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from sst2.serving.app import RequestError, ServeError
+
+API_KEY_ENV = "SST2_API_KEY"
+MAX_HEADER_BYTES = 16 * 1024  # request line plus headers; larger ones get uvicorn's 400
+
+
+def check_content_type(value: str | None) -> None:
+    """``RequestError(415)`` unless ``value`` is ``application/json``, optionally with a UTF-8 charset."""
+    media, _, params = (value or "").partition(";")
+    if media.strip().lower() != "application/json":
+        got = f"got {value[:100]!r}" if value else "the header is missing"
+        raise RequestError(415, f"Content-Type must be application/json, {got}")
+    for param in params.split(";"):
+        name, _, charset = param.partition("=")
+        charset = charset.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            raise RequestError(415, f"Content-Type charset must be utf-8, got {charset[:40]!r}")
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, or ``RequestError(413)`` once it is known to exceed ``limit`` bytes: from the
+    ``Content-Length`` header before reading anything, or while counting a chunked body's chunks."""
+    declared = request.headers.get("content-length")  # uvicorn (h11) has already rejected a malformed one
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body too large: {int(declared)} bytes (limit {limit})", close=True)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, f"request body too large: the chunked body passed the limit of {limit} bytes",
+                               close=True)
+    return bytes(body)
+
+
+def load_api_key(path: str | None, environ=os.environ) -> str | None:
+    """The API key from ``path`` (whitespace around it ignored), else from ``$SST2_API_KEY``, else None.
+    Error messages name where the key came from, never the key."""
+    if path:
+        try:
+            key = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ServeError(f"cannot read the API key file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ServeError(f"the API key file {path} is not UTF-8 text") from None
+        source = f"the API key file {path}"
+    elif environ.get(API_KEY_ENV) is not None:
+        key, source = environ[API_KEY_ENV].strip(), f"${API_KEY_ENV}"
+    else:
+        return None
+    if not key:
+        raise ServeError(f"{source} is empty: put the key in it, or unset it to serve without a key")
+    if not (key.isascii() and key.isprintable()) or " " in key:
+        raise ServeError(f"the key in {source} must be printable ASCII without spaces (it travels in a header)")
+    return key
+
+
+def api_key_dependency(key: str):
+    """A FastAPI dependency that lets a request through only with ``key``, in ``Authorization: Bearer KEY``
+    or ``X-API-Key: KEY``; else 401 with a message. Both schemes also show in the OpenAPI docs."""
+    from fastapi import Depends, HTTPException
+    from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+    expected = key.encode("latin-1")
+    bearer = HTTPBearer(auto_error=False)
+    header = APIKeyHeader(name="X-API-Key", auto_error=False)
+    challenge = {"WWW-Authenticate": "Bearer"}
+
+    async def require_api_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+                              x_api_key: str | None = Depends(header)) -> None:
+        given = credentials.credentials if credentials is not None else x_api_key
+        if not given:
+            raise HTTPException(401, "missing API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                                headers=challenge)
+        # Header values arrive decoded as latin-1, so this round-trips any bytes the client sent.
+        if not hmac.compare_digest(given.encode("latin-1"), expected):
+            raise HTTPException(401, "invalid API key", headers=challenge)
+
+    return require_api_key
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline of ``request_timeout`` seconds on receiving each request,
+    headers and body. uvicorn has no such setting: its keep-alive timer starts only after a response,
+    so a connection that never sends its request, or trickles it, would stay open for ever. The
+    deadline starts when the connection opens and again at the first byte of each later request (idle
+    time between requests is the keep-alive timeout's); when it passes, the connection is closed."""
+
+    request_timeout: float = 10.0
+
+    def connection_made(self, transport) -> None:
+        self._deadline = None
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # the first byte of the next request on a kept-alive connection
+        super().data_received(data)
+        if self.conn.their_state not in (h11.IDLE, h11.SEND_BODY):
+            self._disarm()  # the whole request is in
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self._arm()  # part of a pipelined request is already buffered
+
+    def connection_lost(self, exc) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.request_timeout, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.logger.info("closing a connection whose request took over %s s to arrive", self.request_timeout)
+            self.transport.close()
+
+
+def uvicorn_config(app, *, log_level: str = "warning", max_connections: int = 1000, keep_alive_timeout: float = 30,
+                   request_timeout: float = 10):
+    """The ``uvicorn.Config`` of ``sst2 serve`` (``ServeConfig`` explains each setting)."""
+    import uvicorn
+
+    protocol = type("TimedH11Protocol", (TimedH11Protocol,), {"request_timeout": request_timeout})
+    return uvicorn.Config(app, http=protocol, log_level=log_level, access_log=False,
+                          limit_concurrency=max_connections, timeout_keep_alive=keep_alive_timeout,
+                          h11_max_incomplete_event_size=MAX_HEADER_BYTES)
