@@ -345,7 +345,6 @@ def serve(cfg: ServeConfig) -> None:
     from sst2.serving.metrics import configure_logging
     from sst2.serving.security import load_api_key, uvicorn_config
 
-    configure_logging(cfg.log_level)
     api_key = load_api_key(cfg.api_key_file, os.environ)  # before the model loads: a bad key file fails fast
     workers = cfg.workers or min(2, physical_cores())
     threads = cfg.threads
@@ -355,6 +354,7 @@ def serve(cfg: ServeConfig) -> None:
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=threads,
                                               batch_size=cfg.max_batch, spin=False, long_texts=cfg.long_texts,
                                               window_overlap=cfg.window_overlap)
+    configure_logging(cfg.log_level)  # once the model loaded: a command that fails changes no logging
     # The first call takes the one-off costs of a model call before any client waits for it.
     clf.predict_details(["warm-up"])
     limits = Limits(max_texts=cfg.max_texts, max_chars=cfg.max_chars, max_batch=cfg.max_batch,
