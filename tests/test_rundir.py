@@ -124,3 +124,21 @@ def test_stale_temporaries_of_killed_runs_are_removed_and_nothing_else(train_cli
     unmarked = temp(".run.partial-user0000", marker=False)
     assert train_cli(tmp_path / "run")[0] == 0
     assert not stale.exists() and live.is_dir() and unmarked.is_dir()
+
+
+def test_overwrite_replaces_a_run_of_sst2_0_1_which_wrote_no_marker(train_cli, tmp_path):
+    old = tmp_path / "old"
+    (old / "model").mkdir(parents=True)
+    for name in ("config.json", "history.csv", "epochs.csv", "metrics.json", "plot.png"):
+        (old / name).write_text("{}")
+    (old / "model" / "sst2_model.json").write_text("{}")
+    assert train_cli(old, "--overwrite")[0] == 0
+    assert (old / ".sst2-run").is_file() and (old / "config.toml").is_file()
+    # anything else in it, and it is not an old run
+    other = tmp_path / "other"
+    (other / "model").mkdir(parents=True)
+    (other / "metrics.json").write_text("{}")
+    (other / "model" / "sst2_model.json").write_text("{}")
+    (other / "notes.txt").write_text("mine")
+    status, err = train_cli(other, "--overwrite")
+    assert status == 2 and "not written by sst2 train" in err and (other / "notes.txt").read_text() == "mine"

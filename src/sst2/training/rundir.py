@@ -77,12 +77,28 @@ def check_out(out: Path, overwrite: bool, protected: dict[str, Path]) -> None:
     if not overwrite:
         raise RunDirError(f"run directory {out} already exists and is not empty (pass --overwrite to replace it)")
     marker = read_marker(out)
+    if marker is None and is_legacy_run(out):
+        return  # a run of sst2 0.1, which wrote no marker: exactly its files and nothing else
     if marker is None:
         raise RunDirError(f"refusing to replace {out}: it was not written by sst2 train (no {MARKER} marker); "
                           f"it holds {_listing(out)}")
     if marker.get("state") != "complete":
         raise RunDirError(f"refusing to replace {out}: its {MARKER} marker says {marker.get('state')!r}, not a "
                           f"finished run")
+
+
+LEGACY_FILES = {"config.json", "history.csv", "epochs.csv", "metrics.json", "plot.png", "model"}
+
+
+def is_legacy_run(path: Path) -> bool:
+    """A run directory of sst2 0.1 (before the marker): only the files it wrote, its metrics and its model
+    spec present; or a multi-seed run of such runs and its summary."""
+    names = {p.name for p in path.iterdir()}
+    if names <= LEGACY_FILES:
+        return {"metrics.json", "model"} <= names and (path / "model" / "sst2_model.json").is_file()
+    seeds = {n for n in names if n.startswith("seed-") and (path / n).is_dir()}
+    return "summary.json" in names and names == seeds | {"summary.json"} and all(is_legacy_run(path / n)
+                                                                                  for n in seeds)
 
 
 def clean_stale(out: Path, log=lambda msg: None) -> list[Path]:
@@ -126,7 +142,7 @@ def finish(out: Path, tmp: Path) -> None:
     here: it may have changed while the run was training)."""
     write_marker(tmp, "complete")
     if out.exists():
-        if any(out.iterdir()) and (read_marker(out) or {}).get("state") != "complete":
+        if any(out.iterdir()) and (read_marker(out) or {}).get("state") != "complete" and not is_legacy_run(out):
             raise RunDirError(f"{out} changed while the run was training and is no longer an sst2 run; "
                               f"the finished run was left in {tmp}")
         trash = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
