@@ -41,6 +41,17 @@ def choices_problems(cfg) -> list[str]:
     return out
 
 
+def long_texts_opt():
+    """The ``--long-texts`` option of every command that scores texts (one definition for all)."""
+    return opt("truncate", "a text longer than the model's max_length: 'truncate' scores its first max_length "
+                           "tokens, 'windows' scores overlapping windows of max_length tokens and averages their "
+                           "probabilities", choices=["truncate", "windows"])
+
+
+def window_overlap_opt():
+    return opt(None, "tokens shared by consecutive windows (default: a quarter of max_length)")
+
+
 def below(cfg, names, minimum: int = 1) -> list[str]:
     """A problem for each of the fields ``names`` that is set and below ``minimum``."""
     return [f"{n}: must be >= {minimum}, got {getattr(cfg, n)}" for n in names
@@ -134,10 +145,8 @@ class EvaluateConfig:
     label_column: str | None = opt(None, "the label column (default: the first of label, labels, sentiment)")
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=["torch", "onnx", "onnx-int8"])
-    long_texts: str = opt("truncate", "a text longer than the model's max_length: 'truncate' scores its first "
-                                      "max_length tokens, 'windows' scores overlapping windows of max_length "
-                                      "tokens and averages their probabilities", choices=["truncate", "windows"])
-    window_overlap: int | None = opt(None, "tokens shared by consecutive windows (default: a quarter of max_length)")
+    long_texts: str = long_texts_opt()
+    window_overlap: int | None = window_overlap_opt()
     batch_size: int = opt(64, "inference batch size")
     json: bool = opt(False, "print the metrics as JSON")
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
@@ -168,10 +177,8 @@ class PredictConfig:
                                         "review)")
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=RUNTIME_CHOICES)
-    long_texts: str = opt("truncate", "a text longer than the model's max_length: 'truncate' scores its first "
-                                      "max_length tokens, 'windows' scores overlapping windows of max_length "
-                                      "tokens and averages their probabilities", choices=["truncate", "windows"])
-    window_overlap: int | None = opt(None, "tokens shared by consecutive windows (default: a quarter of max_length)")
+    long_texts: str = long_texts_opt()
+    window_overlap: int | None = window_overlap_opt()
     batch_size: int = opt(64, "inference batch size (texts are length-sorted into batches)")
     threads: int | None = opt(None, "intra-op threads per model call (default: torch's choice; physical cores "
                                     "for onnx, divided among --workers)")
@@ -225,9 +232,8 @@ class ServeConfig:
     workers: int | None = opt(None, "micro-batches run through the model at once, each in its own thread: with "
                                     "2, the next batch is gathered and run while the previous one still runs "
                                     "(default: 2 with 2+ physical cores, else 1)")
-    long_texts: str = opt("truncate", "a text longer than the model's max_length: 'truncate' or 'windows' (as "
-                                      "sst2 predict)", choices=["truncate", "windows"])
-    window_overlap: int | None = opt(None, "tokens shared by consecutive windows (default: a quarter of max_length)")
+    long_texts: str = long_texts_opt()
+    window_overlap: int | None = window_overlap_opt()
     max_batch: int = opt(64, "micro-batching: most texts run through the model at once")
     max_wait_ms: float = opt(1.0, "micro-batching: longest wait for more requests before running a batch")
     max_texts: int = opt(64, "most texts accepted in one request")
