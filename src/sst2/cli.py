@@ -17,6 +17,8 @@ from sst2 import __version__
 # name -> (config class, function, one-line description); imported only when the command runs.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("sst2.config:TrainArgs", "sst2.cli:train_command", "train a model and write its run directory"),
+    "distill": ("sst2.config:DistillArgs", "sst2.cli:distill_command",
+                "train a student on a teacher's soft targets (transfer set, augmentation)"),
     "evaluate": ("sst2.config:EvaluateConfig", "sst2.evaluation.evaluate:evaluate", "score a saved model on a data split"),
     "bench": ("sst2.config:BenchConfig", "sst2.bench.bench:bench", "measure time and memory against sequence length"),
     "predict": ("sst2.config:PredictConfig", "sst2.inference.predict:predict", "classify texts; writes JSON lines"),
@@ -93,6 +95,18 @@ def train_command(args) -> dict:
     cfg = resolve(preset=args.preset, config=args.config, recipe=args.model, overrides=args.overrides(),
                   sets=args.set)
     return train(cfg, command="sst2 " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None)
+
+
+def distill_command(args) -> dict:
+    """``sst2 distill``: as ``sst2 train``, from the ``distill`` preset unless --preset, --model or --config."""
+    import shlex
+
+    from sst2.distill.api import distill
+    from sst2.training.config import resolve
+
+    preset = args.preset or (None if args.config or args.model else "distill")
+    cfg = resolve(preset=preset, config=args.config, recipe=args.model, overrides=args.overrides(), sets=args.set)
+    return distill(cfg, command="sst2 " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["distill"] else None)
 
 
 def _interrupt(signum, frame):

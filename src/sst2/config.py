@@ -74,7 +74,8 @@ class TrainArgs:
     config: str | None = opt(None, "a TOML config file: a preset (configs/*.toml) or a run's config.toml, which "
                                    "re-runs that run; its 'preset' key names the preset it changes")
     preset: str | None = opt(None, "start from this preset: improved (the default efficient model), seed (the "
-                                   "reference design, fixed), vanilla, partial, lora", choices=PRESET_NAMES)
+                                   "reference design, fixed), vanilla, partial, lora, teacher (vanilla on GLUE's "
+                                   "phrases), distill (the efficient student of sst2 distill)", choices=PRESET_NAMES)
     model: str | None = opt(None, "the recipe: efficient (frozen encoder + trained LSTM head), vanilla (full "
                                   "fine-tune), partial (top layers fine-tuned), lora (LoRA adapters); alone, it "
                                   "picks the recipe's preset", choices=list(RECIPES))
@@ -130,6 +131,30 @@ class TrainArgs:
                                  ("quiet", "run.quiet", True)):
             if getattr(self, flag):
                 out[key] = value
+        return out
+
+
+@dataclass
+class DistillArgs(TrainArgs):
+    """``sst2 distill``'s flags: ``sst2 train``'s, plus the teacher and the transfer set (the ``distill``
+    group of the training config; every key also works with ``--set distill.KEY=VALUE``)."""
+
+    teacher: str | None = opt(None, "the teacher's model directory (a trained sst2 model, e.g. runs/teacher/model)")
+    transfer_file: list[str] = opt([], "more texts for the transfer set, any supported format; labels, if any, "
+                                       "are used only with distill.hard_weight > 0 (e.g. GLUE's phrases)")
+    copies: int | None = opt(None, "augmented copies of every training text (default: the preset's)")
+    loss: str | None = opt(None, "soft-target loss: mse on the logits, or kl (temperature-scaled)",
+                           choices=["mse", "kl"])
+    hard_weight: float | None = opt(None, "weight of the hard-label loss on labelled texts, 0..1 (default: the "
+                                          "preset's)")
+
+    FLAGS = {**TrainArgs.FLAGS, "teacher": "distill.teacher", "copies": "distill.copies", "loss": "distill.loss",
+             "hard_weight": "distill.hard_weight"}
+
+    def overrides(self) -> dict:
+        out = super().overrides()
+        if self.transfer_file:
+            out["distill.transfer_files"] = list(self.transfer_file)
         return out
 
 

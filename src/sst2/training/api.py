@@ -56,6 +56,17 @@ class Context:
 
 
 @dataclass
+class SoftTargets:
+    """Training targets other than the split's labels (distillation, ``sst2.distill``): one row per
+    training text, the engine's loss and train-accuracy classes for them, and what to record."""
+
+    targets: torch.Tensor
+    loss: object  # (logits, targets) -> summed loss
+    classes: object  # targets -> class indexes
+    info: dict
+
+
+@dataclass
 class Trained:
     model: torch.nn.Module  # the SentimentModel, weights of the kept epoch
     metrics: dict
@@ -84,8 +95,10 @@ def _final_scores(job: engine.Job, splits: dict[str, Split], labels: dict, max_l
     return {k: engine.evaluate(forward, inputs[k], labels[k]) for k in ("dev", "test") if k in splits}
 
 
-def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: float) -> Trained:
-    """Train one seed on ``splits`` (``train`` required, ``dev`` and ``test`` optional) in memory."""
+def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: float,
+            soft: SoftTargets | None = None) -> Trained:
+    """Train one seed on ``splits`` (``train`` required, ``dev`` and ``test`` optional) in memory; with
+    ``soft``, on its targets rather than the training labels."""
     seed_everything(cfg.run.seed)
     job = recipes.setup(cfg, splits, ctx)
     trainable, total = count_parameters(job.model)
@@ -94,6 +107,8 @@ def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: f
     ctx.log(f"trainable params: {trainable:,} | total params: {total:,} | threads: {torch.get_num_threads()}")
     k_out = num_outputs(splits)
     labels = {k: engine.label_tensor(s.labels, k_out) if s.labelled else None for k, s in splits.items()}
+    if soft is not None:
+        labels["train"], job.loss, job.target_classes = soft.targets, soft.loss, soft.classes
     truncated = {k: count_truncated(backbone.tokenizer, s.texts, cfg.data.max_length) for k, s in splits.items()}
     fitted = engine.fit(job, cfg.optim, labels, cfg.run.seed, bar=ctx.bar, log=ctx.log)
     scores = _final_scores(job, splits, labels, cfg.data.max_length)
@@ -112,6 +127,7 @@ def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: f
         "dev_accuracy": dev.get("accuracy"), "test_accuracy": test_acc,
         "dev_loss": dev.get("loss"), "test_loss": test.get("loss"),
         **_class_metrics(scores, splits),
+        **({"distill": soft.info} if soft is not None else {}),
         "labels": label_names(splits), "temperature": job.model.spec["temperature"], "calibration": calibration,
         **{f"{k}_size": len(s) for k, s in splits.items()},
         "max_length": cfg.data.max_length, "truncated_sentences": truncated,
@@ -160,16 +176,16 @@ def _normalized(splits: dict[str, Split], how: str) -> dict[str, Split]:
 
 
 def _run_seeds(cfg: TrainConfig, splits: dict[str, Split], tmp: Path, ctx: Context, t_start: float,
-               command: str) -> dict:
+               command: str, soft: SoftTargets | None = None) -> dict:
     if cfg.run.seeds == 1:
-        trained = run_one(cfg, splits, ctx, t_start)
+        trained = run_one(cfg, splits, ctx, t_start, soft)
         rundir.write_run(tmp, cfg, trained, splits, command)
         return trained.metrics
     runs = []
     for k in range(cfg.run.seeds):
         one = cfg.with_run(seed=cfg.run.seed + k, seeds=1)
         ctx.log(f"--- seed {one.run.seed} ({k + 1}/{cfg.run.seeds}) ---")
-        trained = run_one(one, splits, ctx, time.perf_counter())
+        trained = run_one(one, splits, ctx, time.perf_counter(), soft)
         rundir.write_run(tmp / f"seed-{one.run.seed}", one, trained, splits, command)
         rundir.mark_run(tmp / f"seed-{one.run.seed}")
         runs.append(trained.metrics)
@@ -180,10 +196,14 @@ def _run_seeds(cfg: TrainConfig, splits: dict[str, Split], tmp: Path, ctx: Conte
     return result
 
 
-def train(cfg: TrainConfig, command: str | None = None) -> dict:
+def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict:
     """Train from data files and write the run directory ``cfg.run.out``; returns the metrics (with
     ``run.seeds`` > 1: one run directory per seed under OUT/seed-S/ and the summary, also written as
-    OUT/summary.json)."""
+    OUT/summary.json). ``targets(cfg, splits, ctx) -> (splits, SoftTargets)`` replaces the training
+    split and its targets once the run directory is known to be writable (``sst2.distill``)."""
+    if cfg.distill.teacher is not None and targets is None:
+        raise ConfigError(f"distill.teacher is set ({cfg.distill.teacher}): this config trains a student of that "
+                          f"teacher; run it with sst2 distill (sst2.distill)")
     t_start = time.perf_counter()
     set_threads(cfg.run.threads)
     data_dir = resolve_data_dir(cfg.data.path)
@@ -199,7 +219,11 @@ def train(cfg: TrainConfig, command: str | None = None) -> dict:
     try:
         if split_info is not None:
             (tmp / "splits.json").write_text(json.dumps(split_info) + "\n")
-        result = _run_seeds(cfg, splits, tmp, ctx, t_start, command or rundir.rerun_command(out))
+        soft = None
+        if targets is not None:
+            splits, soft = targets(cfg, splits, ctx)
+        command = command or rundir.rerun_command(out, "distill" if targets else "train")
+        result = _run_seeds(cfg, splits, tmp, ctx, t_start, command, soft)
     except BaseException:
         rundir.abort(tmp)  # never leave a half-written run behind
         raise

@@ -91,7 +91,26 @@ class RunConfig:
     quiet: bool = False  # no progress bars or per-epoch lines
 
 
-GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
+@dataclass
+class DistillConfig:
+    """Training on a teacher's soft targets over a transfer set (``sst2.distill``); off without a teacher."""
+
+    teacher: str | None = None  # the teacher's model directory (a trained sst2 model)
+    transfer_files: list[str] = field(default_factory=list)  # more texts for the transfer set (e.g. GLUE's phrases)
+    copies: int = 4  # augmented copies of every training text
+    p_mask: float = 0.1  # augmentation: a word becomes the mask token
+    p_replace: float = 0.1  # augmentation: a word becomes one of its embedding neighbours
+    p_ngram: float = 0.25  # augmentation: the copy is cut to a random n-gram (n = 1..5)
+    neighbours: int = 10  # replacement candidates per word (nearest input embeddings of the encoder)
+    loss: str = "mse"  # mse: squared error on the logits; kl: temperature-scaled KL divergence
+    temperature: float = 2.0  # the kl loss's temperature
+    hard_weight: float = 0.0  # weight of the hard-label loss on texts with a label (0: soft targets only)
+    seed: int = 0  # the transfer set's seed (the same for every run.seed, so labelling runs once)
+    teacher_runtime: str = "torch"  # the runtime that labels the transfer set
+
+
+GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig,
+          "distill": DistillConfig}
 
 
 @dataclass
@@ -101,6 +120,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def __post_init__(self):
         problems = validate(self)
@@ -111,6 +131,8 @@ class TrainConfig:
         """The nested dict of the TOML file (None values left out: TOML has no null)."""
         out: dict[str, Any] = {"preset": self.preset}
         for name in GROUPS:
+            if name == "distill" and self.distill.teacher is None:
+                continue  # not a distillation run: no [distill] table
             out[name] = {k: v for k, v in asdict(getattr(self, name)).items() if v is not None}
         return out
 
@@ -178,6 +200,27 @@ def validate(cfg: TrainConfig) -> list[str]:
     for name in ("seeds", "threads"):
         _positive(problems, f"run.{name}", getattr(r, name))
     _positive(problems, "run.seed", r.seed, 0)
+    return problems + _distill_problems(cfg.distill)
+
+
+def _distill_problems(t: DistillConfig) -> list[str]:
+    problems: list[str] = []
+    _positive(problems, "distill.copies", t.copies, 0)
+    _positive(problems, "distill.neighbours", t.neighbours)
+    _positive(problems, "distill.seed", t.seed, 0)
+    for name in ("p_mask", "p_replace", "p_ngram"):
+        if not 0 <= getattr(t, name) <= 1:
+            problems.append(f"distill.{name}: must be in [0, 1], got {getattr(t, name)}")
+    if t.p_mask + t.p_replace > 1:
+        problems.append(f"distill.p_mask + distill.p_replace: must be at most 1, got {t.p_mask + t.p_replace}")
+    if t.loss not in ("mse", "kl"):
+        problems.append(f"distill.loss: must be mse or kl, got {t.loss!r}")
+    if not t.temperature > 0:
+        problems.append(f"distill.temperature: must be > 0, got {t.temperature}")
+    if not 0 <= t.hard_weight <= 1:
+        problems.append(f"distill.hard_weight: must be in [0, 1], got {t.hard_weight}")
+    if t.teacher_runtime not in ("torch", "onnx", "onnx-int8"):
+        problems.append(f"distill.teacher_runtime: must be torch, onnx or onnx-int8, got {t.teacher_runtime!r}")
     return problems
 
 

@@ -40,6 +40,10 @@ class Job:
     cache_hits: dict | None = None
     extra: dict = field(default_factory=dict)  # recipe-specific metrics
     finish: Callable[[], None] | None = None  # called once after training (LoRA: merge the adapters)
+    # training targets other than class labels (distillation: a teacher's logits): the summed loss of a
+    # batch, and the classes the running train accuracy is counted against
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    target_classes: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 BINARY_LOSS = nn.BCEWithLogitsLoss(reduction="sum")
@@ -63,10 +67,10 @@ def label_tensor(labels: list[int], num_labels: int) -> torch.Tensor:
 
 
 def train_step(forward, batch: tuple, y: torch.Tensor, optimizer, params: list[nn.Parameter], grad_clip: float,
-               scheduler=None) -> tuple[float, torch.Tensor]:
+               scheduler=None, loss_fn=loss_sum) -> tuple[float, torch.Tensor]:
     """One optimizer step on one batch: ``(summed loss, logits)``; the loss is averaged for the gradient."""
     logits = forward(*batch)
-    loss = loss_sum(logits, y)
+    loss = loss_fn(logits, y)
     optimizer.zero_grad(set_to_none=True)
     (loss / len(y)).backward()
     if grad_clip:
@@ -81,11 +85,13 @@ def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_cli
                     scheduler=None, progress=None) -> tuple[dict, list[dict]]:
     """One pass over ``batches``; returns the epoch's running loss and accuracy and one row per step."""
     inputs = job.inputs["train"]
+    loss_fn = job.loss or loss_sum
+    classes = job.target_classes or (lambda y: y.long())
     total_loss = correct = seen = 0.0
     rows = []
     for idx in batches:
         y = labels[idx]
-        loss, logits = train_step(job.forward, inputs(idx), y, optimizer, job.params, grad_clip, scheduler)
+        loss, logits = train_step(job.forward, inputs(idx), y, optimizer, job.params, grad_clip, scheduler, loss_fn)
         if not math.isfinite(loss):
             raise DivergedError(f"the training loss became {loss} at epoch {epoch}, step {step + 1}; no model was "
                                 f"saved (lower optim.lr or check the data)")
@@ -93,7 +99,7 @@ def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_cli
         batch_loss = loss / len(idx)
         rows.append({"epoch": epoch, "step": step, "loss": round(batch_loss, 6)})
         total_loss += loss
-        correct += (predicted(logits) == y.long()).sum().item()
+        correct += (predicted(logits) == classes(y)).sum().item()
         seen += len(idx)  # count examples: the last batch may be short
         if progress is not None:
             progress.update(1)

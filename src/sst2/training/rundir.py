@@ -172,8 +172,8 @@ def prepare(out: Path, cfg, data_dir: Path | None, log=lambda msg: None) -> Path
     return begin(out)
 
 
-def rerun_command(out: Path) -> str:
-    return f"sst2 train --config {out / 'config.toml'}"
+def rerun_command(out: Path, command: str = "train") -> str:
+    return f"sst2 {command} --config {out / 'config.toml'}"
 
 
 def write_csv(path: Path, fields, rows) -> None:

@@ -1,0 +1,80 @@
+"""``sst2 distill``: train a student on a teacher's soft targets over a transfer set.
+
+The student is any training recipe (``model.recipe``; the ``distill`` preset: the efficient head on
+the frozen encoder). The run is an ordinary training run (``sst2.training.api.train``) whose training
+split is the transfer set (``sst2.distill.transfer``) and whose targets are the teacher's logits
+(``sst2.distill.teacher``, cached); dev and test are scored against their own labels as always, and the
+run directory records the transfer set's sizes, the teacher's own dev/test accuracy and the time of
+each stage.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from sst2.distill.loss import DistillLoss, pack_targets
+from sst2.distill.teacher import teacher_logits
+from sst2.distill.transfer import build_transfer
+from sst2.errors import UserError
+from sst2.inference.classifier import SentimentClassifier
+from sst2.training.api import SoftTargets, train
+from sst2.training.config import ConfigError, TrainConfig
+from sst2.training.engine import predicted
+
+
+def _encoder_vocab(cfg: TrainConfig):
+    """The student encoder's vocabulary, input embeddings and mask token (for word replacement)."""
+    from sst2.modeling.backbone import load_backbone_parts
+
+    encoder, tokenizer, _ = load_backbone_parts(cfg.model.backbone)
+    embeddings = encoder.get_input_embeddings().weight.detach().float().numpy()
+    return tokenizer.get_vocab(), embeddings, tokenizer.mask_token or "[MASK]"
+
+
+def _teacher(cfg: TrainConfig, label_names) -> SentimentClassifier:
+    teacher = SentimentClassifier.from_pretrained(cfg.distill.teacher, runtime=cfg.distill.teacher_runtime,
+                                                  threads=cfg.run.threads, batch_size=128)
+    if list(teacher.labels) != list(label_names):
+        raise UserError(f"distill.teacher: {cfg.distill.teacher} predicts the labels {', '.join(teacher.labels)}, "
+                        f"but the training data has {', '.join(label_names)}")
+    return teacher
+
+
+def _accuracy(teacher: SentimentClassifier, split) -> float | None:
+    if not split.labelled:
+        return None
+    return float((predicted(torch.from_numpy(teacher.predict_logits(split.texts))).numpy()
+                  == np.asarray(split.labels)).mean())
+
+
+def soft_targets(cfg: TrainConfig, splits: dict, ctx) -> tuple[dict, SoftTargets]:
+    """The transfer set as the training split, and the teacher's logits over it as its targets."""
+    t = cfg.distill
+    train_split = splits["train"]
+    teacher = _teacher(cfg, train_split.label_names)
+    t0 = time.perf_counter()
+    vocab, embeddings, mask = _encoder_vocab(cfg)
+    transfer = build_transfer(cfg, train_split, vocab, embeddings, mask, ctx.log)
+    build_seconds = time.perf_counter() - t0
+    logits, report = teacher_logits(teacher, transfer.texts, transfer.sha256, cfg.run.cache_dir, ctx.bar, ctx.log)
+    classes = predicted(torch.from_numpy(logits)).tolist()
+    scores = {f"teacher_{k}_accuracy": _accuracy(teacher, s) for k, s in splits.items() if k in ("dev", "test")}
+    ctx.log("teacher: " + ", ".join(f"{k.split('_')[1]} accuracy {v:.4f}" for k, v in scores.items() if v is not None))
+    info = {"teacher": str(t.teacher), "loss": t.loss, "temperature": t.temperature if t.loss == "kl" else None,
+            "hard_weight": t.hard_weight, "transfer": transfer.sizes, "transfer_seconds": round(build_seconds, 3),
+            "teacher_seconds": report["seconds"], "teacher_cache_hit": report["cache_hit"], **scores}
+    del teacher  # its weights are not needed while the student trains
+    loss = DistillLoss(t.loss, t.temperature, t.hard_weight)
+    splits = {**splits, "train": transfer.as_split(classes, train_split.label_names)}
+    return splits, SoftTargets(pack_targets(logits, transfer.hard), loss, DistillLoss.classes, info)
+
+
+def distill(cfg: TrainConfig, command: str | None = None) -> dict:
+    """Train the student ``cfg`` describes on the soft targets of ``cfg.distill.teacher``; writes the run
+    directory ``cfg.run.out`` and returns its metrics, as :func:`sst2.training.api.train` does."""
+    if cfg.distill.teacher is None:
+        raise ConfigError("distill.teacher: give the teacher's model directory (--teacher DIR, e.g. RUN/model)")
+    return train(cfg, command, targets=soft_targets)

@@ -1,0 +1,82 @@
+"""The transfer set: the texts a student learns the teacher from.
+
+It holds the training texts, the texts of ``distill.transfer_files`` (e.g. GLUE's 67,349 phrases of the
+same training sentences) and augmented copies of the training texts (``sst2.distill.augment``), each
+text once, in that order. A text's hard label is kept where one is known (-1 elsewhere); the teacher's
+logits (``sst2.distill.teacher``) are the targets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from sst2.data.labels import LabelSet
+from sst2.data.readers import read_table
+from sst2.data.splits import Split
+from sst2.data.text import normalize_texts
+from sst2.distill.augment import AugmentOptions, augment, embedding_neighbours
+from sst2.training.config import TrainConfig
+
+UNLABELLED = -1
+
+
+@dataclass
+class TransferSet:
+    texts: list[str]
+    hard: list[int]  # the class index of a text with a known label, else UNLABELLED
+    sizes: dict  # texts from each source: {"train": n, "files": {path: n}, "augmented": n}
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256("\n".join(self.texts).encode()).hexdigest()
+
+    def as_split(self, classes: list[int], label_names: tuple[str, ...]) -> Split:
+        """The training split a student trains on; ``classes`` are the teacher's (the targets are its logits)."""
+        return Split("train", None, self.texts, list(classes), self.sha256, label_names)
+
+
+def _file_texts(path: str, cfg: TrainConfig, labels: LabelSet) -> tuple[list[str], list[int]]:
+    """A transfer file's texts (normalized like the training texts) and labels (-1 where it has none)."""
+    d = cfg.data
+    table = read_table(path, d.format, d.text_column, d.label_column, require_labels=False)
+    texts = normalize_texts(table.texts, d.normalize)
+    if table.labels is None or any(v is None for v in table.labels):
+        return texts, [UNLABELLED] * len(texts)
+    return texts, labels.encode_table(table)
+
+
+def build_transfer(cfg: TrainConfig, train: Split, vocab: dict[str, int], embeddings: np.ndarray,
+                   mask_token: str, log=lambda msg: None) -> TransferSet:
+    """The transfer set of ``cfg.distill`` over the (normalized) training split ``train``."""
+    t = cfg.distill
+    texts = list(train.texts)
+    hard = list(train.labels) if train.labelled else [UNLABELLED] * len(texts)
+    seen = set(texts)
+    labels = LabelSet.of_model(train.label_names)
+    files = {}
+    for path in t.transfer_files:
+        added = 0
+        for text, y in zip(*_file_texts(path, cfg, labels)):
+            if text not in seen:
+                seen.add(text)
+                texts.append(text)
+                hard.append(y)
+                added += 1
+        files[str(path)] = added
+    opts = AugmentOptions(t.copies, t.p_mask, t.p_replace, t.p_ngram, t.neighbours)
+    words = {w.lower() for text in train.texts for w in text.split()}
+    neighbours = embedding_neighbours(words, vocab, embeddings, t.neighbours) if t.p_replace > 0 and t.copies else {}
+    copies = augment(train.texts, opts, t.seed, mask_token, neighbours, exclude=seen) if t.copies else []
+    texts += copies
+    hard += [UNLABELLED] * len(copies)
+    sizes = {"train": len(train), "files": files, "augmented": len(copies), "total": len(texts),
+             "words_with_neighbours": len(neighbours)}
+    log(f"transfer set: {len(texts):,} texts ({len(train):,} training"
+        + "".join(f", {n:,} more from {p}" for p, n in files.items()) + f", {len(copies):,} augmented)")
+    return TransferSet(texts, hard, sizes)

@@ -1,0 +1,134 @@
+"""Distillation (sst2.distill): augmentation, the transfer set, the teacher-logit cache, the loss, and
+a student trained end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_sentences, train_config, write_tsv
+from sst2.distill.augment import AugmentOptions, augment, augment_text, embedding_neighbours
+from sst2.distill.loss import DistillLoss, pack_targets
+
+
+def test_embedding_neighbours_are_nearest_whole_words():
+    vocab = {"[MASK]": 0, "good": 1, "great": 2, "bad": 3, "##ly": 4, "movie": 5}
+    emb = np.array([[0, 0, 1], [1, 0, 0], [0.9, 0.1, 0], [-1, 0, 0], [0.95, 0, 0], [0, 1, 0]], dtype=np.float32)
+    out = embedding_neighbours({"good", "unknownword", "bad"}, vocab, emb, k=2)
+    assert out["good"] == ["great", "movie"]  # ##ly and [MASK] are never candidates; not the word itself
+    assert "unknownword" not in out and out["bad"][0] == "movie"
+
+
+def test_augment_is_seeded_and_deduplicated():
+    texts = ["a fine film", "a dull , dull movie"]
+    opts = AugmentOptions(copies=5, p_mask=0.3, p_replace=0.3, p_ngram=0.5)
+    nb = {"fine": ["good"], "dull": ["flat"]}
+    one = augment(texts, opts, 7, "[MASK]", nb, exclude=set(texts))
+    assert one == augment(texts, opts, 7, "[MASK]", nb, exclude=set(texts))
+    assert one != augment(texts, opts, 8, "[MASK]", nb, exclude=set(texts))
+    assert len(one) == len(set(one)) and not set(one) & set(texts)
+    assert any("[MASK]" in t for t in one) and any("good" in t or "flat" in t for t in one)
+
+
+def test_augment_text_ngram_is_a_contiguous_slice():
+    words = "one two three four five six seven".split()
+    rng = np.random.default_rng(0)
+    opts = AugmentOptions(p_mask=0, p_replace=0, p_ngram=1.0)
+    for _ in range(20):
+        cut = augment_text(words, opts, rng, "[MASK]", {}).split()
+        assert 1 <= len(cut) <= 5 and " ".join(cut) in " ".join(words)
+
+
+@pytest.mark.parametrize("kind", ["mse", "kl"])
+def test_loss_is_zero_at_the_teacher_and_grows_away(kind):
+    teacher = np.array([2.0, -1.0, 0.5])
+    y = pack_targets(teacher, [1, -1, 0])
+    loss = DistillLoss(kind, temperature=2.0)
+    assert loss(torch.tensor(teacher, dtype=torch.float32), y).item() == pytest.approx(0, abs=1e-5)
+    assert loss(torch.tensor([0.0, 0.0, 0.0]), y).item() > 0.1
+    multi = pack_targets(np.array([[1.0, 0.0, -1.0]]), [-1])
+    assert loss(torch.tensor([[1.0, 0.0, -1.0]]), multi).item() == pytest.approx(0, abs=1e-5)
+    assert DistillLoss.classes(y).tolist() == [1, 0, 1]
+
+
+def test_hard_weight_mixes_only_labelled_texts():
+    y = pack_targets(np.array([3.0, 3.0]), [0, -1])
+    logits = torch.tensor([3.0, 3.0])
+    assert DistillLoss("mse", hard_weight=0.0)(logits, y).item() == pytest.approx(0, abs=1e-6)
+    mixed = DistillLoss("mse", hard_weight=0.5)(logits, y).item()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor(3.0), torch.tensor(0.0)).item()
+    assert mixed == pytest.approx(0.5 * bce)
+
+
+def _distill_config(tiny_data_dir, tiny_backbone_dir, teacher, tmp_path, **kw):
+    from sst2.training.config import resolve
+
+    sets = {"distill.teacher": str(teacher), "model.backbone": str(tiny_backbone_dir), "data.path": str(tiny_data_dir),
+            "data.max_length": 32, "model.layers": [-2, -1], "optim.epochs": 2, "optim.batch_size": 8,
+            "run.out": str(tmp_path / "student"), "run.cache_dir": str(tmp_path / "cache"), "run.quiet": True,
+            "run.threads": 1, "distill.copies": 2, **kw}
+    return resolve(preset="distill", overrides=sets)
+
+
+def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, tiny_data_dir, tiny_backbone_dir,
+                                                               tmp_path):
+    from sst2 import SentimentClassifier
+    from sst2.distill.api import distill
+
+    extra = write_tsv(tmp_path / "phrases.tsv", make_sentences(30, 9) + make_sentences(5, 1)[:5])
+    cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, tiny_model_dir, tmp_path,
+                          **{"distill.transfer_files": [str(extra)]})
+    metrics = distill(cfg)
+    out = tmp_path / "student"
+    info = metrics["distill"]
+    sizes = info["transfer"]
+    assert sizes["train"] == 48 and sizes["files"][str(extra)] <= 30  # duplicates of training texts are dropped
+    assert 0 < sizes["augmented"] <= 96 and sizes["total"] == metrics["train_size"]
+    assert not info["teacher_cache_hit"] and 0 <= info["teacher_dev_accuracy"] <= 1
+    assert (out / "model").is_dir() and json.loads((out / "metrics.json").read_text())["distill"] == info
+    toml = (out / "config.toml").read_text()
+    assert "[distill]" in toml and str(tiny_model_dir) in toml
+    clf = SentimentClassifier.from_pretrained(out / "model")
+    assert clf.predict(["a good film", "a bad film"]) in (["positive", "negative"], ["negative", "positive"],
+                                                          ["positive", "positive"], ["negative", "negative"])
+    # the same transfer set again: the teacher's logits come from the cache
+    again = distill(cfg.with_run(out=str(tmp_path / "student2")))
+    assert again["distill"]["teacher_cache_hit"] and again["dev_accuracy"] == metrics["dev_accuracy"]
+
+
+def test_train_refuses_a_distillation_config(tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path):
+    from sst2.training.api import train
+    from sst2.training.config import ConfigError
+
+    cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, tiny_model_dir, tmp_path)
+    with pytest.raises(ConfigError, match=r"distill.teacher is set .*run it with sst2 distill"):
+        train(cfg)
+
+
+def test_distill_needs_a_teacher_with_the_same_labels(tiny_model_dir, tiny_backbone_dir, tmp_path):
+    from sst2.distill.api import distill
+    from sst2.errors import UserError
+
+    d = tmp_path / "abc"
+    d.mkdir()
+    rows = [(s, "abc"[i % 3]) for i, (s, _) in enumerate(make_sentences(30, 4))]
+    for name in ("train", "dev"):
+        write_tsv(d / f"{name}.tsv", rows)
+    cfg = _distill_config(d, tiny_backbone_dir, tiny_model_dir, tmp_path, **{"distill.transfer_files": []})
+    with pytest.raises(UserError, match=r"predicts the labels negative, positive, but the training data has a, b, c"):
+        distill(cfg)
+
+
+def test_distill_config_problems():
+    from sst2.training.config import ConfigError, resolve
+
+    with pytest.raises(ConfigError) as err:
+        resolve(preset="distill", overrides={"distill.loss": "l1", "distill.p_mask": 0.8, "distill.p_replace": 0.5,
+                                             "distill.hard_weight": 2.0})
+    msg = str(err.value)
+    assert "distill.loss: must be mse or kl, got 'l1'" in msg
+    assert "distill.p_mask + distill.p_replace: must be at most 1, got 1.3" in msg
+    assert "distill.hard_weight: must be in [0, 1], got 2.0" in msg
