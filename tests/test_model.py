@@ -27,6 +27,8 @@ HEADS = {
     "concat": lambda: build_head(HeadConfig(hidden_size=32, num_states=3, proj_size=16, lstm_size=8,
                                             bidirectional=True, pooling="maxmean", combine="concat")),
     "linear-mean": lambda: build_head(HeadConfig(kind="linear", hidden_size=32, num_states=2, pooling="mean")),
+    "cnn": lambda: build_head(HeadConfig(kind="cnn", hidden_size=32, num_states=1, filters=6, kernel_sizes=(1, 2, 3),
+                                         pooling="maxmean")),
 }
 
 

@@ -189,8 +189,8 @@ def test_config_reports_every_problem_at_once():
                  "optim.lr: must be > 0, got -1.0", "model.layers: expected \"all\" or a list of distinct integers",
                  "optim.warmup_ratio: must be a finite number, got nan"):
         assert part in msg
-    with pytest.raises(ConfigError, match=r"^unknown preset 'huge': choose one of distill, improved, lora, "
-                                          r"partial, seed, teacher, vanilla$"):
+    with pytest.raises(ConfigError, match=r"^unknown preset 'huge': choose one of distill, distill-static, improved, "
+                                          r"lora, partial, seed, static, teacher, vanilla$"):
         resolve(preset="huge")
 
 

@@ -63,7 +63,7 @@ def to_dict(cfg) -> dict:
 
 
 PRESET_NAMES = sorted(p.stem for p in (Path(__file__).resolve().parent / "configs").glob("*.toml"))
-RECIPES = ("efficient", "vanilla", "partial", "lora")
+RECIPES = ("efficient", "vanilla", "partial", "lora", "static")
 
 
 @dataclass
@@ -77,8 +77,9 @@ class TrainArgs:
                                    "reference design, fixed), vanilla, partial, lora, teacher (vanilla on GLUE's "
                                    "phrases), distill (the efficient student of sst2 distill)", choices=PRESET_NAMES)
     model: str | None = opt(None, "the recipe: efficient (frozen encoder + trained LSTM head), vanilla (full "
-                                  "fine-tune), partial (top layers fine-tuned), lora (LoRA adapters); alone, it "
-                                  "picks the recipe's preset", choices=list(RECIPES))
+                                  "fine-tune), partial (top layers fine-tuned), lora (LoRA adapters), static "
+                                  "(static embeddings + CNN, no encoder at inference); alone, it picks the "
+                                  "recipe's preset", choices=list(RECIPES))
     data: str | None = opt(None, "a data folder with train, dev and (optionally) test files in any supported format "
                                  "(.tsv .csv .jsonl .parquet), or one labelled file split by --dev-ratio (default: "
                                  "$SST2_DATA, else ../shared/data/sst2-sentences)")

@@ -78,7 +78,8 @@ def export_onnx(model, path: str | Path, opset: int = 17, eager: bool = False) -
     ids = torch.tensor([[101, 7, 8, 9, 102, 0, 0, 0], [101, 7, 8, 9, 10, 11, 12, 102]]) % model.tokenizer.vocab_size
     mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0], [1] * 8])
     axes = {0: "batch", 1: "sequence"}
-    attention = eager_attention(model.backbone.encoder) if eager else contextlib.nullcontext()
+    encoder = getattr(model.backbone, "encoder", None)  # the static tier has none
+    attention = eager_attention(encoder) if eager and encoder is not None else contextlib.nullcontext()
     with torch.inference_mode(), warnings.catch_warnings(), attention:
         # Tracer warnings about Python-level branches on shapes (attention-mask padding, LSTM batch
         # size) are expected: the branches are shape-independent here, and parity is checked after.
@@ -168,6 +169,8 @@ def export(cfg: ExportConfig) -> dict:
     t0 = time.perf_counter()
     fp32 = model_dir / ONNX_FILES["onnx"]
     fused: dict[str, int] = {}
+    if cfg.fuse and getattr(model.backbone, "encoder", None) is None:
+        raise ExportError("--fuse fuses a transformer encoder's subgraphs; this static model has no encoder")
     if cfg.fuse:
         with tempfile.TemporaryDirectory() as tmp:
             traced = export_onnx(model, Path(tmp) / "traced.onnx", cfg.opset, eager=True)

@@ -27,9 +27,16 @@ class HeadConfig:
     pooling: str = "last"
     combine: str = "mix"  # K > 1 states: "mix" = learned softmax-weighted sum; "concat" = project their concatenation
     num_labels: int = 1  # 1: one logit (two classes, sigmoid); k > 2: k logits (softmax)
+    filters: int = 256  # "cnn": output channels per kernel size
+    kernel_sizes: tuple[int, ...] = (1, 2, 3)  # "cnn": n-gram widths
+
+    def __post_init__(self):
+        self.kernel_sizes = tuple(self.kernel_sizes)  # a JSON spec gives a list
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["kernel_sizes"] = list(self.kernel_sizes)
+        return out
 
 
 def logits_of(out: torch.Tensor) -> torch.Tensor:
@@ -145,9 +152,41 @@ class LinearHead(nn.Module):
         return logits_of(self.fc(self.dropout(feat)))
 
 
+class CNNHead(nn.Module):
+    """Dropout, one 1-D convolution per n-gram width over the (single) state, ReLU, masked max and mean
+    pooling over the windows that touch a real token, dropout, a linear layer (Kim 2014, for the
+    static tier: cheap enough to keep static embeddings at fastText speed, and it sees word order,
+    "not good" included).
+
+    Each convolution pads ``width - 1`` zeros on both sides; padded positions of the input are set to
+    zeros too, so a window that reaches past a sentence's end sees exactly what it would without batch
+    padding, and the result does not depend on the batch."""
+
+    def __init__(self, cfg: HeadConfig):
+        super().__init__()
+        if cfg.pooling not in ("maxmean", "mean"):
+            raise ValueError(f"the cnn head supports pooling maxmean or mean, not {cfg.pooling!r}")
+        self.cfg = cfg
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.convs = nn.ModuleList(nn.Conv1d(cfg.hidden_size, cfg.filters, w, padding=w - 1) for w in cfg.kernel_sizes)
+        width = cfg.filters * len(cfg.kernel_sizes) * (2 if cfg.pooling == "maxmean" else 1)
+        self.fc = nn.Linear(width, cfg.num_labels)
+
+    def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = lengths_to_mask(lengths.to(states.device), states.shape[1]).unsqueeze(-1)  # (B, T, 1)
+        x = self.dropout(states[:, :, 0] * valid).transpose(1, 2)  # (B, H, T), zeros at padding
+        feats = []
+        for conv, w in zip(self.convs, self.cfg.kernel_sizes):
+            out = torch.relu(conv(x)).transpose(1, 2)  # (B, T + w - 1, F)
+            feats.append(masked_pool(out, lengths_to_mask(lengths + (w - 1), out.shape[1]), self.cfg.pooling))
+        return logits_of(self.fc(self.dropout(torch.cat(feats, -1))))
+
+
 def build_head(cfg: HeadConfig) -> nn.Module:
     if cfg.kind == "lstm":
         return LSTMHead(cfg)
+    if cfg.kind == "cnn":
+        return CNNHead(cfg)
     if cfg.kind == "linear":
         return LinearHead(cfg)
     raise ValueError(f"unknown head kind {cfg.kind!r}")

@@ -23,6 +23,7 @@ from torch import nn
 from sst2.modeling.backbone import Backbone, load_backbone_parts
 from sst2.errors import UserError, one_line
 from sst2.modeling.heads import HeadConfig, build_head
+from sst2.modeling.static import StaticBackbone
 from sst2.modeling.modeldir import (CARD_FILE, ENCODER_DIR, FORMAT, HEAD_FILE, SPEC_FILE, ModelDirError,
                                     read_spec)
 
@@ -60,8 +61,11 @@ class SentimentModel(nn.Module):
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.backbone.encoder.save_pretrained(path / ENCODER_DIR)
-        self.backbone.tokenizer.save_pretrained(path / ENCODER_DIR)
+        if isinstance(self.backbone, StaticBackbone):
+            self.backbone.save(path / ENCODER_DIR)
+        else:
+            self.backbone.encoder.save_pretrained(path / ENCODER_DIR)
+            self.backbone.tokenizer.save_pretrained(path / ENCODER_DIR)
         state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, path / HEAD_FILE, metadata={"format": FORMAT})
         (path / SPEC_FILE).write_text(json.dumps({"format": FORMAT, **self.spec}, indent=2) + "\n")
@@ -75,9 +79,12 @@ class SentimentModel(nn.Module):
         encoder_dir = path / ENCODER_DIR
         if not encoder_dir.is_dir():  # never looked up as a hub name
             raise ModelDirError(f"{encoder_dir}: missing (a model directory holds the encoder it was trained with)")
-        encoder, tokenizer, source = load_backbone_parts(encoder_dir)
         try:
-            backbone = Backbone(encoder, tokenizer, tuple(spec["layers"]), source=spec.get("backbone", source))
+            if spec["model"] == "static":
+                backbone = StaticBackbone.load(encoder_dir)
+            else:
+                encoder, tokenizer, source = load_backbone_parts(encoder_dir)
+                backbone = Backbone(encoder, tokenizer, tuple(spec["layers"]), source=spec.get("backbone", source))
             head = build_head(HeadConfig(**spec["head"]))
         except (TypeError, ValueError, UserError) as exc:
             raise ModelDirError(f"{path / SPEC_FILE}: does not describe a model this encoder can run ({one_line(exc)})") from None

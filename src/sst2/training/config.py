@@ -23,8 +23,9 @@ from sst2.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PRESET = "improved"
-RECIPES = ("efficient", "vanilla", "partial", "lora")
-RECIPE_PRESETS = {"efficient": DEFAULT_PRESET, "vanilla": "vanilla", "partial": "partial", "lora": "lora"}
+RECIPES = ("efficient", "vanilla", "partial", "lora", "static")
+RECIPE_PRESETS = {"efficient": DEFAULT_PRESET, "vanilla": "vanilla", "partial": "partial", "lora": "lora",
+                  "static": "static"}
 POOLINGS = ("last", "maxmean", "mean", "cls")
 
 
@@ -64,6 +65,10 @@ class ModelConfig:
     lora_dropout: float = 0.1
     lora_targets: list[str] = field(default_factory=lambda: ["query", "key", "value", "output.dense",
                                                              "intermediate.dense"])
+    static_dims: int = 256  # static: width of the static embeddings distilled from the backbone (PCA)
+    train_embeddings: bool = True  # static: the embedding table trains with the head
+    filters: int = 256  # static: CNN channels per n-gram width
+    kernel_sizes: list[int] = field(default_factory=lambda: [1, 2, 3])  # static: the CNN's n-gram widths
 
 
 @dataclass
@@ -179,7 +184,9 @@ def validate(cfg: TrainConfig) -> list[str]:
                               or len(set(m.layers)) != len(m.layers)):
         problems.append(f"model.layers: expected \"all\" or a list of distinct integers such as [-2, -1], "
                         f"got {m.layers!r}")
-    for name in ("proj_size", "lstm_size", "unfreeze", "lora_r", "lora_alpha"):
+    if not m.kernel_sizes or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in m.kernel_sizes):
+        problems.append(f"model.kernel_sizes: expected a list of widths >= 1 such as [1, 2, 3], got {m.kernel_sizes!r}")
+    for name in ("proj_size", "lstm_size", "unfreeze", "lora_r", "lora_alpha", "static_dims", "filters"):
         _positive(problems, f"model.{name}", getattr(m, name))
     for name, v in (("model.dropout", m.dropout), ("model.lora_dropout", m.lora_dropout),
                     ("optim.warmup_ratio", o.warmup_ratio)):

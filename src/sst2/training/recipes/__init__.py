@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-MODULES = {"efficient": "efficient", "vanilla": "full", "partial": "partial", "lora": "lora"}
+MODULES = {"efficient": "efficient", "vanilla": "full", "partial": "partial", "lora": "lora", "static": "static"}
 
 
 def setup(cfg, splits, ctx):

@@ -1,0 +1,72 @@
+"""The static tier (recipe ``static``): model2vec embeddings of the tiny encoder and a CNN head, trained,
+saved, reloaded, exported to ONNX and run without torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import train_config
+
+
+@pytest.fixture(scope="module")
+def static_run(tiny_backbone_dir, tiny_data_dir, tmp_path_factory):
+    from sst2.training.api import train
+
+    out = tmp_path_factory.mktemp("static") / "run"
+    metrics = train(train_config(model="static", data=tiny_data_dir, backbone=str(tiny_backbone_dir), out=str(out),
+                                 epochs=20, batch_size=8, max_length=32, quiet=True, threads=1, static_dims=16,
+                                 filters=8))
+    return out, metrics
+
+
+def test_static_model_learns_the_tiny_task_and_counts_its_table(static_run):
+    out, metrics = static_run
+    assert metrics["model"] == "static" and metrics["dev_accuracy"] >= 0.9
+    # model2vec keeps the 30 words, [PAD] and [UNK] of the 35-token vocabulary (not [CLS], [SEP], [MASK]):
+    # a 32 x 16 table (it trains), CNN 16 -> 8 channels at widths 1, 2, 3, a linear layer on max + mean
+    assert metrics["static"]["vocab_size"] == 32
+    assert metrics["trainable_params"] == 32 * 16 + (16 * 8 * 6 + 3 * 8) + (8 * 3 * 2 + 1)
+    assert metrics["static"]["pca_dims"] == 16 and metrics["static"]["library"] == "model2vec"
+    spec = json.loads((out / "model" / "sst2_model.json").read_text())
+    assert spec["model"] == "static" and spec["head"]["kind"] == "cnn" and spec["head"]["kernel_sizes"] == [1, 2, 3]
+
+
+def test_static_model_reloads_and_exports_to_an_equal_onnx_graph(static_run):
+    from sst2 import SentimentClassifier
+    from sst2.config import ExportConfig
+    from sst2.inference.export import export
+
+    out, metrics = static_run
+    texts = ["the film is good", "the movie was awful and dull", "great"]
+    torch_clf = SentimentClassifier.from_pretrained(out / "model")
+    assert torch_clf.predict(["a good film", "a bad film"]) == ["positive", "negative"]
+    export(ExportConfig(model_dir=str(out / "model")))
+    onnx_clf = SentimentClassifier.from_pretrained(out / "model", runtime="onnx")
+    assert abs(onnx_clf.predict_proba(texts) - torch_clf.predict_proba(texts)).max() < 1e-5
+    # the ONNX path imports neither torch nor transformers
+    code = ("import sys; from sst2 import SentimentClassifier; "
+            f"c = SentimentClassifier.from_pretrained({str(out / 'model')!r}, runtime='onnx'); "
+            "print(c.predict(['a good film'])[0], 'torch' in sys.modules, 'transformers' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["positive", "False", "False"]
+
+
+def test_static_export_refuses_fuse(static_run):
+    from sst2.config import ExportConfig
+    from sst2.inference.export import ExportError, export
+
+    out, _ = static_run
+    with pytest.raises(ExportError, match="this static model has no encoder"):
+        export(ExportConfig(model_dir=str(out / "model"), fuse=True))
+
+
+def test_kernel_sizes_are_checked():
+    from sst2.training.config import ConfigError, resolve
+
+    with pytest.raises(ConfigError, match=r"model.kernel_sizes: expected a list of widths >= 1 such as \[1, 2, 3\], "
+                                          r"got \[0, 2\]"):
+        resolve(preset="static", overrides={"model.kernel_sizes": [0, 2]})
