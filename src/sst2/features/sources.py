@@ -25,6 +25,19 @@ class CachedStates:
         return self.features.batch(idx)
 
 
+class SelectedStates(CachedStates):
+    """Some of the cached hidden states (``states`` indexes into K): a shallower model read from the cache
+    of the whole encoder, whose first hidden states are the same."""
+
+    def __init__(self, features: Features, states: tuple[int, ...]):
+        super().__init__(features)
+        self.states = list(states)
+
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x, lengths = self.features.batch(idx)
+        return x[:, :, self.states], lengths
+
+
 class TokenBatches:
     """Token ids of a list of texts, padded per batch: ``(input_ids, attention_mask)``."""
 

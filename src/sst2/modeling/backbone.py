@@ -125,6 +125,27 @@ class Backbone(nn.Module):
         encoder, tokenizer, source = load_backbone_parts(name_or_dir)
         return cls(encoder, tokenizer, layers, source)
 
+    def truncated(self, depth: int, layers: tuple[int, ...] | str) -> "Backbone":
+        """The same encoder cut to its first ``depth`` transformer layers (inference then runs only those),
+        sharing their weights, with ``layers`` indexing its ``depth + 1`` hidden states. Its hidden states
+        are exactly the first ``depth + 1`` of this encoder's."""
+        import copy
+
+        if not 1 <= depth <= self.num_layers:
+            raise BackboneError(f"model.depth: must be in 1..{self.num_layers} for this encoder, got {depth}")
+        def shallow(module: nn.Module) -> nn.Module:  # its own module table; the weights are shared
+            out = copy.copy(module)
+            out._modules = dict(module._modules)
+            return out
+
+        config = copy.deepcopy(self.encoder.config)
+        config.num_hidden_layers = depth
+        encoder, stack = shallow(self.encoder), shallow(self.encoder.encoder)
+        stack.layer = nn.ModuleList(list(self.encoder.encoder.layer)[:depth])
+        encoder.encoder = stack
+        encoder.config = stack.config = config
+        return Backbone(encoder, self.tokenizer, layers, self.source)
+
     @property
     def hidden_size(self) -> int:
         return self.encoder.config.hidden_size

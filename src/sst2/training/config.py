@@ -53,6 +53,7 @@ class ModelConfig:
     recipe: str = "efficient"  # efficient | vanilla | partial | lora
     backbone: str = "all-MiniLM-L6-v2"  # a local directory or a Hugging Face name
     layers: str | list[int] = "all"  # hidden states the head reads: "all" or indexes (0 = embeddings, -1 = top)
+    depth: int | None = None  # efficient: keep only the encoder's first `depth` layers (default: all of them)
     combine: str = "concat"  # several layers: "concat" projects their concatenation, "mix" a learned weighted sum
     proj_size: int = 128  # efficient head: width of the linear "reshape"
     lstm_size: int = 128  # efficient head: LSTM hidden size per direction
@@ -186,7 +187,9 @@ def validate(cfg: TrainConfig) -> list[str]:
                         f"got {m.layers!r}")
     if not m.kernel_sizes or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in m.kernel_sizes):
         problems.append(f"model.kernel_sizes: expected a list of widths >= 1 such as [1, 2, 3], got {m.kernel_sizes!r}")
-    for name in ("proj_size", "lstm_size", "unfreeze", "lora_r", "lora_alpha", "static_dims", "filters"):
+    if m.depth is not None and m.recipe != "efficient":
+        problems.append(f"model.depth: applies to the efficient recipe, not {m.recipe!r}")
+    for name in ("proj_size", "lstm_size", "unfreeze", "lora_r", "lora_alpha", "static_dims", "filters", "depth"):
         _positive(problems, f"model.{name}", getattr(m, name))
     for name, v in (("model.dropout", m.dropout), ("model.lora_dropout", m.lora_dropout),
                     ("optim.warmup_ratio", o.warmup_ratio)):
