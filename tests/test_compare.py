@@ -108,3 +108,20 @@ def test_compare_config_errors():
         CompareConfig(runs=[])
     with pytest.raises(ConfigError, match=r"labels: give one per run directory \(2\), got 1"):
         CompareConfig(runs=["a", "b"], labels=["x"])
+
+
+def test_compare_adds_the_fasttext_anchor_and_a_pareto_plot(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    from sst2.cli import main
+
+    out = tmp_path / "cmp"
+    code = main(["compare", str(tiny_model_dir.parent), "--data", str(tiny_data_dir), "--out", str(out), "--calls", "5",
+                 "--warmup", "1", "--repeats", "1", "--threads", "1", "--batch-size", "16", "--fasttext"])
+    assert code == 0
+    assert "pareto.png" in capsys.readouterr().out
+    data = json.loads((out / "compare.json").read_text())
+    anchor = data["rows"][-1]
+    assert anchor["label"] == "fastText (external anchor)" and data["conditions"]["fasttext"]["wordNgrams"] == 2
+    assert 0 <= anchor["test_accuracy_mean"] <= 1 and anchor["b16_sentences_per_s"] > 0 and anchor["b1_calls"] == 5
+    assert "--fasttext" in data["conditions"]["command"] and "--batch-size 16" in data["conditions"]["command"]
+    assert (out / "pareto.png").stat().st_size > 0
+    assert "| fastText (external anchor) |" in (out / "compare.md").read_text()

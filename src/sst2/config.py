@@ -389,6 +389,8 @@ class CompareConfig:
     batch_size: int = opt(64, "batched timing: batch size")
     repeats: int = opt(3, "batched timing: passes over the dev sentences (the median is reported)")
     threads: int | None = opt(None, "intra-op threads (default: torch's choice)")
+    fasttext: bool = opt(False, "add fastText, trained on the data folder's train split and timed here, as an "
+                                "external anchor row (needs sst2[bench])")
     quiet: bool = opt(False, "do not print the table")
 
     def __post_init__(self):

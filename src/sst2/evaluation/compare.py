@@ -32,7 +32,7 @@ import numpy as np
 
 from sst2.config import CompareConfig
 from sst2.errors import UserError
-from sst2.evaluation.plots import plot_compare
+from sst2.evaluation.plots import plot_compare, plot_pareto
 from sst2.stats import seed_stat
 
 STATS = ("dev_accuracy", "test_accuracy", "train_seconds", "seconds_per_epoch", "total_seconds", "cache_seconds",
@@ -100,8 +100,14 @@ def default_label(m: dict) -> str:
         label = f"LoRA (r={m.get('lora_r')})"
     elif model == "vanilla":
         label = "vanilla (full fine-tune)"
+    elif model == "static":
+        label = "static (model2vec + CNN)"
     else:
         label = str(model)
+    if m.get("depth"):
+        label += f", first {m['depth']} layers"
+    if m.get("distill"):
+        return label + ", distilled"
     if m.get("train_file"):  # trained on another file than the data folder's train.tsv
         train_file = Path(m["train_file"])
         label += f", trained on {train_file.parent.name}/{train_file.name}"
@@ -211,6 +217,10 @@ def command_line(cfg: CompareConfig) -> str:
         parts.append("--no-latency")
     if cfg.runtime != "torch":
         parts += ["--runtime", cfg.runtime]
+    if cfg.batch_size != 64:
+        parts += ["--batch-size", str(cfg.batch_size)]
+    if cfg.fasttext:
+        parts.append("--fasttext")
     return shlex.join(parts)
 
 
@@ -244,6 +254,18 @@ def compare(cfg: CompareConfig) -> dict:
             except Exception as exc:  # recorded in the table; the other runs are still measured
                 row["inference_error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
+    if cfg.fasttext:
+        from sst2.data.dataset import load_splits
+        from sst2.evaluation.anchors import fasttext_row
+
+        if not cfg.quiet:
+            print("training and measuring fastText (external anchor)", flush=True)
+        row = fasttext_row(load_splits(resolve_data_dir(cfg.data)), texts or [], cfg.calls, cfg.warmup,
+                           cfg.batch_size, cfg.repeats, threads)
+        rows.append({**row, "run": None, "peak_rss_mb_max": None,
+                     **{f"{k}_{s}": row.get(f"{k}_{s}") for k in STATS for s in ("mean", "std")
+                        if f"{k}_{s}" not in row}})
+        conditions["fasttext"] = row["fasttext_args"]
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -252,9 +274,13 @@ def compare(cfg: CompareConfig) -> dict:
     (out / "compare.json").write_text(json.dumps({"conditions": conditions, "rows": rows}, indent=2,
                                                  default=_json_default) + "\n")
     plot_compare(rows, out / "compare.png", batch_size=cfg.batch_size)
+    files = ["compare.md", "compare.json", "compare.png"]
+    if cfg.latency:
+        plot_pareto(rows, out / "pareto.png", batch_size=cfg.batch_size)
+        files.append("pareto.png")
     if not cfg.quiet:
         print(md, end="")
-        print(f"wrote {out}/ (compare.md, compare.json, compare.png)")
+        print(f"wrote {out}/ ({', '.join(files)})")
     return {"conditions": conditions, "rows": rows}
 
 

@@ -53,3 +53,37 @@ def plot_compare(rows: list[dict], out: str | Path, batch_size: int = 64) -> Pat
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return Path(out)
+
+
+def plot_pareto(rows: list[dict], out: str | Path, batch_size: int = 64) -> Path:
+    """``pareto.png``: test accuracy (dev where a run has no test score) against sentences per second at
+    batch ``batch_size`` (log scale), with the models no other model beats on both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = f"b{batch_size}_sentences_per_s"
+    points = []
+    for r in rows:
+        acc = r.get("test_accuracy_mean") if r.get("test_accuracy_mean") is not None else r.get("dev_accuracy_mean")
+        if r.get(key) and acc is not None:
+            points.append((r[key], acc, r["label"], r.get("test_accuracy_mean") is None))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for speed, acc, label, dev_only in points:
+        ax.scatter([speed], [acc], marker="s" if dev_only else "o", s=40)
+        ax.annotate(label + (" (dev)" if dev_only else ""), (speed, acc), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)
+    front = [p for p in points if not any(q[0] >= p[0] and q[1] >= p[1] and q[:2] != p[:2] for q in points)]
+    front.sort()
+    if len(front) > 1:
+        ax.plot([p[0] for p in front], [p[1] for p in front], "--", color="gray", alpha=0.7, label="Pareto front")
+        ax.legend(loc="lower left")
+    ax.set_xscale("log")
+    ax.set(xlabel=f"sentences per second, batch {batch_size} (log scale)", ylabel="test accuracy",
+           title="Accuracy against inference speed (measured in one process)")
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
