@@ -1,4 +1,4 @@
-"""Distillation (sst2.distill): augmentation, the transfer set, the teacher-logit cache, the loss, and
+"""Distillation (sst2.distillation): augmentation, the transfer set, the teacher-logit cache, the loss, and
 a student trained end to end on the tiny model."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import make_sentences, train_config, write_tsv
-from sst2.distill.augment import AugmentOptions, augment, augment_text, embedding_neighbours
-from sst2.distill.loss import DistillLoss, pack_targets
+from sst2.distillation.augment import AugmentOptions, augment, augment_text, embedding_neighbours
+from sst2.distillation.loss import DistillLoss, pack_targets
 
 
 def test_embedding_neighbours_are_nearest_whole_words():
@@ -76,7 +76,7 @@ def _distill_config(tiny_data_dir, tiny_backbone_dir, teacher, tmp_path, **kw):
 def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, tiny_data_dir, tiny_backbone_dir,
                                                                tmp_path):
     from sst2 import SentimentClassifier
-    from sst2.distill.api import distill
+    from sst2.distillation.api import distill
 
     extra = write_tsv(tmp_path / "phrases.tsv", make_sentences(30, 9) + make_sentences(5, 1)[:5])
     cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, tiny_model_dir, tmp_path,
@@ -109,7 +109,7 @@ def test_train_refuses_a_distillation_config(tiny_model_dir, tiny_data_dir, tiny
 
 
 def test_distill_needs_a_teacher_with_the_same_labels(tiny_model_dir, tiny_backbone_dir, tmp_path):
-    from sst2.distill.api import distill
+    from sst2.distillation.api import distill
     from sst2.errors import UserError
 
     d = tmp_path / "abc"
@@ -132,3 +132,14 @@ def test_distill_config_problems():
     assert "distill.loss: must be mse or kl, got 'l1'" in msg
     assert "distill.p_mask + distill.p_replace: must be at most 1, got 1.3" in msg
     assert "distill.hard_weight: must be in [0, 1], got 2.0" in msg
+
+
+def test_the_python_api_returns_the_student(tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path):
+    import sst2
+
+    student, metrics = sst2.distill(tiny_model_dir, out=tmp_path / "api", path=str(tiny_data_dir),
+                                    backbone=str(tiny_backbone_dir), max_length=32, layers=[-2, -1], epochs=1,
+                                    batch_size=8, cache_dir=str(tmp_path / "cache"), threads=1, copies=1,
+                                    transfer_files=[])
+    assert isinstance(student, sst2.SentimentClassifier) and student.labels == ["negative", "positive"]
+    assert metrics["distill"]["transfer"]["augmented"] > 0 and (tmp_path / "api" / "model").is_dir()

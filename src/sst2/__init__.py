@@ -6,11 +6,11 @@
 """
 
 __version__ = "0.2.0"
-__all__ = ["SentimentClassifier", "fit", "train", "TrainConfig", "Classifier"]
+__all__ = ["SentimentClassifier", "fit", "train", "distill", "TrainConfig", "Classifier"]
 
 # Lazy: ``import sst2`` stays cheap (no torch / transformers) until a name is used.
 _NAMES = {"SentimentClassifier": "sst2.inference.classifier", "Classifier": "sst2.inference.classifier",
-          "fit": "sst2.api", "train": "sst2.training.api", "TrainConfig": "sst2.training.config"}
+          "fit": "sst2.api", "distill": "sst2.api", "train": "sst2.training.api", "TrainConfig": "sst2.training.config"}
 
 
 def __getattr__(name: str):

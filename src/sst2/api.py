@@ -1,4 +1,5 @@
-"""The Python API: ``fit`` trains on in-memory lists and returns a ``SentimentClassifier``."""
+"""The Python API: ``fit`` trains on in-memory lists and returns a ``SentimentClassifier``; ``distill``
+trains a student of a saved model on data files."""
 
 from __future__ import annotations
 
@@ -19,3 +20,26 @@ def fit(train_texts, train_labels, dev_texts=None, dev_labels=None, test_texts=N
     trained, card = fit_model(train_texts, train_labels, dev_texts, dev_labels, test_texts, test_labels,
                               recipe=recipe, config=config, out=out, **overrides)
     return SentimentClassifier.from_model(trained.model, card=card), trained.metrics
+
+
+def distill(teacher, *, preset: str = "distill", config=None, out=None,
+            **overrides) -> tuple[SentimentClassifier, dict]:
+    """Train a student of ``teacher`` (a model directory) on its soft targets over a transfer set, as
+    ``sst2 distill`` does: the data comes from files (``path=``, ``transfer_files=[...]``; default: the
+    preset's); ``preset``: ``distill`` (the efficient student) or ``distill-static`` (the static tier);
+    ``overrides`` by field name (``copies=8``, ``loss="kl"``, ``depth=3``). Writes the run directory
+    ``out`` (default: the preset's) and returns ``(student, metrics)``."""
+    from pathlib import Path
+
+    from sst2.distillation.api import distill as run
+    from sst2.training.api import config_for
+
+    overrides["teacher"] = str(teacher)
+    if out is not None:
+        overrides["out"] = str(out)
+    cfg = config_for(config=config, preset=None if config is not None else preset, quiet=overrides.pop("quiet", True),
+                     **overrides)
+    if cfg.run.seeds != 1:
+        raise ValueError("distill returns one student; use sst2 distill --seeds N for several")
+    metrics = run(cfg, command="sst2.distill(...)")
+    return SentimentClassifier.from_pretrained(Path(cfg.run.out) / "model"), metrics

@@ -101,7 +101,7 @@ def distill_command(args) -> dict:
     """``sst2 distill``: as ``sst2 train``, from the ``distill`` preset unless --preset, --model or --config."""
     import shlex
 
-    from sst2.distill.api import distill
+    from sst2.distillation.api import distill
     from sst2.training.config import resolve
 
     preset = args.preset or (None if args.config or args.model else "distill")

@@ -57,7 +57,7 @@ class Context:
 
 @dataclass
 class SoftTargets:
-    """Training targets other than the split's labels (distillation, ``sst2.distill``): one row per
+    """Training targets other than the split's labels (distillation, ``sst2.distillation``): one row per
     training text, the engine's loss and train-accuracy classes for them, and what to record."""
 
     targets: torch.Tensor
@@ -200,10 +200,10 @@ def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict:
     """Train from data files and write the run directory ``cfg.run.out``; returns the metrics (with
     ``run.seeds`` > 1: one run directory per seed under OUT/seed-S/ and the summary, also written as
     OUT/summary.json). ``targets(cfg, splits, ctx) -> (splits, SoftTargets)`` replaces the training
-    split and its targets once the run directory is known to be writable (``sst2.distill``)."""
+    split and its targets once the run directory is known to be writable (``sst2.distillation``)."""
     if cfg.distill.teacher is not None and targets is None:
         raise ConfigError(f"distill.teacher is set ({cfg.distill.teacher}): this config trains a student of that "
-                          f"teacher; run it with sst2 distill (sst2.distill)")
+                          f"teacher; run it with sst2 distill (sst2.distillation)")
     t_start = time.perf_counter()
     set_threads(cfg.run.threads)
     data_dir = resolve_data_dir(cfg.data.path)

@@ -99,7 +99,7 @@ class RunConfig:
 
 @dataclass
 class DistillConfig:
-    """Training on a teacher's soft targets over a transfer set (``sst2.distill``); off without a teacher."""
+    """Training on a teacher's soft targets over a transfer set (``sst2.distillation``); off without a teacher."""
 
     teacher: str | None = None  # the teacher's model directory (a trained sst2 model)
     transfer_files: list[str] = field(default_factory=list)  # more texts for the transfer set (e.g. GLUE's phrases)

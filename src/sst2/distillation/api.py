@@ -2,8 +2,8 @@
 
 The student is any training recipe (``model.recipe``; the ``distill`` preset: the efficient head on
 the frozen encoder). The run is an ordinary training run (``sst2.training.api.train``) whose training
-split is the transfer set (``sst2.distill.transfer``) and whose targets are the teacher's logits
-(``sst2.distill.teacher``, cached); dev and test are scored against their own labels as always, and the
+split is the transfer set (``sst2.distillation.transfer``) and whose targets are the teacher's logits
+(``sst2.distillation.teacher``, cached); dev and test are scored against their own labels as always, and the
 run directory records the transfer set's sizes, the teacher's own dev/test accuracy and the time of
 each stage.
 """
@@ -15,9 +15,9 @@ import time
 import numpy as np
 import torch
 
-from sst2.distill.loss import DistillLoss, pack_targets
-from sst2.distill.teacher import teacher_logits
-from sst2.distill.transfer import build_transfer
+from sst2.distillation.loss import DistillLoss, pack_targets
+from sst2.distillation.teacher import teacher_logits
+from sst2.distillation.transfer import build_transfer
 from sst2.errors import UserError
 from sst2.inference.classifier import SentimentClassifier
 from sst2.training.api import SoftTargets, train

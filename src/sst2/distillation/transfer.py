@@ -1,9 +1,9 @@
 """The transfer set: the texts a student learns the teacher from.
 
 It holds the training texts, the texts of ``distill.transfer_files`` (e.g. GLUE's 67,349 phrases of the
-same training sentences) and augmented copies of the training texts (``sst2.distill.augment``), each
+same training sentences) and augmented copies of the training texts (``sst2.distillation.augment``), each
 text once, in that order. A text's hard label is kept where one is known (-1 elsewhere); the teacher's
-logits (``sst2.distill.teacher``) are the targets.
+logits (``sst2.distillation.teacher``) are the targets.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sst2.data.labels import LabelSet
 from sst2.data.readers import read_table
 from sst2.data.splits import Split
 from sst2.data.text import normalize_texts
-from sst2.distill.augment import AugmentOptions, augment, embedding_neighbours
+from sst2.distillation.augment import AugmentOptions, augment, embedding_neighbours
 from sst2.training.config import TrainConfig
 
 UNLABELLED = -1
