@@ -88,6 +88,17 @@ def exported_dir(tiny_model_dir, tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="session")
+def local_ray():
+    """A local Ray with 2 CPUs for the tests that run on Ray, started once and stopped at the end."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 def train_config(preset=None, model=None, data=None, layers=None, **kw):
     """A resolved training config from flat names (``epochs=2``, ``layers="-2,-1"``), as a test writes
     them; ``model`` is the recipe and ``data`` the data folder."""

@@ -1,6 +1,6 @@
 """Bulk scoring on Ray Data (``sst2 predict --engine ray``): every row out once with its row_id, failed rows in
 the error output with file, line and reason, exit status 1 then; clear errors for bad addresses, globs and
-outputs; an actor killed mid-run loses nothing. One local Ray (2 CPUs) serves the whole module."""
+outputs; an actor killed mid-run loses nothing. One local Ray (2 CPUs, conftest's ``local_ray``) serves them."""
 
 from __future__ import annotations
 
@@ -22,15 +22,6 @@ from sst2.data.rows import RowWriter
 from conftest import make_sentences
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    import logging
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def read_dir(path) -> list[dict]:
@@ -178,15 +169,19 @@ def test_an_actor_killed_mid_run_loses_no_row(local_ray, exported_dir, tmp_path)
                 time.sleep(1.0)  # let it score a few batches first
                 victim = _scoring_actors()[0]
                 victim.kill()
-                killed.append(victim.pid)
+                killed.append((victim.pid, time.monotonic()))
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_one)
     killer.start()
     report = predict_files(str(exported_dir), str(tmp_path / "in.txt"), str(tmp_path / "out"), runtime="onnx",
                            chunk=32, quiet=True)
+    end = time.monotonic()
     killer.join()
     assert killed, "no scoring actor was found to kill"
-    assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    pid, when = killed[0]
+    print(f"killed actor {pid} {end - when:.1f} s before the run ended")
+    assert end - when > 0.5  # mid-run: the pool went on scoring after the kill
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     ids = sorted(r["row_id"] for r in read_dir(tmp_path / "out" / "predictions"))
     assert ids == list(range(n)) and (report.predicted, report.failed) == (n, 0)

@@ -53,10 +53,19 @@ class Context:
                     leave=False, dynamic_ncols=True)
 
     def features(self, backbone, splits: dict[str, Split]):
+        run = self.cfg.run
+        encode_all = None
+        if run.encode == "ray":  # the same batches, on Ray actors: the same cache entries
+            import functools
+
+            from sst2.features.ray_encode import encode_splits_ray
+
+            encode_all = functools.partial(encode_splits_ray, address=run.ray_address, actors=run.encode_actors,
+                                           quiet=run.quiet)
         # several processes: rank 0 fills the cache, the others then read the same entries
         return self.group.main_first(lambda: prepare_features(
-            backbone, splits, self.cfg.data.max_length, self.cfg.data.normalize, self.cfg.run.cache_dir,
-            progress=self.bar, log=self.log))
+            backbone, splits, self.cfg.data.max_length, self.cfg.data.normalize, run.cache_dir,
+            progress=self.bar, log=self.log, encode_all=encode_all))
 
 
 @dataclass

@@ -89,6 +89,9 @@ class RunConfig:
     threads: int | None = None  # torch intra-op threads (default: torch's choice)
     overwrite: bool = False  # replace an existing run directory written by sst2
     quiet: bool = False  # no progress bars or per-epoch lines
+    encode: str = "local"  # a cache miss is encoded here ("local") or by Ray actors ("ray"; pip install 'sst2[ray]')
+    ray_address: str | None = None  # encode = "ray": a running cluster (HOST:PORT); default: a local Ray
+    encode_actors: int | None = None  # encode = "ray": encoder actors (default: one per CPU of the cluster)
 
 
 GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig}
@@ -175,8 +178,10 @@ def validate(cfg: TrainConfig) -> list[str]:
             problems.append(f"optim.{name}: must be >= 0, got {getattr(o, name)}")
     if o.schedule not in ("constant", "linear"):
         problems.append(f"optim.schedule: must be constant or linear, got {o.schedule!r}")
-    for name in ("seeds", "threads"):
+    for name in ("seeds", "threads", "encode_actors"):
         _positive(problems, f"run.{name}", getattr(r, name))
+    if r.encode not in ("local", "ray"):
+        problems.append(f"run.encode: must be local or ray, got {r.encode!r}")
     _positive(problems, "run.seed", r.seed, 0)
     return problems
 
