@@ -185,3 +185,22 @@ def test_an_actor_killed_mid_run_loses_no_row(local_ray, exported_dir, tmp_path)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     ids = sorted(r["row_id"] for r in read_dir(tmp_path / "out" / "predictions"))
     assert ids == list(range(n)) and (report.predicted, report.failed) == (n, 0)
+
+
+def test_rows_missing_from_the_output_fail_the_run_naming_them(tmp_path):
+    from sst2.inference.ray_io import InputFile, prepare_output
+    from sst2.inference.ray_predict import RayPredictReport, ScoringError, _check_coverage
+
+    out = tmp_path / "out"
+    prepare_output(out, overwrite=False)
+    files = [InputFile(str(tmp_path / "a.txt"), "lines", 10, 0, "text", ["text"]),
+             InputFile(str(tmp_path / "b.txt"), "lines", 10, 10, "text", ["text"])]
+    # rows 0-11 and 15-19 were written; 12-14 were not
+    pq.write_table(pa.table({"row_id": list(range(12)) + list(range(15, 20))}), out / "predictions" / "part-0.parquet")
+    report = RayPredictReport(str(out), 20, 0, 0, files, 2, 1, "onnx-int8", 0.0, 1.0)
+    with pytest.raises(ScoringError) as info:
+        _check_coverage(report, out, "parquet", None)
+    assert str(info.value) == (f"{out}: 3 of 20 rows are missing from the output (row_id 12-14; the first is "
+                               f"{tmp_path / 'b.txt'} row 3). The rows written are kept in {out}; run again with "
+                               f"--overwrite to score everything")
+    assert json.loads((out / ".sst2-output").read_text())["state"] == "failed"
