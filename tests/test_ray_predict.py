@@ -76,7 +76,7 @@ def test_plain_text_lines_and_the_python_api(local_ray, exported_dir, tmp_path):
     texts = [s for s, _ in make_sentences(50, 22)]
     (tmp_path / "in.txt").write_bytes(("\n".join(texts[:10]) + "\n\xff bad\n" + "\n".join(texts[10:]) + "\n")
                                       .encode("latin-1"))
-    report = predict_files(str(exported_dir), str(tmp_path / "in.txt"), str(tmp_path / "out"), runtime="torch",
+    report = predict_files(str(exported_dir), str(tmp_path / "in.txt"), str(tmp_path / "out"), runtime="onnx",
                            chunk=16, output_format="jsonl", quiet=True)
     assert (report.rows, report.predicted, report.failed) == (51, 50, 1)
     assert report.first_error == f"{tmp_path / 'in.txt'}:11: not UTF-8 (invalid start byte at byte 1 of the line)"
