@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 
@@ -125,7 +126,11 @@ def test_bad_addresses_globs_and_outputs_are_clear_errors(exported_dir, tiny_mod
     err = capsys.readouterr().err
     assert "input: --engine ray reads files: give --input PATH_OR_GLOB" in err
     assert "output: --engine ray writes a folder: give --output DIR" in err
-    assert not any((tmp_path / p).exists() for p in ("o1", "o2", "o3"))  # all refused before writing anything
+    with pytest.MonkeyPatch.context() as mp:  # a Python without Ray Data
+        mp.setitem(sys.modules, "ray", None)
+        assert _predict("--model-dir", exported_dir, "--input", src, "--output", tmp_path / "o4") == 2
+    assert "this needs Ray Data, which is not installed: pip install 'sst2[ray]'" in capsys.readouterr().err
+    assert not any((tmp_path / p).exists() for p in ("o1", "o2", "o3", "o4"))  # all refused before writing anything
 
 
 def test_an_earlier_output_is_replaced_only_with_overwrite(local_ray, exported_dir, tmp_path, capsys):

@@ -135,7 +135,10 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
     CPUs. ``chunk``: rows per actor call; ``batch_size``: texts per model call within it (length-sorted).
     Raises :class:`ScoringError` if any row is missing from the output; failed rows are not an exception
     (``report.failed``)."""
+    from sst2.cluster import require_ray
+
     t0 = time.perf_counter()
+    require_ray()  # without it, say so before anything is read or written
     if output_format not in OUTPUT_FORMATS:
         raise UserError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
     _check_model(model_dir, runtime)
