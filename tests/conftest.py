@@ -75,6 +75,30 @@ def tiny_model_dir(tiny_backbone_dir, tiny_data_dir, tmp_path_factory) -> Path:
     return out / "model"
 
 
+@pytest.fixture(scope="session")
+def exported_dir(tiny_model_dir, tmp_path_factory):
+    """A copy of the tiny model with model.onnx and model.int8.onnx, written by the real command."""
+    import shutil
+
+    from sst2.cli import main
+
+    d = tmp_path_factory.mktemp("exported") / "model"
+    shutil.copytree(tiny_model_dir, d)
+    assert main(["export", "--model-dir", str(d), "--int8", "--quiet", "--threads", "1"]) == 0
+    return d
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """A local Ray with 2 CPUs for the tests that run on Ray, started once and stopped at the end."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 def train_config(preset=None, model=None, data=None, layers=None, **kw):
     """A resolved training config from flat names (``epochs=2``, ``layers="-2,-1"``), as a test writes
     them; ``model`` is the recipe and ``data`` the data folder."""

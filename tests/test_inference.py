@@ -24,15 +24,6 @@ LONG = " ".join(["the film is good and"] * 20)  # 100 words > max_length 32 of t
 
 
 @pytest.fixture(scope="session")
-def exported_dir(tiny_model_dir, tmp_path_factory):
-    """A copy of the tiny model with model.onnx and model.int8.onnx, written by the real command."""
-    d = tmp_path_factory.mktemp("exported") / "model"
-    shutil.copytree(tiny_model_dir, d)
-    assert main(["export", "--model-dir", str(d), "--int8", "--quiet", "--threads", "1"]) == 0
-    return d
-
-
-@pytest.fixture(scope="session")
 def torch_clf(tiny_model_dir):
     return SentimentClassifier.from_pretrained(tiny_model_dir, threads=1)
 

@@ -92,9 +92,17 @@ def train_command(args) -> dict:
     from sst2.training.api import train
     from sst2.training.config import resolve
 
+    from sst2.training.distributed import launched
+
     cfg = resolve(preset=args.preset, config=args.config, recipe=args.model, overrides=args.overrides(),
                   sets=args.set)
-    return train(cfg, command="sst2 " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["train"] else None)
+    command = None
+    if sys.argv[1:2] == ["train"]:
+        import os
+
+        launcher = f"torchrun --nproc-per-node {os.environ.get('LOCAL_WORLD_SIZE', '?')} -m " if launched() else ""
+        command = launcher + "sst2 " + shlex.join(sys.argv[1:])
+    return train(cfg, command=command)
 
 
 def distill_command(args) -> dict:
@@ -134,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cls(**values)
         _resolve(COMMANDS[args._command][1])(cfg)
     except UserError as exc:
-        print(f"sst2 {args._command}: error: {exc}", file=sys.stderr)
+        rank = os.environ.get("RANK", "0")  # under torchrun every process reports; say which one
+        where = "" if rank == "0" else f" (rank {rank})"
+        print(f"sst2 {args._command}{where}: error: {exc}", file=sys.stderr)
         return exc.status
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
         import os

@@ -193,33 +193,55 @@ class PredictConfig:
     model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
     input: str | None = opt(None, "a text file with one text per line ('-' = standard input; UTF-8, lines split at "
                                   "\\n only; one output per line, an empty line is an error), or a table "
-                                  "(.tsv .csv .jsonl .parquet) whose every column is kept")
+                                  "(.tsv .csv .jsonl .parquet) whose every column is kept; with --engine ray also "
+                                  "a glob (quote it: 'reviews/*.parquet')")
     output: str | None = opt(None, "write the predictions here, in the input table's format (default: JSON lines on "
-                                   "standard output)")
-    overwrite: bool = opt(False, "replace an existing --output file")
+                                   "standard output); with --engine ray the folder to create")
+    overwrite: bool = opt(False, "replace an existing --output file (--engine ray: a folder it wrote before)")
     format: str | None = opt(None, "the input table's format when its extension does not say",
                              choices=["tsv", "csv", "jsonl", "parquet"])
     text_column: str | None = opt(None, "the input table's text column (default: the first of sentence, text, "
                                         "review)")
-    runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
-                       choices=RUNTIME_CHOICES)
+    runtime: str | None = opt(None, "inference runtime (default: torch; onnx-int8 with --engine ray); onnx / "
+                                    "onnx-int8 need 'sst2 export' first", choices=RUNTIME_CHOICES)
     long_texts: str = long_texts_opt()
     window_overlap: int | None = window_overlap_opt()
     batch_size: int = opt(64, "inference batch size (texts are length-sorted into batches)")
     threads: int | None = opt(None, "intra-op threads per model call (default: torch's choice; physical cores "
-                                    "for onnx, divided among --workers)")
+                                    "for onnx, divided among --workers; --engine ray: 1 per actor)")
     workers: int = opt(1, "model calls run at once, each in its own thread: 2 single-threaded calls gave more "
                           "sentences/s than 1 two-threaded call on 2 cores (README)")
-    chunk: int = opt(1024, "texts read, scored and written at a time: memory stays bounded whatever the input size")
+    chunk: int = opt(1024, "texts read, scored and written at a time: memory stays bounded whatever the input size "
+                           "(--engine ray: rows per actor call)")
     quiet: bool = opt(False, "no progress bar")
+    engine: str = opt("local", "local: score in this process; ray: on Ray Data, reading --input (a path or glob) in "
+                               "Ray tasks, scoring on a pool of actors and writing the folder --output "
+                               "(predictions/, errors/, summary.json; docs/distributed.md)", choices=["local", "ray"])
+    ray_address: str | None = opt(None, "--engine ray: a running Ray cluster, HOST:PORT of its head node (or "
+                                        "ray://HOST:PORT, or auto); default: start a local Ray with this machine's CPUs")
+    actors: int | None = opt(None, "--engine ray: scoring actors, each loading the model once (default: the "
+                                   "cluster's CPUs divided by --threads)")
+    output_format: str | None = opt(None, "--engine ray: format of the output files (default: parquet)",
+                                    choices=["parquet", "jsonl", "csv"])
 
     def __post_init__(self):
         problems = choices_problems(self)
         if self.texts and self.input is not None:
             problems.append("texts: give texts as arguments or --input FILE, not both")
-        if self.output is not None and (self.input is None or self.input == "-"):
-            problems.append("output: goes with an --input table")
-        problems += below(self, ("batch_size", "threads", "workers", "chunk"))
+        if self.engine == "ray":
+            if self.texts or self.input in (None, "-"):
+                problems.append("input: --engine ray reads files: give --input PATH_OR_GLOB")
+            if self.output is None:
+                problems.append("output: --engine ray writes a folder: give --output DIR")
+            if self.workers != 1:
+                problems.append("workers: goes with --engine local (with --engine ray, use --actors)")
+        else:
+            if self.output is not None and (self.input is None or self.input == "-"):
+                problems.append("output: goes with an --input table")
+            for name in ("ray_address", "actors", "output_format"):
+                if getattr(self, name) is not None:
+                    problems.append(f"{name}: goes with --engine ray")
+        problems += below(self, ("batch_size", "threads", "workers", "chunk", "actors"))
         check(problems, "predict")
 
 

@@ -1,5 +1,10 @@
 """Streaming rows of any supported file, and writing rows back in the same format, memory bounded:
-``iter_rows`` for ``sst2 predict`` (every input column kept), ``RowWriter`` for its output."""
+``iter_rows`` for ``sst2 predict`` (every input column kept), ``RowWriter`` for its output.
+
+``iter_numbered`` also gives each row its line (its 0-based row for Parquet) and, for a row that cannot
+be read (a JSON line that is not an object, a text line that is not UTF-8), the problem instead of raising,
+so a bulk scorer can write it to its error output and go on; ``count_rows`` counts a file's rows, and
+``text_lines`` reads plain text one line a row. Format ``lines`` is such a text file."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Self
+from typing import BinaryIO, Iterator, NamedTuple, Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +21,10 @@ import pyarrow.parquet as pq
 from sst2.data.readers import (_bad_row, _json_row, _open_csv, _open_parquet, _parquet_error, _spans, _unread,
                                _utf8_problems, detect_format, raise_problems)
 from sst2.data.splits import DataError, quote
+from sst2.data.text import text_problem
 from sst2.errors import one_line
+
+LINES = "lines"  # plain text, one text a line (column "text"): what ``sst2 predict --input FILE.txt`` reads
 
 # ---- streaming ------------------------------------------------------------------------------------------
 
@@ -29,13 +37,36 @@ def iter_rows(path: str | os.PathLike, fmt: str | None = None, chunk: int = 1024
         raise DataError(f"{path}: file not found")
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
+    for numbered in iter_numbered(path, fmt, chunk):
+        yield [r.row for r in numbered]
+
+
+class NumberedRow(NamedTuple):
+    line: int  # the row's line (the header is line 1), or for Parquet its 0-based row
+    row: dict | None  # None when the row could not be read
+    problem: str | None  # why it could not be read (only with ``keep_bad``)
+
+
+def iter_numbered(path: str | os.PathLike, fmt: str | None = None, chunk: int = 1024,
+                  keep_bad: bool = False) -> Iterator[list[NumberedRow]]:
+    """Like :func:`iter_rows`, each row with its line; with ``keep_bad``, a row that cannot be read comes out
+    with its problem (``row=None``) instead of raising. The structure of a TSV or CSV file (a row of the
+    wrong width, an unbalanced quote) is still an error: its rows cannot be told apart."""
+    path = Path(path)
+    fmt = LINES if fmt == LINES else detect_format(path, fmt)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1, got {chunk}")
     if fmt == "parquet":
         batches = _iter_parquet(path, chunk)
     elif fmt == "jsonl":
-        batches = _iter_jsonl(path, chunk)
+        batches = _iter_jsonl(path, chunk, keep_bad)
+    elif fmt == LINES:
+        batches = _iter_lines(path, chunk, keep_bad)
     else:
         batches = _iter_delimited(path, fmt)
-    buffer: list[dict] = []
+    buffer: list[NumberedRow] = []
     for rows in batches:
         buffer.extend(rows)
         while len(buffer) >= chunk:
@@ -47,26 +78,77 @@ def iter_rows(path: str | os.PathLike, fmt: str | None = None, chunk: int = 1024
 
 def _iter_parquet(path: Path, chunk: int):
     pf = _open_parquet(path)
+    start = 0
     try:
         for batch in pf.iter_batches(batch_size=chunk):
-            yield batch.to_pylist()
+            yield [NumberedRow(start + i, row, None) for i, row in enumerate(batch.to_pylist())]
+            start += batch.num_rows
     except (pa.ArrowException, OSError) as exc:
         raise _parquet_error(path, exc) from None
 
 
-def _iter_jsonl(path: Path, chunk: int):
+def _iter_jsonl(path: Path, chunk: int, keep_bad: bool = False):
     rows = []
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             row, problem = _json_row(path, lineno, line)
-            raise_problems([problem] if problem else [])
-            rows.append(row)
+            if problem and not keep_bad:
+                raise_problems([problem])
+            # the problem without its "path:line: ", which the row's own columns say
+            rows.append(NumberedRow(lineno, row, problem and problem.split(": ", 1)[1]))
             if len(rows) == chunk:
                 yield rows
                 rows = []
     yield rows
+
+
+def text_lines(stream: BinaryIO) -> Iterator[tuple[int, str | None, str | None, int]]:
+    """``(line number, text, problem, bytes read)`` for every line of ``stream``, split at b"\\n" only (a
+    ``\\r`` before it is dropped): ``text`` is None and ``problem`` says why for a line that is not UTF-8,
+    and ``problem`` is set for an empty line too."""
+    for lineno, raw in enumerate(stream, start=1):
+        size = len(raw)
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield lineno, None, f"not UTF-8 ({exc.reason} at byte {exc.start + 1} of the line)", size
+            continue
+        yield lineno, text, text_problem(text), size
+
+
+def _iter_lines(path: Path, chunk: int, keep_bad: bool = False):
+    rows = []
+    with open(path, "rb") as f:
+        for lineno, text, problem, _ in text_lines(f):
+            if problem and not keep_bad:
+                raise DataError(f"{path}:{lineno}: {problem}")
+            rows.append(NumberedRow(lineno, None if text is None else {"text": text}, problem if text is None else None))
+            if len(rows) == chunk:
+                yield rows
+                rows = []
+    yield rows
+
+
+def count_rows(path: str | os.PathLike, fmt: str | None = None) -> int:
+    """The rows :func:`iter_numbered` gives for ``path``: Parquet's from its metadata, the others by reading
+    the file once (a TSV or CSV file whose structure is broken is an error naming the line)."""
+    path = Path(path)
+    fmt = LINES if fmt == LINES else detect_format(path, fmt)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if fmt == "parquet":
+        return _open_parquet(path).metadata.num_rows
+    if fmt in (LINES, "jsonl"):
+        total = 0
+        with open(path, "rb") as f:
+            for line in f:
+                total += fmt == LINES or bool(line.strip())
+        return total
+    return sum(len(rows) for rows in iter_numbered(path, fmt, 65536))
 
 
 def _iter_delimited(path: Path, fmt: str):
@@ -80,9 +162,13 @@ def _iter_delimited(path: Path, fmt: str):
             if bad:
                 break
             spans = _spans(batch, fmt)
+            starts, line = [], consumed + 1  # the line each row starts on
+            for span in spans:
+                starts.append(line)
+                line += span
             consumed += sum(spans)
             last = consumed + 1 - spans[-1] if spans else last
-            yield batch.to_pylist()
+            yield [NumberedRow(line, row, None) for line, row in zip(starts, batch.to_pylist())]
     except pa.ArrowInvalid as exc:
         if "UTF8" in str(exc):
             with open(path, "rb") as f:

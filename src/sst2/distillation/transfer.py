@@ -72,7 +72,7 @@ def build_transfer(cfg: TrainConfig, train: Split, vocab: dict[str, int], embedd
     opts = AugmentOptions(t.copies, t.p_mask, t.p_replace, t.p_ngram, t.neighbours)
     words = {w.lower() for text in train.texts for w in text.split()}
     neighbours = embedding_neighbours(words, vocab, embeddings, t.neighbours) if t.p_replace > 0 and t.copies else {}
-    copies = augment(train.texts, opts, t.seed, mask_token, neighbours, exclude=seen) if t.copies else []
+    copies = augment(train.texts, opts, t.transfer_seed, mask_token, neighbours, exclude=seen) if t.copies else []
     texts += copies
     hard += [UNLABELLED] * len(copies)
     sizes = {"train": len(train), "files": files, "augmented": len(copies), "total": len(texts),

@@ -219,10 +219,8 @@ class FeatureCache:
         The entry is written into a temporary folder and published with one atomic rename. If another
         process published the same key meanwhile, its entry is kept and ours discarded; a disk that
         fills up leaves no entry a later run would trust."""
-        self._prepare_root()
         final = self.entry_dir(key)
-        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
-        (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        tmp = self.staging_dir()
         try:
             features = make(tmp / "states.npy")
             if isinstance(features.states, StatesFile):
@@ -248,6 +246,14 @@ class FeatureCache:
         if stored is None:
             raise CacheError(f"feature cache: could not read back the entry just written to {final}")
         return stored
+
+    def staging_dir(self) -> Path:
+        """A new temporary folder in the cache, marked with this process (removed by a later run if the process
+        was killed); the caller removes it."""
+        self._prepare_root()
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=self.root))
+        (tmp / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        return tmp
 
     def _publish(self, tmp: Path, final: Path, key: str) -> None:
         for _ in range(3):

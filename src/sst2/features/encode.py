@@ -7,7 +7,10 @@ the entry from :class:`~sst2.features.cache.FeatureCache` or encodes and stores 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,34 +42,50 @@ def encode_texts(backbone, texts: list[str], max_length: int, batch_tokens: int 
     With ``out`` the states are written straight to that ``.npy`` file batch by batch, so memory stays
     flat however large the data set (GLUE's phrases give several GB of states).
     """
-    np_dtype = DTYPES[dtype]
-    enc = backbone.tokenizer(list(texts), truncation=True, max_length=max_length)
-    ids = enc["input_ids"]
+    ids, lengths, offsets = tokenize_split(backbone, texts, max_length)
+    states, write = states_sink(out, (int(lengths.sum()), len(backbone.layers), backbone.hidden_size), dtype)
+    encode_batches(backbone, ids, token_batches(lengths, batch_tokens, batch_size), DTYPES[dtype],
+                   lambda i, rows: write(int(offsets[i]), rows), progress, pad_id=backbone.tokenizer.pad_token_id or 0)
+    return Features(states, lengths, offsets)
+
+
+def tokenize_split(backbone, texts: list[str], max_length: int):
+    """Token ids of every text, and their lengths and offsets in the ``(N_tokens, K, H)`` states array."""
+    ids = backbone.tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    shape = (int(lengths.sum()), len(backbone.layers), backbone.hidden_size)
-    if out is None:
-        states = np.empty(shape, dtype=np_dtype)
+    return ids, lengths, offsets
 
-        def write(start: int, rows: np.ndarray) -> None:
-            states[start : start + len(rows)] = rows
-    else:
+
+def states_sink(out: Path | None, shape: tuple[int, ...], dtype: str):
+    """The states array (in memory, or the ``.npy`` file ``out`` written as it goes) and ``write(start, rows)``."""
+    np_dtype = DTYPES[dtype]
+    if out is not None:
         states = StatesFile.create(out, shape, np_dtype)
-        write = states.write_rows
-    pad_id = backbone.tokenizer.pad_token_id or 0
+        return states, states.write_rows
+    states = np.empty(shape, dtype=np_dtype)
+
+    def write(start: int, rows: np.ndarray) -> None:
+        states[start : start + len(rows)] = rows
+
+    return states, write
+
+
+def encode_batches(backbone, ids: list[list[int]], batches, np_dtype, write, progress=None, pad_id: int = 0) -> None:
+    """Run the frozen encoder over ``batches`` (index arrays into ``ids``) and ``write(i, states)`` each
+    sentence's ``(T_i, K, H)`` states: the one encoding loop, in this process or in a Ray actor."""
     was_training = backbone.training
     backbone.eval()
     with torch.inference_mode():
-        for idx in token_batches(lengths, batch_tokens, batch_size):
+        for idx in batches:
             input_ids, mask = map(torch.from_numpy, pad_batch([ids[i] for i in idx], pad_id))
             # (B, T, K, H), converted once per batch rather than once per sentence
             batch_states = backbone(input_ids, mask).numpy().astype(np_dtype, copy=False)
             for row, i in enumerate(idx):
-                write(int(offsets[i]), batch_states[row, : lengths[i]])
+                write(i, batch_states[row, : len(ids[i])])
             if progress is not None:
                 progress.update(len(idx))
     backbone.train(was_training)
-    return Features(states, lengths, offsets)
 
 
 @dataclass
@@ -77,13 +96,14 @@ class FeatureReport:
 
 
 def prepare_features(backbone, splits: dict, max_length: int, normalize: str, cache_dir=None,
-                     progress=None, log=lambda msg: None, dtype: str = "float16"):
+                     progress=None, log=lambda msg: None, dtype: str = "float16", encode_all=None):
     """The frozen states of every split (``{name: Split}``), from the cache or encoded and stored.
 
     ``progress(total, desc)`` returns a progress bar (a context manager with ``update``); ``log`` gets
-    one summary line. Returns ``({name: Features}, FeatureReport)``."""
-    from contextlib import nullcontext
-
+    one summary line. ``encode_all``: encodes every missing split at once, as
+    ``sst2.features.ray_encode.encode_splits_ray`` does on Ray (the same batches, so the same key); by
+    default each missing split is encoded here with :func:`encode_texts`. Returns
+    ``({name: Features}, FeatureReport)``."""
     cache = FeatureCache(cache_dir, log=log)
     t0 = time.perf_counter()
     base = {
@@ -95,23 +115,55 @@ def prepare_features(backbone, splits: dict, max_length: int, normalize: str, ca
         "text_normalization": normalize,
         "encode_batch": {"tokens": ENCODE_BATCH_TOKENS, "sentences": ENCODE_BATCH_SIZE},
     }
-    feats, hits = {}, {}
+    feats, missing = {}, {}
     for name, split in splits.items():
         # the texts as encoded (after normalization), not only the file: a changed normalizer misses too
         texts_sha = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()
         fields = {**base, "data_sha256": split.sha256, "texts_sha256": texts_sha}
         key = cache_key(**fields)
         f = cache.load(key)
-        hits[name] = f is not None
         if f is None:
-            with (progress(len(split), f"encode {name}") if progress else nullcontext()) as bar:
-                f = cache.build(key, {**fields, "source": backbone.source, "file": str(split.path)},
-                                lambda path: encode_texts(backbone, split.texts, max_length, dtype=dtype,
-                                                          batch_tokens=ENCODE_BATCH_TOKENS,
-                                                          batch_size=ENCODE_BATCH_SIZE, progress=bar, out=path))
-        feats[name] = f
+            missing[name] = (key, {**fields, "source": backbone.source, "file": str(split.path)})
+        else:
+            feats[name] = f
+    hits = {name: name not in missing for name in splits}
+    if missing:
+        feats.update(_encode_missing(backbone, splits, missing, cache, max_length, dtype, progress, encode_all))
+    feats = {name: feats[name] for name in splits}
     report = FeatureReport(time.perf_counter() - t0, hits, sum(f.nbytes for f in feats.values()))
     states = ", ".join(f"{k}={'hit' if v else 'miss'}" for k, v in hits.items())
     log(f"features: {'cache hit' if all(hits.values()) else 'encoded'} ({states}), "
         f"{report.nbytes / 2**20:.0f} MiB in {report.seconds:.1f} s, cache {cache.root}")
     return feats, report
+
+
+def _encode_missing(backbone, splits: dict, missing: dict, cache: FeatureCache, max_length: int, dtype: str,
+                    progress, encode_all) -> dict:
+    """Encode and store the ``missing`` splits (name -> (key, key fields)): one by one here, or all at once
+    with ``encode_all`` into a staging folder of the cache whose files each entry then takes over."""
+    from contextlib import nullcontext
+
+    opts = dict(dtype=dtype, batch_tokens=ENCODE_BATCH_TOKENS, batch_size=ENCODE_BATCH_SIZE)
+    bar = (lambda total, desc: progress(total, desc)) if progress else (lambda total, desc: nullcontext())
+    if encode_all is None:
+        out = {}
+        for name, (key, fields) in missing.items():
+            with bar(len(splits[name]), f"encode {name}") as b:
+                out[name] = cache.build(key, fields, lambda path: encode_texts(
+                    backbone, splits[name].texts, max_length, progress=b, out=path, **opts))
+        return out
+    staging = cache.staging_dir()
+    try:
+        with bar(sum(len(splits[n]) for n in missing), f"encode {', '.join(missing)}") as b:
+            staged = encode_all(backbone, {n: splits[n].texts for n in missing}, max_length,
+                                outs={n: staging / f"{n}.npy" for n in missing}, progress=b, **opts)
+        return {name: cache.build(key, fields, functools.partial(_take_over, staged[name]))
+                for name, (key, fields) in missing.items()}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _take_over(features: Features, path: Path) -> Features:
+    """``features`` written to a staging file, moved to ``path`` (an entry's ``states.npy``)."""
+    os.replace(features.states.path, path)
+    return features

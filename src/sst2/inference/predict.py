@@ -30,16 +30,11 @@ class InputError(UserError, ValueError):
 
 
 def _lines(stream: BinaryIO, name: str) -> Iterator[tuple[int, str, int]]:
-    """``(line number, text, bytes read)`` for every line of ``stream``, split at b"\\n" only."""
-    for lineno, raw in enumerate(stream, start=1):
-        size = len(raw)
-        raw = raw[:-1] if raw.endswith(b"\n") else raw
-        raw = raw[:-1] if raw.endswith(b"\r") else raw
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{name}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start + 1} of the line)") from None
-        problem = text_problem(text)
+    """``(line number, text, bytes read)`` for every line of ``stream``, split at b"\\n" only; a line that
+    is empty or not UTF-8 is an error naming it."""
+    from sst2.data.rows import text_lines
+
+    for lineno, text, problem, size in text_lines(stream):
         if problem:
             raise InputError(f"{name}:{lineno}: {problem}")
         yield lineno, text, size
@@ -146,9 +141,13 @@ def predict(cfg: PredictConfig) -> int:
     from sst2.inference.classifier import SentimentClassifier
     from sst2.system import progress_enabled
 
+    if cfg.engine == "ray":
+        from sst2.inference.ray_predict import predict_ray
+
+        return predict_ray(cfg).rows
     out = sys.stdout
     texts = _argument_texts(cfg.texts) if cfg.texts else None
-    clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
+    clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime or "torch", threads=cfg.threads,
                                               batch_size=cfg.batch_size, workers=cfg.workers,
                                               long_texts=cfg.long_texts, window_overlap=cfg.window_overlap)
     if texts:

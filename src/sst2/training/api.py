@@ -25,7 +25,7 @@ from sst2.features.encode import prepare_features
 from sst2.features.sources import TokenBatches, count_truncated
 from sst2.modeling.heads import count_parameters
 from sst2.system import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
-from sst2.training import engine, recipes, rundir
+from sst2.training import distributed, engine, recipes, rundir
 from sst2.calibration import calibration_report, fit_temperature
 from sst2.training.config import GROUPS, ConfigError, TrainConfig, resolve
 from sst2.training.recipes.common import label_names, num_outputs
@@ -36,23 +36,36 @@ SUMMARY_KEYS = ("dev_accuracy", "test_accuracy", "best_epoch", "train_seconds", 
 
 @dataclass
 class Context:
-    """What a run needs besides its config: where to log and how to show progress."""
+    """What a run needs besides its config: where to log, how to show progress, and the training processes
+    (``sst2.training.distributed``: only rank 0 logs and shows progress)."""
 
     cfg: TrainConfig
+    group: distributed.Group = distributed.SINGLE
 
     def log(self, msg: str) -> None:
-        if not self.cfg.run.quiet:
+        if not self.cfg.run.quiet and self.group.is_main:
             print(msg, file=sys.stderr, flush=True)
 
     def bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, disable=not progress_enabled(self.cfg.run.quiet), leave=False,
-                    dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, disable=not (progress_enabled(self.cfg.run.quiet) and self.group.is_main),
+                    leave=False, dynamic_ncols=True)
 
     def features(self, backbone, splits: dict[str, Split]):
-        return prepare_features(backbone, splits, self.cfg.data.max_length, self.cfg.data.normalize,
-                                self.cfg.run.cache_dir, progress=self.bar, log=self.log)
+        run = self.cfg.run
+        encode_all = None
+        if run.encode == "ray":  # the same batches, on Ray actors: the same cache entries
+            import functools
+
+            from sst2.features.ray_encode import encode_splits_ray
+
+            encode_all = functools.partial(encode_splits_ray, address=run.ray_address, actors=run.encode_actors,
+                                           quiet=run.quiet)
+        # several processes: rank 0 fills the cache, the others then read the same entries
+        return self.group.main_first(lambda: prepare_features(
+            backbone, splits, self.cfg.data.max_length, self.cfg.data.normalize, run.cache_dir,
+            progress=self.bar, log=self.log, encode_all=encode_all))
 
 
 @dataclass
@@ -96,9 +109,10 @@ def _final_scores(job: engine.Job, splits: dict[str, Split], labels: dict, max_l
 
 
 def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: float,
-            soft: SoftTargets | None = None) -> Trained:
+            soft: SoftTargets | None = None) -> Trained | None:
     """Train one seed on ``splits`` (``train`` required, ``dev`` and ``test`` optional) in memory; with
-    ``soft``, on its targets rather than the training labels."""
+    ``soft``, on its targets rather than the training labels. With several training processes, only
+    rank 0 scores the kept epoch and returns it (the others: None)."""
     seed_everything(cfg.run.seed)
     job = recipes.setup(cfg, splits, ctx)
     trainable, total = count_parameters(job.model)
@@ -110,7 +124,11 @@ def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: f
     if soft is not None:
         labels["train"], job.loss, job.target_classes = soft.targets, soft.loss, soft.classes
     truncated = {k: count_truncated(backbone.tokenizer, s.texts, cfg.data.max_length) for k, s in splits.items()}
-    fitted = engine.fit(job, cfg.optim, labels, cfg.run.seed, bar=ctx.bar, log=ctx.log)
+    group = ctx.group
+    fitted = engine.fit(job, cfg.optim, labels, cfg.run.seed, bar=ctx.bar, log=ctx.log,
+                        group=group if group.active else None)
+    if not group.is_main:
+        return None
     scores = _final_scores(job, splits, labels, cfg.data.max_length)
     dev, test = scores.get("dev", {}), scores.get("test", {})
     test_acc = test.get("accuracy")
@@ -137,6 +155,7 @@ def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: f
         "seconds_per_epoch": round(fitted.train_seconds / cfg.optim.epochs, 3),
         "total_seconds": round(time.perf_counter() - t_start, 3),
         "peak_rss_mb": peak_rss_mb(), "threads": torch.get_num_threads(), "seed": cfg.run.seed,
+        "processes": group.world,
         "data_files": rundir.data_files(splits), "environment": environment(),
     }
     return Trained(job.model, metrics, fitted)
@@ -175,20 +194,25 @@ def _normalized(splits: dict[str, Split], how: str) -> dict[str, Split]:
     return {k: dataclasses.replace(s, texts=normalize_texts(s.texts, how)) for k, s in splits.items()}
 
 
-def _run_seeds(cfg: TrainConfig, splits: dict[str, Split], tmp: Path, ctx: Context, t_start: float,
+def _run_seeds(cfg: TrainConfig, splits: dict[str, Split], tmp: Path | None, ctx: Context, t_start: float,
                command: str, soft: SoftTargets | None = None) -> dict:
+    main = ctx.group.is_main  # only rank 0 writes (tmp is None on the other ranks)
     if cfg.run.seeds == 1:
         trained = run_one(cfg, splits, ctx, t_start, soft)
-        rundir.write_run(tmp, cfg, trained, splits, command)
-        return trained.metrics
+        if main:
+            rundir.write_run(tmp, cfg, trained, splits, command)
+        return trained.metrics if main else None
     runs = []
     for k in range(cfg.run.seeds):
         one = cfg.with_run(seed=cfg.run.seed + k, seeds=1)
         ctx.log(f"--- seed {one.run.seed} ({k + 1}/{cfg.run.seeds}) ---")
         trained = run_one(one, splits, ctx, time.perf_counter(), soft)
-        rundir.write_run(tmp / f"seed-{one.run.seed}", one, trained, splits, command)
-        rundir.mark_run(tmp / f"seed-{one.run.seed}")
-        runs.append(trained.metrics)
+        if main:
+            rundir.write_run(tmp / f"seed-{one.run.seed}", one, trained, splits, command)
+            rundir.mark_run(tmp / f"seed-{one.run.seed}")
+            runs.append(trained.metrics)
+    if not main:
+        return None
     result = summarize_seeds(runs)
     result["total_seconds"] = round(time.perf_counter() - t_start, 3)
     (tmp / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -196,25 +220,42 @@ def _run_seeds(cfg: TrainConfig, splits: dict[str, Split], tmp: Path, ctx: Conte
     return result
 
 
-def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict:
+def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict | None:
     """Train from data files and write the run directory ``cfg.run.out``; returns the metrics (with
     ``run.seeds`` > 1: one run directory per seed under OUT/seed-S/ and the summary, also written as
     OUT/summary.json). ``targets(cfg, splits, ctx) -> (splits, SoftTargets)`` replaces the training
-    split and its targets once the run directory is known to be writable (``sst2.distillation``)."""
+    split and its targets once the run directory is known to be writable (``sst2.distillation``).
+    Started by torchrun, the processes train as one (``sst2.training.distributed``): rank 0 writes the
+    run directory and returns the metrics, the other ranks return None."""
     if cfg.distill.teacher is not None and targets is None:
         raise ConfigError(f"distill.teacher is set ({cfg.distill.teacher}): this config trains a student of that "
                           f"teacher; run it with sst2 distill (sst2.distillation)")
     t_start = time.perf_counter()
+    group = distributed.from_env()
+    if group.active and targets is not None:
+        group.close()
+        raise ConfigError("sst2 distill runs in one process: its student trains on cached states in minutes; "
+                          "start it without torchrun")
+    try:
+        return _train(cfg, command, group, t_start, targets)
+    finally:
+        group.close()
+
+
+def _train(cfg: TrainConfig, command: str | None, group: distributed.Group, t_start: float,
+           targets=None) -> dict | None:
     set_threads(cfg.run.threads)
     data_dir = resolve_data_dir(cfg.data.path)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data_dir)))
-    ctx = Context(cfg)
+    ctx = Context(cfg, group)
     d = cfg.data
     splits, split_info = load_data(data_dir, d.train_file, format=d.format, text_column=d.text_column,
                                    label_column=d.label_column, labels=d.labels, dev_ratio=d.dev_ratio,
                                    test_ratio=d.test_ratio, seed=cfg.run.seed)
     splits = _normalized(splits, d.normalize)
     out = Path(cfg.run.out)
+    if not group.is_main:  # the other ranks train their shares and write nothing
+        return _run_seeds(cfg, splits, None, ctx, t_start, "")
     tmp = rundir.prepare(out, cfg, data_dir, ctx.log)
     try:
         if split_info is not None:
@@ -260,7 +301,12 @@ def summarize_seeds(runs: list[dict]) -> dict:
 
 
 # --- in memory -------------------------------------------------------------------------------------
-_FIELD_GROUP = {f.name: g for g, cls in GROUPS.items() for f in dataclasses.fields(cls)}
+_FIELD_GROUP: dict[str, str] = {}
+for _g, _cls in GROUPS.items():
+    for _f in dataclasses.fields(_cls):
+        if _f.name in _FIELD_GROUP:  # a field name must say which group it sets
+            raise AssertionError(f"config field {_f.name!r} is in groups {_FIELD_GROUP[_f.name]} and {_g}")
+        _FIELD_GROUP[_f.name] = _g
 
 
 def config_for(recipe: str | None = None, config=None, preset: str | None = None, **overrides) -> TrainConfig:

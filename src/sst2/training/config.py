@@ -95,6 +95,9 @@ class RunConfig:
     threads: int | None = None  # torch intra-op threads (default: torch's choice)
     overwrite: bool = False  # replace an existing run directory written by sst2
     quiet: bool = False  # no progress bars or per-epoch lines
+    encode: str = "local"  # a cache miss is encoded here ("local") or by Ray actors ("ray"; pip install 'sst2[ray]')
+    ray_address: str | None = None  # encode = "ray": a running cluster (HOST:PORT); default: a local Ray
+    encode_actors: int | None = None  # encode = "ray": encoder actors (default: one per CPU of the cluster)
 
 
 @dataclass
@@ -111,7 +114,7 @@ class DistillConfig:
     loss: str = "mse"  # mse: squared error on the logits; kl: temperature-scaled KL divergence
     temperature: float = 2.0  # the kl loss's temperature
     hard_weight: float = 0.0  # weight of the hard-label loss on texts with a label (0: soft targets only)
-    seed: int = 0  # the transfer set's seed (the same for every run.seed, so labelling runs once)
+    transfer_seed: int = 0  # the augmentation's seed (the same for every run.seed, so labelling runs once)
     teacher_runtime: str = "torch"  # the runtime that labels the transfer set
 
 
@@ -207,8 +210,10 @@ def validate(cfg: TrainConfig) -> list[str]:
             problems.append(f"optim.{name}: must be >= 0, got {getattr(o, name)}")
     if o.schedule not in ("constant", "linear"):
         problems.append(f"optim.schedule: must be constant or linear, got {o.schedule!r}")
-    for name in ("seeds", "threads"):
+    for name in ("seeds", "threads", "encode_actors"):
         _positive(problems, f"run.{name}", getattr(r, name))
+    if r.encode not in ("local", "ray"):
+        problems.append(f"run.encode: must be local or ray, got {r.encode!r}")
     _positive(problems, "run.seed", r.seed, 0)
     return problems + _distill_problems(cfg.distill)
 
@@ -217,7 +222,7 @@ def _distill_problems(t: DistillConfig) -> list[str]:
     problems: list[str] = []
     _positive(problems, "distill.copies", t.copies, 0)
     _positive(problems, "distill.neighbours", t.neighbours)
-    _positive(problems, "distill.seed", t.seed, 0)
+    _positive(problems, "distill.transfer_seed", t.transfer_seed, 0)
     for name in ("p_mask", "p_replace", "p_ngram"):
         if not 0 <= getattr(t, name) <= 1:
             problems.append(f"distill.{name}: must be in [0, 1], got {getattr(t, name)}")

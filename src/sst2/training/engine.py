@@ -67,31 +67,46 @@ def label_tensor(labels: list[int], num_labels: int) -> torch.Tensor:
 
 
 def train_step(forward, batch: tuple, y: torch.Tensor, optimizer, params: list[nn.Parameter], grad_clip: float,
-               scheduler=None, loss_fn=loss_sum) -> tuple[float, torch.Tensor]:
-    """One optimizer step on one batch: ``(summed loss, logits)``; the loss is averaged for the gradient."""
-    logits = forward(*batch)
-    loss = loss_fn(logits, y)
+               scheduler=None, group=None, total: int | None = None, loss_fn=loss_sum,
+               classes=None) -> tuple[float, int]:
+    """One optimizer step on one batch: ``(summed loss, correct predictions)``; the loss is averaged for the
+    gradient. With a process ``group`` (``sst2.training.distributed``), ``batch`` and ``y`` are this rank's
+    share of a global batch of ``total`` examples (possibly none of them): the share's summed loss is divided
+    by ``total`` and the ranks' gradients added, which is the global batch's averaged gradient exactly.
+    ``loss_fn(logits, y)`` gives the summed loss and ``classes(y)`` the classes a prediction is counted
+    correct against (default: the labels ``y``; distillation: the teacher's)."""
     optimizer.zero_grad(set_to_none=True)
-    (loss / len(y)).backward()
+    loss_value, correct = 0.0, 0
+    if len(y):
+        logits = forward(*batch)
+        loss = loss_fn(logits, y)
+        (loss / (total or len(y))).backward()
+        target = y.long() if classes is None else classes(y)
+        loss_value, correct = loss.item(), int((predicted(logits.detach()) == target).sum().item())
+    if group is not None:
+        loss_value, correct = group.sum_gradients(params, loss_value, correct)
     if grad_clip:
         nn.utils.clip_grad_norm_(params, grad_clip)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return loss.item(), logits.detach()
+    return loss_value, correct
 
 
 def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_clip: float, epoch: int, step: int,
-                    scheduler=None, progress=None) -> tuple[dict, list[dict]]:
-    """One pass over ``batches``; returns the epoch's running loss and accuracy and one row per step."""
+                    scheduler=None, progress=None, group=None) -> tuple[dict, list[dict]]:
+    """One pass over ``batches``; returns the epoch's running loss and accuracy and one row per step.
+    With a process ``group`` each rank runs its share of every batch (:func:`train_step`)."""
     inputs = job.inputs["train"]
     loss_fn = job.loss or loss_sum
-    classes = job.target_classes or (lambda y: y.long())
     total_loss = correct = seen = 0.0
     rows = []
     for idx in batches:
-        y = labels[idx]
-        loss, logits = train_step(job.forward, inputs(idx), y, optimizer, job.params, grad_clip, scheduler, loss_fn)
+        share = idx if group is None else group.shard(idx)
+        y = labels[share]
+        loss, right = train_step(job.forward, inputs(share) if len(share) else (), y, optimizer, job.params,
+                                 grad_clip, scheduler, group=group, total=len(idx), loss_fn=loss_fn,
+                                 classes=job.target_classes)
         if not math.isfinite(loss):
             raise DivergedError(f"the training loss became {loss} at epoch {epoch}, step {step + 1}; no model was "
                                 f"saved (lower optim.lr or check the data)")
@@ -99,7 +114,7 @@ def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_cli
         batch_loss = loss / len(idx)
         rows.append({"epoch": epoch, "step": step, "loss": round(batch_loss, 6)})
         total_loss += loss
-        correct += (predicted(logits) == classes(y)).sum().item()
+        correct += right
         seen += len(idx)  # count examples: the last batch may be short
         if progress is not None:
             progress.update(1)
@@ -120,6 +135,14 @@ def evaluate(forward, inputs, labels: torch.Tensor | None, batch_size: int = 256
     return out
 
 
+def _dev_scores(job: Job, labels: torch.Tensor, group) -> dict:
+    """Dev loss and accuracy; with several ranks scored on rank 0 only and broadcast to the others."""
+    main = group is None or group.is_main
+    dev = evaluate(job.forward, job.inputs["dev"], labels) if main else None
+    scores = None if dev is None else {"loss": dev["loss"], "accuracy": dev["accuracy"]}
+    return scores if group is None else group.broadcast(scores)
+
+
 def _set_modes(job: Job, training: bool) -> None:
     job.model.eval()
     for m in job.train_modules:
@@ -135,12 +158,16 @@ class Fitted:
 
 
 def fit(job: Job, optim: OptimConfig, labels: dict[str, torch.Tensor | None], seed: int, bar=None,
-        log: Callable[[str], None] = lambda msg: None) -> Fitted:
+        log: Callable[[str], None] = lambda msg: None, group=None) -> Fitted:
     """Train for ``optim.epochs``, score dev after each epoch, and leave the model with the weights of the
     epoch with the best dev accuracy (the last epoch when there is no labelled dev split).
 
-    ``bar(total, desc)`` makes an epoch's progress bar."""
+    ``bar(total, desc)`` makes an epoch's progress bar. With a process ``group`` of several ranks, every
+    rank trains its share of the same global batches; dev is scored on rank 0 and its result broadcast,
+    so every rank keeps the same epoch."""
     torch.manual_seed(seed)  # the same dropout stream whatever happened before
+    if group is not None:
+        group.broadcast_parameters(job.params)
     rng = np.random.default_rng(seed)
     lengths = job.inputs["train"].lengths
     steps_per_epoch = -(-len(lengths) // optim.batch_size)
@@ -156,12 +183,12 @@ def fit(job: Job, optim: OptimConfig, labels: dict[str, torch.Tensor | None], se
         _set_modes(job, True)
         with (bar(len(batches), f"epoch {epoch}/{optim.epochs}") if bar else nullcontext()) as progress:
             tr, rows = train_one_epoch(job, labels["train"], batches, optimizer, optim.grad_clip,
-                                       epoch, len(history), scheduler, progress)
+                                       epoch, len(history), scheduler, progress, group)
         history += rows
         _set_modes(job, False)
         row = {"epoch": epoch, **tr, "dev_loss": None, "dev_accuracy": None}
         if has_dev:
-            dev = evaluate(job.forward, job.inputs["dev"], labels["dev"])
+            dev = _dev_scores(job, labels["dev"], group)
             row.update(dev_loss=dev["loss"], dev_accuracy=dev["accuracy"])
         row["seconds"] = time.perf_counter() - t_ep
         epochs.append(row)

@@ -1,0 +1,48 @@
+"""The frozen-feature cache encoded on Ray (``run.encode = "ray"``): the same keys and, within fp16 rounding, the
+same states as the single-process encode, and an ordinary cache afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from sst2.data.dataset import load_splits
+from sst2.data.text import normalize_texts
+from sst2.features.encode import prepare_features
+from sst2.modeling.backbone import Backbone
+from sst2.training.api import train
+
+from conftest import train_config
+
+pytest.importorskip("ray")
+
+
+def test_a_run_encoding_on_ray_writes_the_entries_the_single_process_path_writes(
+        local_ray, tiny_backbone_dir, tiny_data_dir, tmp_path, monkeypatch):
+    # small encoder batches (part of the key, for both paths), so every split is several batches for 2 actors
+    monkeypatch.setattr("sst2.features.encode.ENCODE_BATCH_TOKENS", 64)
+    common = dict(data=tiny_data_dir, backbone=str(tiny_backbone_dir), epochs=2, batch_size=8, max_length=32,
+                  layers="-2,-1", quiet=True, threads=1)
+    on_ray = train(train_config(out=str(tmp_path / "a"), cache_dir=str(tmp_path / "ray"), encode="ray",
+                                encode_actors=2, **common))
+    assert on_ray["cache_hits"] == {"train": False, "dev": False, "test": False}
+    local = train(train_config(out=str(tmp_path / "b"), cache_dir=str(tmp_path / "local"), **common))
+    # the same keys, and no staging folder left behind
+    assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
+    assert len(list((tmp_path / "ray").iterdir())) == 3
+    splits = load_splits(tiny_data_dir)
+    splits = {k: dataclasses.replace(s, texts=normalize_texts(s.texts, "contractions")) for k, s in splits.items()}
+    bb = Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
+    kw = dict(max_length=32, normalize="contractions")
+    from_ray, hits = prepare_features(bb, splits, cache_dir=tmp_path / "ray", **kw)  # read by the local path
+    from_local, _ = prepare_features(bb, splits, cache_dir=tmp_path / "local", **kw)
+    assert all(hits.hits.values())
+    for name in splits:
+        a, b = np.asarray(from_local[name].states), np.asarray(from_ray[name].states)
+        np.testing.assert_array_equal(from_local[name].lengths, from_ray[name].lengths)
+        assert a.dtype == b.dtype == np.float16 and a.shape == b.shape
+        np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32), rtol=2e-3, atol=2e-3)  # fp16 rounding
+    assert on_ray["dev_accuracy"] == local["dev_accuracy"]
+    assert abs(on_ray["dev_loss"] - local["dev_loss"]) < 1e-3
