@@ -16,8 +16,8 @@ from sst2 import __version__
 
 # name -> (config class, function, one-line description); imported only when the command runs.
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("sst2.config:TrainArgs", "sst2.cli:train_command", "train a model and write its run directory"),
-    "distill": ("sst2.config:DistillArgs", "sst2.cli:distill_command",
+    "train": ("sst2.training.args:TrainArgs", "sst2.cli:train_command", "train a model and write its run directory"),
+    "distill": ("sst2.training.args:DistillArgs", "sst2.cli:distill_command",
                 "train a student on a teacher's soft targets (transfer set, augmentation)"),
     "evaluate": ("sst2.config:EvaluateConfig", "sst2.evaluation.evaluate:evaluate", "score a saved model on a data split"),
     "bench": ("sst2.config:BenchConfig", "sst2.bench.bench:bench", "measure time and memory against sequence length"),
