@@ -75,11 +75,14 @@ def _distill_config(tiny_data_dir, tiny_backbone_dir, teacher, tmp_path, **kw):
 
 def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, tiny_data_dir, tiny_backbone_dir,
                                                                tmp_path):
+    import shutil
+
     from sst2 import SentimentClassifier
     from sst2.distillation.api import distill
 
+    teacher = shutil.copytree(tiny_model_dir, tmp_path / "teacher")
     extra = write_tsv(tmp_path / "phrases.tsv", make_sentences(30, 9) + make_sentences(5, 1)[:5])
-    cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, tiny_model_dir, tmp_path,
+    cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, teacher, tmp_path,
                           **{"distill.transfer_files": [str(extra)]})
     metrics = distill(cfg)
     out = tmp_path / "student"
@@ -90,11 +93,16 @@ def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, t
     assert not info["teacher_cache_hit"] and 0 <= info["teacher_dev_accuracy"] <= 1
     assert (out / "model").is_dir() and json.loads((out / "metrics.json").read_text())["distill"] == info
     toml = (out / "config.toml").read_text()
-    assert "[distill]" in toml and str(tiny_model_dir) in toml
+    assert "[distill]" in toml and str(teacher) in toml
     clf = SentimentClassifier.from_pretrained(out / "model")
     assert clf.predict(["a good film", "a bad film"]) in (["positive", "negative"], ["negative", "positive"],
                                                           ["positive", "positive"], ["negative", "negative"])
-    # the same transfer set again: the teacher's logits come from the cache
+    # the same transfer set again, after an ONNX export of the teacher: its logits come from the cache
+    from sst2.distillation.teacher import model_fingerprint
+
+    before = model_fingerprint(teacher)
+    (teacher / "model.onnx").write_bytes(b"not read by the torch runtime")
+    assert model_fingerprint(teacher) == before != model_fingerprint(teacher, "onnx")
     again = distill(cfg.with_run(out=str(tmp_path / "student2")))
     assert again["distill"]["teacher_cache_hit"] and again["dev_accuracy"] == metrics["dev_accuracy"]
 

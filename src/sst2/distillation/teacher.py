@@ -16,14 +16,19 @@ import numpy as np
 
 from sst2.features.cache import FeatureCache, Features, cache_key
 from sst2.inference.classifier import SentimentClassifier
+from sst2.inference.runtimes import ONNX_FILES
 
-SKIP = {"README.md"}  # the model card does not change the logits
+def _skipped(runtime: str) -> set[str]:
+    """Files that do not change ``runtime``'s logits: the model card, and the ONNX files of the other
+    runtimes (an export after labelling must not make the cached logits look stale)."""
+    return {"README.md"} | {f for r, f in ONNX_FILES.items() if r != runtime}
 
 
-def model_fingerprint(model_dir: str | Path) -> str:
-    """sha256 over the names and contents of the files of a model directory (the card excepted)."""
+def model_fingerprint(model_dir: str | Path, runtime: str = "torch") -> str:
+    """sha256 over the names and contents of the files of a model directory that ``runtime`` reads."""
     h = hashlib.sha256()
-    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.name not in SKIP):
+    skip = _skipped(runtime)
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.name not in skip):
         h.update(str(path.relative_to(model_dir)).encode() + b"\0")
         with open(path, "rb") as f:
             while chunk := f.read(1 << 24):
@@ -35,7 +40,7 @@ def teacher_logits(teacher: SentimentClassifier, texts: list[str], texts_sha256:
                    progress=None, log=lambda msg: None) -> tuple[np.ndarray, dict]:
     """``(logits (N,) or (N, k), report)`` of ``teacher`` on ``texts``, from the cache or scored and stored."""
     cache = FeatureCache(cache_dir, log=log)
-    fields = {"kind": "teacher-logits", "teacher": model_fingerprint(teacher.model_dir),
+    fields = {"kind": "teacher-logits", "teacher": model_fingerprint(teacher.model_dir, teacher.runtime),
               "runtime": teacher.runtime, "texts_sha256": texts_sha256, "n": len(texts)}
     key = cache_key(**fields)
     t0 = time.perf_counter()
