@@ -85,17 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_config(args, preset: str | None):
+    """The training config of ``sst2 train`` / ``sst2 distill``: preset, --config, flags, --set."""
+    from sst2.training.config import resolve
+
+    return resolve(preset=preset, config=args.config, recipe=args.model, overrides=args.overrides(), sets=args.set)
+
+
 def train_command(args) -> dict:
     """``sst2 train``: resolve the config (preset, --config, flags, --set) and train."""
     import shlex
 
     from sst2.training.api import train
-    from sst2.training.config import resolve
-
     from sst2.training.distributed import launched
 
-    cfg = resolve(preset=args.preset, config=args.config, recipe=args.model, overrides=args.overrides(),
-                  sets=args.set)
+    cfg = _train_config(args, args.preset)
     command = None
     if sys.argv[1:2] == ["train"]:
         import os
@@ -110,10 +114,8 @@ def distill_command(args) -> dict:
     import shlex
 
     from sst2.distillation.api import distill
-    from sst2.training.config import resolve
 
-    preset = args.preset or (None if args.config or args.model else "distill")
-    cfg = resolve(preset=preset, config=args.config, recipe=args.model, overrides=args.overrides(), sets=args.set)
+    cfg = _train_config(args, args.preset or (None if args.config or args.model else "distill"))
     return distill(cfg, command="sst2 " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["distill"] else None)
 
 
