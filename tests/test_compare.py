@@ -125,3 +125,21 @@ def test_compare_adds_the_fasttext_anchor_and_a_pareto_plot(tiny_model_dir, tiny
     assert "--fasttext" in data["conditions"]["command"] and "--batch-size 16" in data["conditions"]["command"]
     assert (out / "pareto.png").stat().st_size > 0
     assert "| fastText (external anchor) |" in (out / "compare.md").read_text()
+
+
+def test_runs_of_different_encoder_depths_get_a_depth_plot(tmp_path):
+    paths = []
+    for layers, dev in ((2, 0.85), (4, 0.87), (6, 0.88)):
+        run = fake_run(tmp_path / f"d{layers}", dev=dev, depth=layers if layers < 6 else None)
+        (run / "model" / "encoder").mkdir()
+        (run / "model" / "encoder" / "config.json").write_text(json.dumps({"num_hidden_layers": layers}))
+        paths.append(str(run))
+    out = tmp_path / "cmp"
+    data = compare(CompareConfig(runs=paths, out=str(out), latency=False, quiet=True))
+    assert [r["encoder_layers"] for r in data["rows"]] == [2, 4, 6]
+    assert [r["label"] for r in data["rows"]][:2] == ["efficient (improved), first 2 layers",
+                                                      "efficient (improved), first 4 layers"]
+    assert (out / "depth.png").stat().st_size > 0
+    one = tmp_path / "one"
+    compare(CompareConfig(runs=paths[:1], out=str(one), latency=False, quiet=True))
+    assert not (one / "depth.png").exists()  # one depth: nothing to plot against

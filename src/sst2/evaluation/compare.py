@@ -32,7 +32,7 @@ import numpy as np
 
 from sst2.config import CompareConfig
 from sst2.errors import UserError
-from sst2.evaluation.plots import plot_compare, plot_pareto
+from sst2.evaluation.plots import plot_compare, plot_depth, plot_pareto
 from sst2.stats import seed_stat
 
 STATS = ("dev_accuracy", "test_accuracy", "train_seconds", "seconds_per_epoch", "total_seconds", "cache_seconds",
@@ -90,6 +90,14 @@ def load_run(path: str | os.PathLike) -> RunSet:
     return RunSet(path, runs, seed_dirs[0] / "model")
 
 
+def encoder_layers(model_dir: Path) -> int | None:
+    """How many encoder layers a saved model runs (its ``encoder/config.json``); None without an encoder."""
+    try:
+        return int(json.loads((Path(model_dir) / "encoder" / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def default_label(m: dict) -> str:
     model = m.get("model", "?")
     if model == "efficient":
@@ -119,7 +127,8 @@ def summarize(rs: RunSet, label: str) -> dict:
     row = {"label": label, "run": str(rs.path), "model": m.get("model"), "preset": m.get("preset"),
            "backbone": m.get("backbone"), "seeds": [r.get("seed") for r in rs.runs], "n_seeds": len(rs.runs),
            "trainable_params": m.get("trainable_params"), "total_params": m.get("total_params"),
-           "epochs": m.get("epochs"), "max_length": m.get("max_length"), "threads": m.get("threads")}
+           "epochs": m.get("epochs"), "max_length": m.get("max_length"), "threads": m.get("threads"),
+           "encoder_layers": encoder_layers(rs.model_dir)}
     for key in STATS:
         s = seed_stat([r.get(key) for r in rs.runs])
         row[f"{key}_mean"] = None if s is None else round(s["mean"], 6)
@@ -278,6 +287,9 @@ def compare(cfg: CompareConfig) -> dict:
     if cfg.latency:
         plot_pareto(rows, out / "pareto.png", batch_size=cfg.batch_size)
         files.append("pareto.png")
+    if len({r.get("encoder_layers") for r in rows if r.get("encoder_layers")}) > 1:
+        plot_depth(rows, out / "depth.png", batch_size=cfg.batch_size)
+        files.append("depth.png")
     if not cfg.quiet:
         print(md, end="")
         print(f"wrote {out}/ ({', '.join(files)})")

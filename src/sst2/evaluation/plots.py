@@ -1,4 +1,4 @@
-"""The comparison plot (``sst2 compare``)."""
+"""The comparison plots (``sst2 compare``)."""
 
 from __future__ import annotations
 
@@ -83,6 +83,41 @@ def plot_pareto(rows: list[dict], out: str | Path, batch_size: int = 64) -> Path
     ax.set(xlabel=f"sentences per second, batch {batch_size} (log scale)", ylabel="test accuracy",
            title="Accuracy against inference speed (measured in one process)")
     ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_depth(rows: list[dict], out: str | Path, batch_size: int = 64) -> Path:
+    """``depth.png``: accuracy (± std over seeds) and inference time per sentence against the number of encoder
+    layers a model runs, one line per model kind; rows without an encoder (fastText, static) are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted((r for r in rows if r.get("encoder_layers")), key=lambda r: r["encoder_layers"])
+    fig, (acc_ax, ms_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for model in dict.fromkeys(r.get("model") for r in rows):
+        rs = [r for r in rows if r.get("model") == model]
+        layers = [r["encoder_layers"] for r in rs]
+        for split, marker in (("dev", "o"), ("test", "s")):
+            means = [r.get(f"{split}_accuracy_mean") for r in rs]
+            acc_ax.errorbar(layers, [float("nan") if m is None else m for m in means],
+                            yerr=[r.get(f"{split}_accuracy_std") or 0 for r in rs], marker=marker, capsize=3,
+                            label=f"{model}, {split}")
+        for key, name in (("b1_ms_p50", "batch 1"), (f"b{batch_size}_ms_per_sentence_p50", f"batch {batch_size}")):
+            if any(r.get(key) for r in rs):
+                ms_ax.plot(layers, [r.get(key) or float("nan") for r in rs], marker="o", label=f"{model}, {name}")
+    acc_ax.set(title="Accuracy against encoder depth", xlabel="encoder layers run", ylabel="accuracy")
+    ms_ax.set(title="Inference time per sentence (median)", xlabel="encoder layers run", ylabel="ms per sentence")
+    ms_ax.set_ylim(bottom=0)
+    for ax in (acc_ax, ms_ax):
+        ax.set_xticks(sorted({r["encoder_layers"] for r in rows}))
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
