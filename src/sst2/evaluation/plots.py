@@ -118,6 +118,8 @@ def plot_depth(rows: list[dict], out: str | Path, batch_size: int = 64) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", color="gray")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
