@@ -55,6 +55,29 @@ def test_static_model_reloads_and_exports_to_an_equal_onnx_graph(static_run):
     assert res.stdout.split() == ["positive", "False", "False"]
 
 
+def test_the_numpy_runtime_folds_the_convolutions_and_matches_torch(static_run, tiny_model_dir):
+    from sst2 import SentimentClassifier
+    from sst2.inference.runtimes import RuntimeUnavailableError
+
+    out, _ = static_run
+    # lengths 1 to 9 in one batch: padding, and windows that reach past a text's end
+    texts = ["great", "the film is good", "the movie was awful and dull", "not good", "dull dull dull film",
+             "a good film , not a bad one at all"]
+    torch_clf = SentimentClassifier.from_pretrained(out / "model")
+    folded = SentimentClassifier.from_pretrained(out / "model", runtime="numpy")
+    for batch_size in (1, 64):
+        assert abs(folded.predict_logits(texts, batch_size) - torch_clf.predict_logits(texts, batch_size)).max() < 1e-5
+    assert folded.predict(texts) == torch_clf.predict(texts)
+    code = ("import sys; from sst2 import SentimentClassifier; "
+            f"c = SentimentClassifier.from_pretrained({str(out / 'model')!r}, runtime='numpy'); "
+            "print(c.predict(['a good film'])[0], *(m in sys.modules for m in ('torch', 'transformers', 'onnxruntime')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.split() == ["positive", "False", "False", "False"]
+    with pytest.raises(RuntimeUnavailableError, match=r"runtime 'numpy' runs the static tier \(a static model with a "
+                                                      r"cnn head\); this model is 'efficient' with a 'lstm' head"):
+        SentimentClassifier.from_pretrained(tiny_model_dir, runtime="numpy")
+
+
 def test_static_export_refuses_fuse(static_run):
     from sst2.config import ExportConfig
     from sst2.inference.export import ExportError, export

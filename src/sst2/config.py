@@ -61,6 +61,9 @@ def to_dict(cfg) -> dict:
     return asdict(cfg)
 
 
+RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8", "numpy"]  # = sst2.inference.RUNTIMES (not imported: heavier)
+
+
 @dataclass
 class EvaluateConfig:
     model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
@@ -72,7 +75,7 @@ class EvaluateConfig:
     text_column: str | None = opt(None, "the text column (default: the first of sentence, text, review)")
     label_column: str | None = opt(None, "the label column (default: the first of label, labels, sentiment)")
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
-                       choices=["torch", "onnx", "onnx-int8"])
+                       choices=RUNTIME_CHOICES)
     long_texts: str = long_texts_opt()
     window_overlap: int | None = window_overlap_opt()
     batch_size: int = opt(64, "inference batch size")
@@ -85,7 +88,6 @@ class EvaluateConfig:
         check(problems, "evaluate")
 
 
-RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8"]  # = sst2.inference.RUNTIMES (not imported: it is heavier)
 
 
 @dataclass

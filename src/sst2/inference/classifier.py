@@ -122,13 +122,18 @@ class SentimentClassifier:
             model = SentimentModel.load(path)
             return cls(model.tokenizer, TorchRunner(model), model.spec, runtime, path, batch_size, workers, model,
                        long_texts=long_texts, window_overlap=window_overlap)
-        # The ONNX runtimes need only the tokenizer and the spec, not the PyTorch weights (nor torch).
+        # The ONNX and numpy runtimes need only the tokenizer, the spec and their own files (not torch).
         spec = read_spec(path)
-        onnx_file = onnx_path(path, runtime)
-        try:
-            runner = OnnxRunner(onnx_file, threads, spin)
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise RuntimeUnavailableError(f"runtime {runtime!r} needs onnxruntime: pip install 'sst2[onnx]'") from exc
+        if runtime == "numpy":
+            from sst2.inference.folded import FoldedStaticRunner
+
+            runner = FoldedStaticRunner(path, spec)
+        else:
+            onnx_file = onnx_path(path, runtime)
+            try:
+                runner = OnnxRunner(onnx_file, threads, spin)
+            except ImportError as exc:  # pragma: no cover - depends on the environment
+                raise RuntimeUnavailableError(f"runtime {runtime!r} needs onnxruntime: pip install 'sst2[onnx]'") from exc
         tokenizer, pad_id = load_tokenizer(path)
         return cls(tokenizer, runner, spec, runtime, path, batch_size, workers, pad_id=pad_id, long_texts=long_texts,
                    window_overlap=window_overlap)

@@ -112,13 +112,13 @@ class Scorer:
 
 def _check_model(model_dir: str, runtime: str) -> None:
     """The model directory and the runtime's file, checked on the driver before Ray starts."""
-    from sst2.inference.runtimes import RUNTIMES, RuntimeUnavailableError, onnx_path
+    from sst2.inference.runtimes import ONNX_FILES, RUNTIMES, RuntimeUnavailableError, onnx_path
     from sst2.modeling.modeldir import read_spec
 
     if runtime not in RUNTIMES:
         raise RuntimeUnavailableError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
     read_spec(Path(model_dir))
-    if runtime != "torch":
+    if runtime in ONNX_FILES:
         onnx_path(model_dir, runtime)
 
 

@@ -2,7 +2,8 @@
 
 * ``torch``: the ``SentimentModel`` itself (the reference path);
 * ``onnx``: ``model.onnx`` (encoder + head, written by ``sst2 export``) on onnxruntime;
-* ``onnx-int8``: ``model.int8.onnx``, the same graph with dynamically quantized int8 MatMul weights.
+* ``onnx-int8``: ``model.int8.onnx``, the same graph with dynamically quantized int8 MatMul weights;
+* ``numpy``: the static tier only, its convolutions folded into lookup tables (``sst2.inference.folded``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from sst2.errors import UserError, one_line
 
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+RUNTIMES = ("torch", "onnx", "onnx-int8", "numpy")
 ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 # The command that writes each ONNX file, for the error message when it is missing.
 EXPORT_COMMANDS = {"onnx": "sst2 export --model-dir {dir}", "onnx-int8": "sst2 export --model-dir {dir} --int8"}
