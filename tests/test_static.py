@@ -78,6 +78,24 @@ def test_the_numpy_runtime_folds_the_convolutions_and_matches_torch(static_run, 
         SentimentClassifier.from_pretrained(tiny_model_dir, runtime="numpy")
 
 
+def test_compare_times_each_run_with_its_own_runtime(static_run, tiny_model_dir, tiny_data_dir, tmp_path):
+    from sst2.config import CompareConfig, ConfigError
+    from sst2.evaluation.compare import compare
+
+    out, _ = static_run
+    runs = [str(tiny_model_dir.parent), str(out)]
+    data = compare(CompareConfig(runs=runs, runtimes=["torch", "numpy"], data=str(tiny_data_dir), out=str(tmp_path / "c"),
+                                 calls=3, warmup=1, repeats=1, threads=1, quiet=True))
+    assert [r["runtime"] for r in data["rows"]] == ["torch", "numpy"]
+    assert all(r["b1_ms_p50"] > 0 and "inference_error" not in r for r in data["rows"])
+    assert "--runtimes torch numpy" in data["conditions"]["command"]
+    assert "Inference (runtime per row: efficient (improved): torch; static (model2vec + CNN): numpy, 1 threads" in (
+        tmp_path / "c" / "compare.md").read_text()
+    with pytest.raises(ConfigError, match=r"runtimes: give one per run directory \(2\), got 1\n  runtimes: must "
+                                          r"be one of torch, onnx, onnx-int8, numpy, got 'tf'"):
+        CompareConfig(runs=runs, runtimes=["tf"])
+
+
 def test_static_export_refuses_fuse(static_run):
     from sst2.config import ExportConfig
     from sst2.inference.export import ExportError, export

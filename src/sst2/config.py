@@ -88,8 +88,6 @@ class EvaluateConfig:
         check(problems, "evaluate")
 
 
-
-
 @dataclass
 class PredictConfig:
     texts: list[str] = opt([], "texts to classify (default: one per line from --input, else standard input)",
@@ -310,6 +308,8 @@ class CompareConfig:
                                  "else ../shared/data/sst2-sentences)")
     runtime: str = opt("torch", "inference runtime for the timing (onnx / onnx-int8 need 'sst2 export' first)",
                        choices=RUNTIME_CHOICES)
+    runtimes: list[str] | None = opt(None, "one runtime per run directory in place of --runtime (for example onnx "
+                                           "for the encoder models and numpy for the static tier)")
     calls: int = opt(200, "batch-1 timing: number of dev sentences, each one call")
     warmup: int = opt(20, "batch-1 timing: warm-up calls")
     batch_size: int = opt(64, "batched timing: batch size")
@@ -325,6 +325,11 @@ class CompareConfig:
             problems.append("runs: give at least one run directory")
         if self.labels is not None and len(self.labels) != len(self.runs):
             problems.append(f"labels: give one per run directory ({len(self.runs)}), got {len(self.labels)}")
+        if self.runtimes is not None:
+            if len(self.runtimes) != len(self.runs):
+                problems.append(f"runtimes: give one per run directory ({len(self.runs)}), got {len(self.runtimes)}")
+            problems += [f"runtimes: must be one of {', '.join(RUNTIME_CHOICES)}, got {r!r}" for r in self.runtimes
+                         if r not in RUNTIME_CHOICES]
         problems += below(self, ("calls", "batch_size", "repeats", "threads"))
         if self.warmup < 0:
             problems.append(f"warmup: must be >= 0, got {self.warmup}")

@@ -140,11 +140,11 @@ def percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs, dtype=float), q))
 
 
-def measure_inference(model_dir: Path, texts: list[str], cfg: CompareConfig) -> dict:
+def measure_inference(model_dir: Path, texts: list[str], cfg: CompareConfig, runtime: str | None = None) -> dict:
     """Batch-1 ms per call over the first ``cfg.calls`` texts, and batch-64 ms per sentence over all."""
     from sst2.inference.classifier import SentimentClassifier
 
-    clf = SentimentClassifier.from_pretrained(model_dir, runtime=cfg.runtime, threads=cfg.threads,
+    clf = SentimentClassifier.from_pretrained(model_dir, runtime=runtime or cfg.runtime, threads=cfg.threads,
                                               batch_size=cfg.batch_size)
     single = texts[: cfg.calls]
     for t in single[: cfg.warmup]:
@@ -206,7 +206,7 @@ def markdown(rows: list[dict], conditions: dict) -> str:
     ]
     if conditions.get("latency"):
         notes.append(
-            f"Inference ({conditions['runtime']} runtime, {conditions['threads']} threads, tokenization included, "
+            f"Inference (runtime {conditions['runtime']}, {conditions['threads']} threads, tokenization included, "
             f"measured in one process, one model after another): batch 1 is the median over "
             f"{conditions['calls']} dev sentences, one call each; batch {bs} is the median over "
             f"{conditions['repeats']} passes over the {conditions['dev_sentences']} dev sentences, length-sorted, "
@@ -224,7 +224,9 @@ def command_line(cfg: CompareConfig) -> str:
     parts += ["--out", cfg.out]
     if not cfg.latency:
         parts.append("--no-latency")
-    if cfg.runtime != "torch":
+    if cfg.runtimes:
+        parts += ["--runtimes", *cfg.runtimes]
+    elif cfg.runtime != "torch":
         parts += ["--runtime", cfg.runtime]
     if cfg.batch_size != 64:
         parts += ["--batch-size", str(cfg.batch_size)]
@@ -240,8 +242,10 @@ def compare(cfg: CompareConfig) -> dict:
     sets = [load_run(p) for p in cfg.runs]  # every path checked before anything is measured
     labels = cfg.labels or [default_label(s.first) for s in sets]
     threads = set_threads(cfg.threads)
+    runtime_note = ("per row: " + "; ".join(f"{lab}: {rt}" for lab, rt in zip(labels, cfg.runtimes))
+                    if cfg.runtimes else cfg.runtime)
     conditions = {"command": command_line(cfg), "date": datetime.date.today().isoformat(),
-                  "latency": cfg.latency, "runtime": cfg.runtime, "threads": threads, "calls": cfg.calls,
+                  "latency": cfg.latency, "runtime": runtime_note, "threads": threads, "calls": cfg.calls,
                   "warmup": cfg.warmup, "repeats": cfg.repeats, "batch_size": cfg.batch_size,
                   "load_average_before": list(os.getloadavg()), "environment": environment()}
     texts: list[str] = []
@@ -251,15 +255,16 @@ def compare(cfg: CompareConfig) -> dict:
         conditions["dev_sentences"] = len(texts)
         conditions["data"] = str(dev.path)
     rows = []
-    for rs, label in zip(sets, labels):
+    runtimes = cfg.runtimes or [cfg.runtime] * len(sets)
+    for rs, label, runtime in zip(sets, labels, runtimes):
         row = summarize(rs, label)
         row["peak_rss_mb_max"] = max((r.get("peak_rss_mb") or 0 for r in rs.runs), default=None) or None
         if cfg.latency:
             if not cfg.quiet:
                 print(f"measuring inference: {label} ({rs.model_dir})", flush=True)
             try:
-                row.update(measure_inference(rs.model_dir, texts, cfg))
-                row["inference_model_dir"] = str(rs.model_dir)
+                row.update(measure_inference(rs.model_dir, texts, cfg, runtime))
+                row["inference_model_dir"], row["runtime"] = str(rs.model_dir), runtime
             except Exception as exc:  # recorded in the table; the other runs are still measured
                 row["inference_error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
