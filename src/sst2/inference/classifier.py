@@ -127,7 +127,7 @@ class SentimentClassifier:
         if runtime == "numpy":
             from sst2.inference.folded import FoldedStaticRunner
 
-            runner = FoldedStaticRunner(path, spec)
+            runner = FoldedStaticRunner(path, spec, threads or physical_cores())
         else:
             onnx_file = onnx_path(path, runtime)
             try:

@@ -12,8 +12,9 @@ to float rounding (``tests/test_static.py``). The tables are built from the save
 loaded (about 0.3 s; for 256 filters of widths 1-3 over 30,519 tokens, 188 MB of memory), so the model
 directory keeps its size: ``encoder/static.safetensors``, ``head.safetensors`` and the tokenizer.
 
-Needs numpy and safetensors only: no torch, no onnxruntime. Single-threaded; ``workers`` in
-``SentimentClassifier.from_pretrained`` runs batches side by side.
+Needs numpy and safetensors only: no torch, no onnxruntime. With ``threads`` > 1 a batch's rows are split
+among that many threads (numpy's gathers and element-wise operations release the GIL); a batch of fewer
+than ``MIN_ROWS_PER_THREAD`` rows a thread runs on the calling thread alone.
 """
 
 from __future__ import annotations
@@ -26,10 +27,13 @@ from sst2.errors import one_line
 from sst2.inference.runtimes import RuntimeUnavailableError
 
 
+MIN_ROWS_PER_THREAD = 16
+
+
 class FoldedStaticRunner:
     """``(input_ids, attention_mask) -> logits`` for a static model; see the module docstring."""
 
-    def __init__(self, model_dir: str | Path, spec: dict):
+    def __init__(self, model_dir: str | Path, spec: dict, threads: int | None = None):
         from safetensors.numpy import load_file
 
         model_dir = Path(model_dir)
@@ -59,8 +63,23 @@ class FoldedStaticRunner:
             self.tables.append(per_offset)
         self.fc_weight = weights["fc.weight"].astype(np.float32).T  # (features, labels)
         self.fc_bias = weights["fc.bias"].astype(np.float32)
+        self.threads = max(1, threads or 1)
+        self._pool = None
+        if self.threads > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sst2-folded")
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        parts = min(self.threads, len(input_ids) // MIN_ROWS_PER_THREAD)
+        if parts < 2:
+            return self._logits(input_ids, attention_mask)
+        bounds = np.linspace(0, len(input_ids), parts + 1).astype(int)
+        chunks = self._pool.map(lambda lo_hi: self._logits(input_ids[lo_hi[0]:lo_hi[1]], attention_mask[lo_hi[0]:lo_hi[1]]),
+                                zip(bounds[:-1], bounds[1:]))
+        return np.concatenate(list(chunks))
+
+    def _logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         lengths = attention_mask.sum(1)
         b, t = input_ids.shape
         ids = np.where(attention_mask.astype(bool), input_ids, self.pad_row)
