@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_sentences, train_config, write_tsv
+from conftest import make_sentences, write_tsv
 from sst2.distillation.augment import AugmentOptions, augment, augment_text, embedding_neighbours
 from sst2.distillation.loss import DistillLoss, pack_targets
 

@@ -1,6 +1,5 @@
 """The fine-tuned models: vanilla (every weight), partial (top K layers over cached states), lora (peft)."""
 
-import csv
 import json
 
 import numpy as np

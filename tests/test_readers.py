@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sst2.data.labels import LabelSet, stratified_split
-from sst2.data.readers import detect_format, pick_columns, read_table
+from sst2.data.formats import detect_format
+from sst2.data.readers import pick_columns, read_table
 from sst2.data.rows import RowWriter, iter_rows
 from sst2.data.splits import DataError, read_split
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sst2.modeling.backbone import Backbone
-from sst2.training.config import ConfigError, TrainConfig, resolve
+from sst2.training.config import ConfigError, resolve
 from sst2.errors import UserError
 from sst2.modeling.heads import HeadConfig, build_head
 from sst2.modeling.model import SentimentModel

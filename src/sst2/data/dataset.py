@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 
 from sst2.data.labels import LabelSet, stratified_split
-from sst2.data.readers import EXTENSIONS, RawTable, read_table
+from sst2.data.formats import EXTENSIONS
+from sst2.data.readers import RawTable, read_table
 from sst2.data.splits import DATA_ENV, DEFAULT_DATA_HINT, DataError, Split
 
 SPLITS = ("train", "dev", "test")

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from sst2.data.readers import RawTable, raise_problems
-from sst2.data.readers import where as _where
+from sst2.data.formats import raise_problems
+from sst2.data.formats import where as _where
+from sst2.data.readers import RawTable
 from sst2.data.splits import LABEL_NAMES, DataError, quote
 from sst2.errors import one_line
 

@@ -20,49 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
-from sst2.data.splits import MAX_REPORTED, DataError, quote
+from sst2.data.formats import (BREAKS, bad_row, check_utf8, detect_format, json_row, open_csv,
+                                 open_parquet, parquet_error, raise_problems, row_spans, unread, where)
+from sst2.data.splits import DataError, quote
 from sst2.errors import one_line
 
-FORMATS = ("tsv", "csv", "jsonl", "parquet")
-EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-              ".parquet": "parquet", ".pq": "parquet"}
-_ALIASES = {"json": "jsonl", "ndjson": "jsonl", "pq": "parquet"}
 TEXT_COLUMNS = ("sentence", "text", "review")
 LABEL_COLUMNS = ("label", "labels", "sentiment")
-_BREAKS = rb"\r\n|\r|\n"  # what pyarrow's CSV reader takes for a line end
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?")
-
-
-def detect_format(path: str | os.PathLike, fmt: str | None = None) -> str:
-    """``fmt`` if given (``json``, ``ndjson`` and ``pq`` are accepted too), else from the extension."""
-    if fmt:
-        name = _ALIASES.get(fmt.lower().lstrip("."), fmt.lower().lstrip("."))
-        if name not in FORMATS:
-            raise DataError(f"{path}: unknown format {quote(fmt)} (formats: {', '.join(FORMATS)})")
-        return name
-    suffix = Path(path).suffix.lower()
-    if suffix not in EXTENSIONS:
-        raise DataError(f"{path}: cannot tell the format from the extension {quote(suffix or '(none)')} "
-                        f"(extensions: {', '.join(EXTENSIONS)}); pass --format ({', '.join(FORMATS)})")
-    return EXTENSIONS[suffix]
-
-
-def where(path, n: int, unit: str = "line") -> str:
-    """``path:LINE``, or ``path: row N`` for Parquet (``unit="row"``), to start a message."""
-    return f"{path}: row {n}" if unit == "row" else f"{path}:{n}"
-
-
-def raise_problems(problems: list[str]) -> None:
-    """Raise one :class:`DataError` listing up to ``MAX_REPORTED`` problems (none: return)."""
-    if problems:
-        more = len(problems) - MAX_REPORTED
-        raise DataError("\n".join(problems[:MAX_REPORTED]) + (f"\n... and {more} more problem(s)" if more > 0 else ""))
 
 
 def pick_columns(columns, path, text_column: str | None = None, label_column: str | None = None,
@@ -230,121 +198,27 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _utf8_problems(path, lines) -> list[str]:
-    """A problem for each of ``lines`` (bytes, numbered from 1) that is not valid UTF-8."""
-    problems = []
-    for lineno, line in enumerate(lines, start=1):
-        try:
-            line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problems.append(f"{path}:{lineno}: invalid UTF-8 at byte {exc.start + 1} of the line ({exc.reason})")
-    return problems
-
-
-def _check_utf8(path: Path, raw: bytes) -> None:
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise_problems(_utf8_problems(path, raw.split(b"\n")))
-
-
-def _json_row(path, lineno: int, line: bytes) -> tuple[dict | None, str | None]:
-    """One JSON line as ``(row, None)``, or ``(None, problem)``."""
-    try:
-        row = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        if isinstance(exc, UnicodeDecodeError):
-            return None, _utf8_problems(path, [b""] * (lineno - 1) + [line])[0]
-        return None, f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
-    if not isinstance(row, dict):
-        kind = {list: "an array", str: "a string"}.get(type(row), "a " + type(row).__name__)
-        return None, f"{path}:{lineno}: expected a JSON object, got {kind} (JSON lines: one object a line)"
-    return row, None
-
-
 # ---- TSV and CSV ----------------------------------------------------------------------------------------
-
-def _csv_options(fmt: str, bad: dict | None):
-    """pyarrow read and parse options; rows with a wrong number of columns go into ``bad`` (or are an error)."""
-
-    def handler(row) -> str:
-        if bad is not None and row.number not in bad:
-            bad[row.number] = row
-        return "skip"
-
-    read = pacsv.ReadOptions(use_threads=False)
-    if fmt == "tsv":  # SST-style: no quoting, one row per line
-        parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, ignore_empty_lines=False,
-                                   invalid_row_handler=handler)
-    else:
-        parse = pacsv.ParseOptions(delimiter=",", quote_char='"', double_quote=True, newlines_in_values=True,
-                                   ignore_empty_lines=False, invalid_row_handler=handler)
-    return read, parse
-
-
-def _open_csv(path, source, fmt: str, bad: dict | None):
-    """The column names, and a streaming pyarrow CSV reader that reads every column as a string (no type
-    guessing: '007' stays '007'); ``source()`` opens the file."""
-    read, parse = _csv_options(fmt, None)
-    names = pacsv.open_csv(source(), read_options=read, parse_options=parse).schema.names
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DataError(f"{path}:1: duplicate column name(s) in the header: {', '.join(map(quote, dupes))}")
-    read, parse = _csv_options(fmt, bad)
-    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
-    return names, pacsv.open_csv(source(), read_options=read, parse_options=parse, convert_options=convert)
-
-
-def _spans(table, fmt: str) -> list[int]:
-    """How many physical lines each row takes (quoted CSV values may hold line breaks)."""
-    if fmt == "tsv" or table.num_rows == 0:
-        return [1] * table.num_rows
-    total = None
-    for col in table.columns:
-        n = pc.fill_null(pc.count_substring_regex(col, _BREAKS.decode()), 0)
-        total = n if total is None else pc.add(total, n)
-    return [1 + k for k in total.to_pylist()]
-
-
-def _bad_row(start: str, row, fmt: str) -> str:
-    """``start`` (``path:LINE``) and what is wrong with a row of the wrong width."""
-    sep = "tab" if fmt == "tsv" else "comma"
-    msg = f"{start}: expected {row.expected_columns} {sep}-separated columns, got {row.actual_columns}"
-    span = 1 + len(re.findall(_BREAKS.decode(), row.text))
-    if fmt == "csv" and row.text.count('"') % 2:
-        msg += " (an unbalanced quote?" + (f" the row runs over {span} lines)" if span > 1 else ")")
-    return msg
-
-
-def _unread(path, consumed: int, total: int, last: int) -> list[str]:
-    """Rows and lines disagree: a quoted value open at the end of the file took the line ends into it (pyarrow
-    says nothing), or lines were not read."""
-    if consumed > total:
-        return [f"{path}:{last}: unbalanced quote: a quoted value of this row runs to the end of the file"]
-    if consumed < total:
-        return [f"{path}:{consumed + 1}: lines {consumed + 1}-{total} were not read (an unbalanced quote?)"]
-    return []
-
 
 def _read_delimited(path: Path, fmt: str) -> _Loaded:
     raw = path.read_bytes()
-    _check_utf8(path, raw)
+    check_utf8(path, raw)
     bad: dict = {}
     try:
-        names, reader = _open_csv(path, lambda: io.BytesIO(raw), fmt, bad)
+        names, reader = open_csv(path, lambda: io.BytesIO(raw), fmt, bad)
         table = reader.read_all()
     except pa.ArrowInvalid as exc:
         raise DataError(f"{path}: cannot read as {fmt.upper()} ({one_line(exc)})") from None
-    spans, lines, problems, line = iter(_spans(table, fmt)), [], [], 2
+    spans, lines, problems, line = iter(row_spans(table, fmt)), [], [], 2
     for ordinal in range(2, 2 + table.num_rows + len(bad)):  # pyarrow numbers the rows from the header = 1
         if ordinal in bad:
-            problems.append(_bad_row(f"{path}:{line}", bad[ordinal], fmt))
-            line += 1 + len(re.findall(_BREAKS.decode(), bad[ordinal].text))
+            problems.append(bad_row(f"{path}:{line}", bad[ordinal], fmt))
+            line += 1 + len(re.findall(BREAKS.decode(), bad[ordinal].text))
         else:
             lines.append(line)
             line += next(spans, 1)
     breaks = raw.count(b"\n") + raw.count(b"\r") - raw.count(b"\r\n")
-    problems += _unread(path, line - 1, breaks + (not raw.endswith((b"\n", b"\r"))), lines[-1] if lines else 2)
+    problems += unread(path, line - 1, breaks + (not raw.endswith((b"\n", b"\r"))), lines[-1] if lines else 2)
     return _Loaded(names, lambda name: table.column(name).to_pylist(), lines, hashlib.sha256(raw).hexdigest(), problems)
 
 
@@ -352,7 +226,7 @@ def _read_delimited(path: Path, fmt: str) -> _Loaded:
 
 def _read_jsonl(path: Path) -> _Loaded:
     raw = path.read_bytes()
-    _check_utf8(path, raw)  # pyarrow.json would replace bad bytes without a word
+    check_utf8(path, raw)  # pyarrow.json would replace bad bytes without a word
     digest = hashlib.sha256(raw).hexdigest()
     numbered = [(i, line) for i, line in enumerate(raw.split(b"\n"), start=1) if line.strip()]
     if not numbered:
@@ -369,7 +243,7 @@ def _read_jsonl(path: Path) -> _Loaded:
             return _Loaded(table.column_names, lambda name: table.column(name).to_pylist(), lines, digest)
     except pa.ArrowInvalid:
         pass  # a syntax error, or values of different kinds in one field: read it line by line to say where
-    parsed = [_json_row(path, lineno, line) for lineno, line in numbered]
+    parsed = [json_row(path, lineno, line) for lineno, line in numbered]
     raise_problems([problem for _, problem in parsed if problem])
     rows = [row for row, _ in parsed]
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -378,24 +252,13 @@ def _read_jsonl(path: Path) -> _Loaded:
 
 # ---- Parquet --------------------------------------------------------------------------------------------
 
-def _parquet_error(path, exc: Exception) -> DataError:
-    return DataError(f"{path}: not a readable Parquet file ({one_line(exc)})")
-
-
-def _open_parquet(path: Path) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise _parquet_error(path, exc) from None
-
-
 def _read_parquet(path: Path) -> _Loaded:
-    pf = _open_parquet(path)
+    pf = open_parquet(path)
 
     def fetch(name: str) -> list:
         try:
             return pf.read(columns=[name]).column(0).to_pylist()
         except (pa.ArrowException, OSError) as exc:
-            raise _parquet_error(path, exc) from None
+            raise parquet_error(path, exc) from None
 
     return _Loaded(pf.schema_arrow.names, fetch, list(range(pf.metadata.num_rows)), sha256_file(path))

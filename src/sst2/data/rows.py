@@ -18,8 +18,8 @@ from typing import BinaryIO, Iterator, NamedTuple, Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sst2.data.readers import (_bad_row, _json_row, _open_csv, _open_parquet, _parquet_error, _spans, _unread,
-                               _utf8_problems, detect_format, raise_problems)
+from sst2.data.formats import (bad_row, detect_format, json_row, open_csv, open_parquet, parquet_error,
+                               raise_problems, row_spans, unread, utf8_problems)
 from sst2.data.splits import DataError, quote
 from sst2.data.text import text_problem
 from sst2.errors import one_line
@@ -77,14 +77,14 @@ def iter_numbered(path: str | os.PathLike, fmt: str | None = None, chunk: int = 
 
 
 def _iter_parquet(path: Path, chunk: int):
-    pf = _open_parquet(path)
+    pf = open_parquet(path)
     start = 0
     try:
         for batch in pf.iter_batches(batch_size=chunk):
             yield [NumberedRow(start + i, row, None) for i, row in enumerate(batch.to_pylist())]
             start += batch.num_rows
     except (pa.ArrowException, OSError) as exc:
-        raise _parquet_error(path, exc) from None
+        raise parquet_error(path, exc) from None
 
 
 def _iter_jsonl(path: Path, chunk: int, keep_bad: bool = False):
@@ -93,7 +93,7 @@ def _iter_jsonl(path: Path, chunk: int, keep_bad: bool = False):
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            row, problem = _json_row(path, lineno, line)
+            row, problem = json_row(path, lineno, line)
             if problem and not keep_bad:
                 raise_problems([problem])
             # the problem without its "path:line: ", which the row's own columns say
@@ -141,7 +141,7 @@ def count_rows(path: str | os.PathLike, fmt: str | None = None) -> int:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if fmt == "parquet":
-        return _open_parquet(path).metadata.num_rows
+        return open_parquet(path).metadata.num_rows
     if fmt in (LINES, "jsonl"):
         total = 0
         with open(path, "rb") as f:
@@ -157,11 +157,11 @@ def _iter_delimited(path: Path, fmt: str):
     bad: dict = {}
     consumed, last = 1, 2  # lines read so far (the header included); the line of the last row
     try:
-        _, reader = _open_csv(path, lambda: str(path), fmt, bad)
+        _, reader = open_csv(path, lambda: str(path), fmt, bad)
         for batch in reader:
             if bad:
                 break
-            spans = _spans(batch, fmt)
+            spans = row_spans(batch, fmt)
             starts, line = [], consumed + 1  # the line each row starts on
             for span in spans:
                 starts.append(line)
@@ -172,13 +172,13 @@ def _iter_delimited(path: Path, fmt: str):
     except pa.ArrowInvalid as exc:
         if "UTF8" in str(exc):
             with open(path, "rb") as f:
-                raise_problems(_utf8_problems(path, f)[:1])
+                raise_problems(utf8_problems(path, f)[:1])
         raise DataError(f"{path}: cannot read as {fmt.upper()} ({one_line(exc)})") from None
     if bad:
         row = bad[min(bad)]  # a TSV row is a line; a CSV record may span lines
-        raise DataError(_bad_row(f"{path}:{row.number}" if fmt == "tsv" else f"{path}: record {row.number} "
+        raise DataError(bad_row(f"{path}:{row.number}" if fmt == "tsv" else f"{path}: record {row.number} "
                                  "(the header is record 1)", row, fmt))
-    raise_problems(_unread(path, consumed, _count_lines(path), last))
+    raise_problems(unread(path, consumed, _count_lines(path), last))
 
 
 def _count_lines(path: Path) -> int:

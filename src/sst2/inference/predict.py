@@ -81,7 +81,8 @@ def predict_table(cfg: PredictConfig, clf) -> int:
     streamed in chunks, with a progress bar over rows."""
     from tqdm.auto import tqdm
 
-    from sst2.data.readers import detect_format, pick_columns
+    from sst2.data.formats import detect_format
+    from sst2.data.readers import pick_columns
     from sst2.data.rows import RowWriter, iter_rows
     from sst2.system import progress_enabled
 

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from sst2.data.readers import EXTENSIONS, detect_format, pick_columns
+from sst2.data.formats import EXTENSIONS, detect_format
+from sst2.data.readers import pick_columns
 from sst2.data.rows import LINES, RowWriter, count_rows, iter_numbered
 from sst2.data.splits import DataError
 from sst2.errors import UserError, one_line
