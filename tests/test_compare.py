@@ -68,16 +68,18 @@ def test_compare_times_inference_on_the_saved_models(tiny_model_dir, tiny_data_d
     run = tiny_model_dir.parent
     out = tmp_path / "cmp"
     code = main(["compare", str(run), str(run), "--labels", "a", "b", "--data", str(tiny_data_dir), "--out", str(out),
-                 "--calls", "5", "--warmup", "1", "--repeats", "1", "--threads", "1"])
+                 "--calls", "5", "--warmup", "1", "--repeats", "1", "--threads", "1", "--rounds", "2"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| model | trainable params |" in printed and "ms / sentence, batch 64 |" in printed
     rows = json.loads((out / "compare.json").read_text())["rows"]
     for row in rows:
         assert "inference_error" not in row
-        assert row["b1_calls"] == 5 and row["b1_ms_p50"] > 0 and row["b64_ms_per_sentence_p50"] > 0
+        assert row["b1_calls"] == 10 and row["b1_ms_p50"] > 0 and row["b64_ms_per_sentence_p50"] > 0  # 5 x 2 rounds
         assert row["inference_model_dir"] == str(run / "model")
     assert (out / "compare.png").stat().st_size > 0
+    assert "in 2 rounds, every model once a round" in (out / "compare.md").read_text()
+    assert "--rounds 2" in json.loads((out / "compare.json").read_text())["conditions"]["command"]
 
 
 def test_bad_run_directories_are_clear_errors(runs, tmp_path):

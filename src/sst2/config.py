@@ -314,6 +314,8 @@ class CompareConfig:
     warmup: int = opt(20, "batch-1 timing: warm-up calls")
     batch_size: int = opt(64, "batched timing: batch size")
     repeats: int = opt(3, "batched timing: passes over the dev sentences (the median is reported)")
+    rounds: int = opt(1, "time every model this many times in turn (all loaded first), so that a change of the "
+                         "machine's speed falls on all alike; medians over all rounds")
     threads: int | None = opt(None, "intra-op threads (default: torch's choice)")
     fasttext: bool = opt(False, "add fastText, trained on the data folder's train split and timed here, as an "
                                 "external anchor row (needs sst2[bench])")
@@ -330,7 +332,7 @@ class CompareConfig:
                 problems.append(f"runtimes: give one per run directory ({len(self.runs)}), got {len(self.runtimes)}")
             problems += [f"runtimes: must be one of {', '.join(RUNTIME_CHOICES)}, got {r!r}" for r in self.runtimes
                          if r not in RUNTIME_CHOICES]
-        problems += below(self, ("calls", "batch_size", "repeats", "threads"))
+        problems += below(self, ("calls", "batch_size", "repeats", "rounds", "threads"))
         if self.warmup < 0:
             problems.append(f"warmup: must be >= 0, got {self.warmup}")
         check(problems, "compare")

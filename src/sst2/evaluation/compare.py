@@ -140,29 +140,59 @@ def percentile(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs, dtype=float), q))
 
 
-def measure_inference(model_dir: Path, texts: list[str], cfg: CompareConfig, runtime: str | None = None) -> dict:
-    """Batch-1 ms per call over the first ``cfg.calls`` texts, and batch-64 ms per sentence over all."""
-    from sst2.inference.classifier import SentimentClassifier
+class Timer:
+    """One saved model loaded for timing: batch-1 ms per call over the first ``cfg.calls`` dev texts and
+    batch-``cfg.batch_size`` ms per sentence over all, gathered over one or more rounds."""
 
-    clf = SentimentClassifier.from_pretrained(model_dir, runtime=runtime or cfg.runtime, threads=cfg.threads,
-                                              batch_size=cfg.batch_size)
-    single = texts[: cfg.calls]
-    for t in single[: cfg.warmup]:
-        clf.predict_details([t])
-    times = []
-    for t in single:
-        t0 = time.perf_counter()
-        clf.predict_details([t])
-        times.append((time.perf_counter() - t0) * 1000)
-    clf.predict_logits(texts[: cfg.batch_size * 2])  # warm-up for the larger shapes
-    per_sentence = []
-    for _ in range(cfg.repeats):
-        t0 = time.perf_counter()
-        clf.predict_logits(texts, batch_size=cfg.batch_size)
-        per_sentence.append((time.perf_counter() - t0) * 1000 / len(texts))
-    return {"b1_ms_p50": round(statistics.median(times), 3), "b1_ms_p90": round(percentile(times, 90), 3),
-            "b1_calls": len(times), f"b{cfg.batch_size}_ms_per_sentence_p50": round(statistics.median(per_sentence), 4),
-            f"b{cfg.batch_size}_sentences_per_s": round(1000 / statistics.median(per_sentence), 1)}
+    def __init__(self, model_dir: Path, texts: list[str], cfg: CompareConfig, runtime: str | None = None):
+        from sst2.inference.classifier import SentimentClassifier
+
+        self.clf = SentimentClassifier.from_pretrained(model_dir, runtime=runtime or cfg.runtime, threads=cfg.threads,
+                                                       batch_size=cfg.batch_size)
+        self.texts, self.cfg, self.b1, self.batched = texts, cfg, [], []
+        for t in texts[: cfg.calls][: cfg.warmup]:
+            self.clf.predict_details([t])
+        self.clf.predict_logits(texts[: cfg.batch_size * 2])  # warm-up for the larger shapes
+
+    def round(self) -> None:
+        for t in self.texts[: self.cfg.calls]:
+            t0 = time.perf_counter()
+            self.clf.predict_details([t])
+            self.b1.append((time.perf_counter() - t0) * 1000)
+        for _ in range(self.cfg.repeats):
+            t0 = time.perf_counter()
+            self.clf.predict_logits(self.texts, batch_size=self.cfg.batch_size)
+            self.batched.append((time.perf_counter() - t0) * 1000 / len(self.texts))
+
+    def result(self) -> dict:
+        bs, per_sentence = self.cfg.batch_size, statistics.median(self.batched)
+        return {"b1_ms_p50": round(statistics.median(self.b1), 3), "b1_ms_p90": round(percentile(self.b1, 90), 3),
+                "b1_calls": len(self.b1), f"b{bs}_ms_per_sentence_p50": round(per_sentence, 4),
+                f"b{bs}_sentences_per_s": round(1000 / per_sentence, 1)}
+
+
+def time_models(sets: list[RunSet], rows: list[dict], runtimes: list[str], texts: list[str], cfg: CompareConfig) -> None:
+    """Time every model into its row: all are loaded first, then measured in turn, ``cfg.rounds`` times over,
+    so that a change of the machine's speed during the run falls on every model alike. A model that cannot
+    be loaded or run gets ``inference_error`` in its row; the others are still measured."""
+    timers = {}
+    for i, (rs, row, runtime) in enumerate(zip(sets, rows, runtimes)):
+        try:
+            timers[i] = Timer(rs.model_dir, texts, cfg, runtime)
+            row["inference_model_dir"], row["runtime"] = str(rs.model_dir), runtime
+        except Exception as exc:  # recorded in the table
+            row["inference_error"] = f"{type(exc).__name__}: {exc}"
+    for r in range(cfg.rounds):
+        for i, timer in list(timers.items()):
+            if not cfg.quiet:
+                print(f"measuring inference (round {r + 1} of {cfg.rounds}): {rows[i]['label']}", flush=True)
+            try:
+                timer.round()
+            except Exception as exc:
+                rows[i]["inference_error"] = f"{type(exc).__name__}: {exc}"
+                del timers[i]
+    for i, timer in timers.items():
+        rows[i].update(timer.result())
 
 
 def _pm(mean, std, n: int, fmt: str) -> str:
@@ -205,12 +235,15 @@ def markdown(rows: list[dict], conditions: dict) -> str:
         "zero when the cache was warm) and the final evaluation and report.",
     ]
     if conditions.get("latency"):
+        n = conditions.get("rounds", 1)
+        rounds = "in one round" if n == 1 else f"in {n} rounds, every model once a round"
+        per_round = "" if n == 1 else " in each round"
         notes.append(
             f"Inference (runtime {conditions['runtime']}, {conditions['threads']} threads, tokenization included, "
-            f"measured in one process, one model after another): batch 1 is the median over "
-            f"{conditions['calls']} dev sentences, one call each; batch {bs} is the median over "
-            f"{conditions['repeats']} passes over the {conditions['dev_sentences']} dev sentences, length-sorted, "
-            f"per sentence.")
+            f"measured in one process, one model after another, {rounds}): batch 1 is the median over "
+            f"{conditions['calls']} dev sentences, one call each{per_round}; batch {bs} is the median over "
+            f"{conditions['repeats']} passes over the {conditions['dev_sentences']} dev sentences{per_round}, "
+            f"length-sorted, per sentence.")
     notes.append(f"{env['cpu_model']}, {env['cpu_count']} CPUs; torch {env['versions'].get('torch')}, "
                  f"transformers {env['versions'].get('transformers')}; load average before "
                  f"{conditions['load_average_before'][0]:.2f}.")
@@ -230,6 +263,8 @@ def command_line(cfg: CompareConfig) -> str:
         parts += ["--runtime", cfg.runtime]
     if cfg.batch_size != 64:
         parts += ["--batch-size", str(cfg.batch_size)]
+    if cfg.rounds != 1:
+        parts += ["--rounds", str(cfg.rounds)]
     if cfg.fasttext:
         parts.append("--fasttext")
     return shlex.join(parts)
@@ -246,7 +281,7 @@ def compare(cfg: CompareConfig) -> dict:
                     if cfg.runtimes else cfg.runtime)
     conditions = {"command": command_line(cfg), "date": datetime.date.today().isoformat(),
                   "latency": cfg.latency, "runtime": runtime_note, "threads": threads, "calls": cfg.calls,
-                  "warmup": cfg.warmup, "repeats": cfg.repeats, "batch_size": cfg.batch_size,
+                  "warmup": cfg.warmup, "repeats": cfg.repeats, "rounds": cfg.rounds, "batch_size": cfg.batch_size,
                   "load_average_before": list(os.getloadavg()), "environment": environment()}
     texts: list[str] = []
     if cfg.latency:
@@ -255,19 +290,12 @@ def compare(cfg: CompareConfig) -> dict:
         conditions["dev_sentences"] = len(texts)
         conditions["data"] = str(dev.path)
     rows = []
-    runtimes = cfg.runtimes or [cfg.runtime] * len(sets)
-    for rs, label, runtime in zip(sets, labels, runtimes):
+    for rs, label in zip(sets, labels):
         row = summarize(rs, label)
         row["peak_rss_mb_max"] = max((r.get("peak_rss_mb") or 0 for r in rs.runs), default=None) or None
-        if cfg.latency:
-            if not cfg.quiet:
-                print(f"measuring inference: {label} ({rs.model_dir})", flush=True)
-            try:
-                row.update(measure_inference(rs.model_dir, texts, cfg, runtime))
-                row["inference_model_dir"], row["runtime"] = str(rs.model_dir), runtime
-            except Exception as exc:  # recorded in the table; the other runs are still measured
-                row["inference_error"] = f"{type(exc).__name__}: {exc}"
         rows.append(row)
+    if cfg.latency:
+        time_models(sets, rows, cfg.runtimes or [cfg.runtime] * len(sets), texts, cfg)
     if cfg.fasttext:
         from sst2.data.dataset import load_splits
         from sst2.evaluation.anchors import fasttext_row
