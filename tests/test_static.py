@@ -64,15 +64,17 @@ def test_the_numpy_runtime_folds_the_convolutions_and_matches_torch(static_run, 
     texts = ["great", "the film is good", "the movie was awful and dull", "not good", "dull dull dull film",
              "a good film , not a bad one at all"]
     torch_clf = SentimentClassifier.from_pretrained(out / "model")
-    folded = SentimentClassifier.from_pretrained(out / "model", runtime="numpy")
+    folded = SentimentClassifier.from_pretrained(out / "model", runtime="numpy", threads=1)
     threaded = SentimentClassifier.from_pretrained(out / "model", runtime="numpy", threads=2)
     for batch_size in (1, 64):
         assert abs(folded.predict_logits(texts, batch_size) - torch_clf.predict_logits(texts, batch_size)).max() < 1e-5
     from sst2.data.batching import pad_batch
 
-    batch = pad_batch(folded.tokenize(texts * 8)[0], folded.pad_id)  # 48 rows of mixed lengths: split 24 + 24
-    assert abs(threaded.runner(*batch) - folded.runner(*batch)).max() < 1e-6
-    assert abs(threaded.runner(*batch) - torch_clf.runner(*batch)).max() < 1e-5
+    assert threaded.workers == 2 and folded.workers == 1  # numpy: calls side by side, one thread each
+    many = texts * 20
+    assert abs(threaded.predict_logits(many, 8) - torch_clf.predict_logits(many, 8)).max() < 1e-5
+    batch = pad_batch(folded.tokenize(["not good", "dull film"])[0], folded.pad_id)  # no padding: the fast path
+    assert abs(folded.runner(*batch) - torch_clf.runner(*batch)).max() < 1e-5
     assert folded.predict(texts) == torch_clf.predict(texts)
     code = ("import sys; from sst2 import SentimentClassifier; "
             f"c = SentimentClassifier.from_pretrained({str(out / 'model')!r}, runtime='numpy'); "

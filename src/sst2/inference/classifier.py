@@ -124,10 +124,11 @@ class SentimentClassifier:
                        long_texts=long_texts, window_overlap=window_overlap)
         # The ONNX and numpy runtimes need only the tokenizer, the spec and their own files (not torch).
         spec = read_spec(path)
-        if runtime == "numpy":
+        if runtime == "numpy":  # one thread a call; calls side by side on the cores (sst2.inference.folded)
             from sst2.inference.folded import FoldedStaticRunner
 
-            runner = FoldedStaticRunner(path, spec, threads or physical_cores())
+            runner = FoldedStaticRunner(path, spec)
+            workers = workers if workers > 1 else (threads or physical_cores())
         else:
             onnx_file = onnx_path(path, runtime)
             try:
@@ -176,7 +177,8 @@ class SentimentClassifier:
     # --- scoring ----------------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
         """Token ids (special tokens included, at most ``max_length``) and whether each text was cut."""
-        encodings = self._encoder.encode_batch(normalize_texts(list(texts), self.normalize), add_special_tokens=True)
+        encode = getattr(self._encoder, "encode_batch_fast", self._encoder.encode_batch)  # fast: without offsets
+        encodings = encode(normalize_texts(list(texts), self.normalize), add_special_tokens=True)
         return [e.ids for e in encodings], [bool(e.overflowing) for e in encodings]
 
     def logits_from_ids(self, ids: list[list[int]], batch_size: int | None = None, progress=None) -> np.ndarray:
