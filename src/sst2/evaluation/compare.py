@@ -237,6 +237,8 @@ def markdown(rows: list[dict], conditions: dict) -> str:
     if conditions.get("latency"):
         n = conditions.get("rounds", 1)
         rounds = "in one round" if n == 1 else f"in {n} rounds, every model once a round"
+        if n > 1 and conditions.get("fasttext"):
+            rounds += " (the fastText anchor in one round, after them)"
         per_round = "" if n == 1 else " in each round"
         notes.append(
             f"Inference (runtime {conditions['runtime']}, {conditions['threads']} threads, tokenization included, "
