@@ -119,3 +119,12 @@ def test_kernel_sizes_are_checked():
     with pytest.raises(ConfigError, match=r"model.kernel_sizes: expected a list of widths >= 1 such as \[1, 2, 3\], "
                                           r"got \[0, 2\]"):
         resolve(preset="static", overrides={"model.kernel_sizes": [0, 2]})
+
+
+def test_model2vec_progress_bar_follows_the_run(tiny_backbone_dir, capfd):
+    from sst2.modeling.static import StaticBackbone
+
+    StaticBackbone.distill(str(tiny_backbone_dir), 16, progress=False)
+    assert "Encoding tokens" not in capfd.readouterr().err  # --quiet, or not a terminal
+    StaticBackbone.distill(str(tiny_backbone_dir), 16, progress=True)
+    assert "Encoding tokens" in capfd.readouterr().err

@@ -13,6 +13,8 @@ the tokenizer files, so the torch-free path reads ``encoder/tokenizer.json`` as 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -53,18 +55,26 @@ class StaticBackbone(nn.Module):
         self.num_states = 1
 
     @classmethod
-    def distill(cls, encoder_name: str | None, dims: int = 256) -> "StaticBackbone":
-        """Distill static embeddings from a transformer encoder with model2vec (PCA to ``dims``)."""
+    def distill(cls, encoder_name: str | None, dims: int = 256, progress: bool = True) -> "StaticBackbone":
+        """Distill static embeddings from a transformer encoder with model2vec (PCA to ``dims``).
+        ``progress=False`` hides model2vec's progress bar, which has no option of its own."""
         try:
+            import model2vec.distill.inference as m2v_inference
             from model2vec.distill import distill_from_model
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise StaticBackboneError("the static model needs model2vec: pip install 'sst2[static]'") from exc
+        from unittest import mock
+
         from sst2.modeling.backbone import load_backbone_parts
 
         encoder, tokenizer, source = load_backbone_parts(encoder_name)
         dims = min(dims, encoder.config.hidden_size)
-        # token_remove_pattern=None: keep every vocabulary entry (model2vec drops [unusedN] by default)
-        static = distill_from_model(encoder, tokenizer, pca_dims=dims, token_remove_pattern=None)
+        bar = getattr(m2v_inference, "tqdm", None)
+        quiet_bar = mock.patch.object(m2v_inference, "tqdm", functools.partial(bar, disable=True)) if (
+            bar is not None and not progress) else contextlib.nullcontext()
+        with quiet_bar:
+            # token_remove_pattern=None: keep every vocabulary entry (model2vec drops [unusedN] by default)
+            static = distill_from_model(encoder, tokenizer, pca_dims=dims, token_remove_pattern=None)
         table = torch.from_numpy(static.embedding.astype("float32"))
         info = {"distilled_from": source, "pca_dims": int(table.shape[1]), "vocab_size": int(table.shape[0]),
                 "library": "model2vec"}

@@ -46,11 +46,15 @@ class Context:
         if not self.cfg.run.quiet and self.group.is_main:
             print(msg, file=sys.stderr, flush=True)
 
+    @property
+    def progress(self) -> bool:
+        """Progress bars: on a terminal, without --quiet, in the main process."""
+        return progress_enabled(self.cfg.run.quiet) and self.group.is_main
+
     def bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, disable=not (progress_enabled(self.cfg.run.quiet) and self.group.is_main),
-                    leave=False, dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
 
     def features(self, backbone, splits: dict[str, Split]):
         run = self.cfg.run

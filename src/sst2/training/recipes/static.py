@@ -19,7 +19,7 @@ def head_config(cfg, hidden_size: int, num_labels: int = 1) -> HeadConfig:
 
 def setup(cfg, splits, ctx) -> Job:
     ctx.log(f"static embeddings: distilling {cfg.model.backbone} with model2vec (PCA {cfg.model.static_dims})")
-    backbone = StaticBackbone.distill(cfg.model.backbone, cfg.model.static_dims)
+    backbone = StaticBackbone.distill(cfg.model.backbone, cfg.model.static_dims, progress=ctx.progress)
     backbone.embedding.weight.requires_grad_(cfg.model.train_embeddings)
     head = build_head(head_config(cfg, backbone.hidden_size, num_outputs(splits)))
     model = SentimentModel(backbone, head, model_spec(cfg, backbone, head, splits, static=backbone.info))
