@@ -291,6 +291,19 @@ def test_split_padded_is_optimal_and_covers_every_row():
     every = [[(lo, hi) for lo, hi in zip((0, *c), (*c, len(lengths)))]
              for k in range(len(lengths)) for c in itertools.combinations(cuts, k)]
     assert cost(runs) == min(cost(r) for r in every)
+    # with repeated lengths (it plans over the ends of runs of equal lengths only): still the optimum
+    import random
+
+    rng = random.Random(0)
+    for _ in range(300):
+        lengths = sorted(rng.choice([1, 2, 3, 5, 8, 13, 20]) for _ in range(rng.randint(1, 8)))
+        call_cost = rng.choice([0, 1, 8, 30])
+        runs = split_padded(lengths, call_cost=call_cost)
+        assert runs[0][0] == 0 and runs[-1][1] == len(lengths) and all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+        every = [[(lo, hi) for lo, hi in zip((0, *c), (*c, len(lengths)))]
+                 for k in range(len(lengths)) for c in itertools.combinations(range(1, len(lengths)), k)]
+        best = min(sum(call_cost + (hi - lo) * lengths[hi - 1] for lo, hi in r) for r in every)
+        assert sum(call_cost + (hi - lo) * lengths[hi - 1] for lo, hi in runs) == best
 
 
 def test_treebank_and_plain_text_give_the_same_tokens(tiny_model_dir, torch_clf):
