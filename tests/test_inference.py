@@ -356,6 +356,22 @@ def test_long_texts_are_scored_as_overlapping_windows_and_averaged(tiny_model_di
         SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_overlap=40)
 
 
+def test_window_length_sets_the_windows_and_a_quarter_of_it_their_overlap(tiny_model_dir, exported_dir):
+    win = SentimentClassifier.from_pretrained(tiny_model_dir, threads=1, long_texts="windows", window_length=12)
+    assert (win.window_length, win.window_overlap) == (12, 3)
+    windows = win.windows([LONG, "good film"])
+    assert len(windows[0]) > 1 and all(len(w) <= 12 for w in windows[0])
+    assert windows[0][1][1:4] == windows[0][0][-4:-1]  # 3 tokens shared (between [CLS] and [SEP])
+    assert windows[1] == [win.tokenize(["good film"])[0][0]]  # a text that fits: one window
+    onnx = SentimentClassifier.from_pretrained(exported_dir, runtime="onnx", threads=1, long_texts="windows",
+                                               window_length=12)
+    np.testing.assert_allclose(onnx.predict_proba([LONG]), win.predict_proba([LONG]), atol=1e-4)
+    with pytest.raises(ValueError, match=r"window_length must be in 3..32 \(the model's max_length\), got 33"):
+        SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_length=33)
+    with pytest.raises(ValueError, match="window_overlap must be in 0..9, got 10"):
+        SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_length=12, window_overlap=10)
+
+
 @pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet", "tsv"])
 def test_cli_predict_a_table_keeps_every_column_and_writes_its_format(ext, tiny_model_dir, tmp_path, capsys):
     from sst2.data.rows import RowWriter, iter_rows
@@ -379,6 +395,22 @@ def test_cli_predict_a_table_keeps_every_column_and_writes_its_format(ext, tiny_
     assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(src)]) == 0  # JSON lines to stdout
     # CSV and TSV values are read as the strings they are
     assert [str(json.loads(x)["id"]) for x in capsys.readouterr().out.splitlines()] == [str(r["id"]) for r in rows]
+
+
+def test_cli_window_length_reaches_evaluate_and_predict(tiny_model_dir, tmp_path, capsys):
+    (tmp_path / "long.csv").write_text(f"text,label\n{LONG},positive\ngood film,positive\n")
+    args = ["--long-texts", "windows", "--window-length", "12"]
+    assert main(["evaluate", "--model-dir", str(tiny_model_dir), "--file", str(tmp_path / "long.csv"), "--json",
+                 *args]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert (m["long_texts"], m["window_length"], m["window_overlap"], m["n"]) == ("windows", 12, 3, 2)
+    assert main(["predict", "--model-dir", str(tiny_model_dir), *args, LONG]) == 0
+    expected = len(SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_length=12)
+                   .windows([LONG])[0])
+    assert json.loads(capsys.readouterr().out)["windows"] == expected > 1
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--long-texts", "windows", "--window-length", "40",
+                 "good"]) == 2
+    assert "window_length must be in 3..32 (the model's max_length), got 40" in capsys.readouterr().err
 
 
 def test_cli_evaluate_scores_any_labelled_file(tiny_model_dir, tiny_data_dir, tmp_path, capsys):

@@ -48,7 +48,17 @@ def long_texts_opt():
 
 
 def window_overlap_opt():
-    return opt(None, "tokens shared by consecutive windows (default: a quarter of max_length)")
+    return opt(None, "tokens shared by consecutive windows (default: a quarter of --window-length)")
+
+
+def window_length_opt():
+    return opt(None, "tokens in one window, special tokens included (default: the model's max_length); windows "
+                     "about as long as the training texts score best (docs/experiments/long-documents.md)")
+
+
+def window_options(cfg) -> dict:
+    """The long-text keyword arguments of ``SentimentClassifier.from_pretrained`` from a command's config."""
+    return {"long_texts": cfg.long_texts, "window_length": cfg.window_length, "window_overlap": cfg.window_overlap}
 
 
 def below(cfg, names, minimum: int = 1) -> list[str]:
@@ -77,6 +87,7 @@ class EvaluateConfig:
     runtime: str = opt("torch", "inference runtime; onnx / onnx-int8 need 'sst2 export' first",
                        choices=RUNTIME_CHOICES)
     long_texts: str = long_texts_opt()
+    window_length: int | None = window_length_opt()
     window_overlap: int | None = window_overlap_opt()
     batch_size: int = opt(64, "inference batch size")
     json: bool = opt(False, "print the metrics as JSON")
@@ -107,6 +118,7 @@ class PredictConfig:
     runtime: str | None = opt(None, "inference runtime (default: torch; onnx-int8 with --engine ray); onnx / "
                                     "onnx-int8 need 'sst2 export' first", choices=RUNTIME_CHOICES)
     long_texts: str = long_texts_opt()
+    window_length: int | None = window_length_opt()
     window_overlap: int | None = window_overlap_opt()
     batch_size: int = opt(64, "inference batch size (texts are length-sorted into batches)")
     threads: int | None = opt(None, "intra-op threads per model call (default: torch's choice; physical cores "
@@ -183,6 +195,7 @@ class ServeConfig:
                                     "2, the next batch is gathered and run while the previous one still runs "
                                     "(default: 2 with 2+ physical cores, else 1)")
     long_texts: str = long_texts_opt()
+    window_length: int | None = window_length_opt()
     window_overlap: int | None = window_overlap_opt()
     max_batch: int = opt(64, "micro-batching: most texts run through the model at once")
     max_wait_ms: float = opt(1.0, "micro-batching: longest wait for more requests before running a batch")

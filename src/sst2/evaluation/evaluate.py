@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from sst2.config import EvaluateConfig
+from sst2.config import EvaluateConfig, window_options
 from sst2.data.dataset import load_splits
 from sst2.data.splits import resolve_data_dir
 from sst2.errors import UserError
@@ -37,8 +37,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     from sst2.inference.classifier import SentimentClassifier
 
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
-                                              batch_size=cfg.batch_size, long_texts=cfg.long_texts,
-                                              window_overlap=cfg.window_overlap)
+                                              batch_size=cfg.batch_size, **window_options(cfg))
     texts, labels, where = _scored(cfg, clf.labels)
     t0 = time.perf_counter()
     proba = clf.predict_proba(texts)
@@ -47,6 +46,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     from sst2.calibration import ece
 
     m = {"split": where, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime, "long_texts": cfg.long_texts,
+         **({"window_length": clf.window_length, "window_overlap": clf.window_overlap}
+            if cfg.long_texts == "windows" else {}),
          **classification_metrics(labels, preds, clf.labels), "ece": ece(proba, labels), "seconds": round(seconds, 3),
          "threads": cfg.threads}
     print(json.dumps(m, indent=2) if cfg.json else format_metrics(m))

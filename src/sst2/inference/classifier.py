@@ -61,11 +61,13 @@ class SentimentClassifier:
 
     def __init__(self, tokenizer, runner, spec: dict, runtime: str = "torch", model_dir: str | Path | None = None,
                  batch_size: int = 64, workers: int = 1, model=None, card: dict | None = None,
-                 pad_id: int | None = None, long_texts: str = "truncate", window_overlap: int | None = None):
+                 pad_id: int | None = None, long_texts: str = "truncate", window_overlap: int | None = None,
+                 window_length: int | None = None):
         """``tokenizer``: a Hugging Face fast tokenizer, or a ``tokenizers.Tokenizer`` with ``pad_id``.
         ``long_texts``: ``truncate`` scores a text's first ``max_length`` tokens; ``windows`` scores every
-        window of ``max_length`` tokens, overlapping by ``window_overlap`` (default: a quarter), and
-        averages their probabilities."""
+        window of ``window_length`` tokens (default: ``max_length``), overlapping by ``window_overlap``
+        (default: a quarter of a window), and averages their probabilities. Windows about as long as the
+        training texts score best (docs/experiments/long-documents.md)."""
         if workers < 1:
             raise OptionError(f"workers must be >= 1, got {workers}")
         if long_texts not in LONG_TEXTS:
@@ -89,19 +91,22 @@ class SentimentClassifier:
         self._encoder = Tokenizer.from_str(backend.to_str())
         self._encoder.no_padding()
         self._encoder.enable_truncation(self.max_length)
-        overlap = self.max_length // 4 if window_overlap is None else window_overlap
-        if not 0 <= overlap <= self.max_length - 3:  # a window holds [CLS], [SEP] and one token more than the overlap
-            raise OptionError(f"window_overlap must be in 0..{self.max_length - 3}, got {overlap}")
-        self.window_overlap = overlap
+        length = self.max_length if window_length is None else window_length
+        if not 3 <= length <= self.max_length:  # [CLS], [SEP] and one token
+            raise OptionError(f"window_length must be in 3..{self.max_length} (the model's max_length), got {length}")
+        overlap = length // 4 if window_overlap is None else window_overlap
+        if not 0 <= overlap <= length - 3:  # a window holds [CLS], [SEP] and one token more than the overlap
+            raise OptionError(f"window_overlap must be in 0..{length - 3}, got {overlap}")
+        self.window_length, self.window_overlap = length, overlap
         self._windows = Tokenizer.from_str(backend.to_str())
         self._windows.no_padding()
-        self._windows.enable_truncation(self.max_length, stride=overlap)
+        self._windows.enable_truncation(length, stride=overlap)
 
     # --- loading and saving -----------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, runtime: str = "torch", threads: int | None = None,
                         batch_size: int = 64, workers: int = 1, spin: bool = True, long_texts: str = "truncate",
-                        window_overlap: int | None = None) -> "SentimentClassifier":
+                        window_overlap: int | None = None, window_length: int | None = None) -> "SentimentClassifier":
         """Load a model directory. ``threads``: intra-op threads of one model call (default: torch's
         choice, or the physical cores for onnx; with ``workers`` > 1 the cores divided among them).
         ``workers``: batches run this many at a time, each in its own thread; on a few cores two
@@ -121,7 +126,7 @@ class SentimentClassifier:
             set_threads(threads)
             model = SentimentModel.load(path)
             return cls(model.tokenizer, TorchRunner(model), model.spec, runtime, path, batch_size, workers, model,
-                       long_texts=long_texts, window_overlap=window_overlap)
+                       long_texts=long_texts, window_overlap=window_overlap, window_length=window_length)
         # The ONNX and numpy runtimes need only the tokenizer, the spec and their own files (not torch).
         spec = read_spec(path)
         if runtime == "numpy":  # one thread a call; calls side by side on the cores (sst2.inference.folded)
@@ -137,7 +142,7 @@ class SentimentClassifier:
                 raise RuntimeUnavailableError(f"runtime {runtime!r} needs onnxruntime: pip install 'sst2[onnx]'") from exc
         tokenizer, pad_id = load_tokenizer(path)
         return cls(tokenizer, runner, spec, runtime, path, batch_size, workers, pad_id=pad_id, long_texts=long_texts,
-                   window_overlap=window_overlap)
+                   window_overlap=window_overlap, window_length=window_length)
 
     @classmethod
     def from_model(cls, model, card: dict | None = None, batch_size: int = 64) -> "SentimentClassifier":
@@ -200,8 +205,8 @@ class SentimentClassifier:
         return float(self.spec.get("temperature", 1.0))
 
     def windows(self, texts: list[str]) -> list[list[list[int]]]:
-        """Every text's windows of at most ``max_length`` tokens (special tokens included), overlapping by
-        ``window_overlap`` tokens; a short text is one window."""
+        """Every text's windows of at most ``window_length`` tokens (special tokens included), overlapping by
+        ``window_overlap`` tokens; a text that fits in one window is one window."""
         encodings = self._windows.encode_batch(normalize_texts(list(texts), self.normalize), add_special_tokens=True)
         return [[e.ids] + [o.ids for o in e.overflowing] for e in encodings]
 

@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from sst2.config import PredictConfig
+from sst2.config import PredictConfig, window_options
 from sst2.data.text import text_problem
 from sst2.errors import UserError
 
@@ -150,7 +150,7 @@ def predict(cfg: PredictConfig) -> int:
     texts = _argument_texts(cfg.texts) if cfg.texts else None
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime or "torch", threads=cfg.threads,
                                               batch_size=cfg.batch_size, workers=cfg.workers,
-                                              long_texts=cfg.long_texts, window_overlap=cfg.window_overlap)
+                                              **window_options(cfg))
     if texts:
         for i, (t, p) in enumerate(zip(texts, clf.predict_details(texts))):
             out.write(_dumps({"text": t, **p.to_dict()}, f"texts[{i}]") + "\n")

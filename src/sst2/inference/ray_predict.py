@@ -71,12 +71,12 @@ class Scorer:
     """The ``map_batches`` class: loads the classifier once per actor and scores pyarrow batches."""
 
     def __init__(self, model_dir: str, runtime: str, threads: int, batch_size: int, long_texts: str,
-                 window_overlap: int | None, column: str):
+                 window_overlap: int | None, window_length: int | None, column: str):
         from sst2.inference.classifier import SentimentClassifier
 
         self.clf = SentimentClassifier.from_pretrained(model_dir, runtime=runtime, threads=threads,
                                                        batch_size=batch_size, long_texts=long_texts,
-                                                       window_overlap=window_overlap)
+                                                       window_overlap=window_overlap, window_length=window_length)
         self.column = column
         names = self.clf.labels
         self.types = {"label": pa.string(), **{f"prob_{n}": pa.float64() for n in names},
@@ -126,7 +126,7 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
                   ray_address: str | None = None, actors: int | None = None, threads: int = 1,
                   batch_size: int = 64, chunk: int = 1024, format: str | None = None, text_column: str | None = None,
                   output_format: str = "parquet", long_texts: str = "truncate", window_overlap: int | None = None,
-                  overwrite: bool = False, quiet: bool = False) -> RayPredictReport:
+                  window_length: int | None = None, overwrite: bool = False, quiet: bool = False) -> RayPredictReport:
     """Score every row of ``inputs`` (a path or glob) into the folder ``output`` on Ray (module docstring).
 
     ``ray_address``: a running cluster (``HOST:PORT``, ``ray://HOST:PORT``, ``auto``); default: the Ray already
@@ -157,7 +157,8 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
     try:
         failure = _run_on_ray(report, files, out, ray_address, quiet, dict(
             model_dir=str(Path(model_dir).resolve()), runtime=runtime, threads=threads, batch_size=batch_size,
-            long_texts=long_texts, window_overlap=window_overlap, column=files[0].text_column), chunk, t0)
+            long_texts=long_texts, window_overlap=window_overlap, window_length=window_length,
+            column=files[0].text_column), chunk, t0)
     except BaseException:
         finish_output(out, report.to_dict(), "failed")
         raise
@@ -249,12 +250,13 @@ def predict_ray(cfg) -> RayPredictReport:
     """``sst2 predict --engine ray`` (a :class:`sst2.config.PredictConfig`): exit status 1 if rows failed."""
     import sys
 
+    from sst2.config import window_options
+
     report = predict_files(cfg.model_dir, cfg.input, cfg.output, runtime=cfg.runtime or DEFAULT_RUNTIME,
                            ray_address=cfg.ray_address, actors=cfg.actors, threads=cfg.threads or 1,
                            batch_size=cfg.batch_size, chunk=cfg.chunk, format=cfg.format,
                            text_column=cfg.text_column, output_format=cfg.output_format or "parquet",
-                           long_texts=cfg.long_texts, window_overlap=cfg.window_overlap, overwrite=cfg.overwrite,
-                           quiet=cfg.quiet)
+                           overwrite=cfg.overwrite, quiet=cfg.quiet, **window_options(cfg))
     if not cfg.quiet:
         print(f"sst2 predict: {report.rows:,} rows from {len(report.files)} file(s) -> {report.output}/"
               f"{PREDICTIONS} ({report.predicted:,}) and {ERRORS} ({report.failed:,}) in {report.seconds:.1f} s "

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sst2.config import ServeConfig
+from sst2.config import ServeConfig, window_options
 from sst2.errors import UserError
 
 log = logging.getLogger("sst2.serve")
@@ -352,8 +352,7 @@ def serve(cfg: ServeConfig) -> None:
         threads = max(1, physical_cores() // workers)
     # spin=False: busy-waiting model threads would starve the event loop that gathers the next batch.
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=threads,
-                                              batch_size=cfg.max_batch, spin=False, long_texts=cfg.long_texts,
-                                              window_overlap=cfg.window_overlap)
+                                              batch_size=cfg.max_batch, spin=False, **window_options(cfg))
     configure_logging(cfg.log_level)  # once the model loaded: a command that fails changes no logging
     # The first call takes the one-off costs of a model call before any client waits for it.
     clf.predict_details(["warm-up"])
