@@ -337,8 +337,10 @@ def test_long_texts_are_scored_as_overlapping_windows_and_averaged(tiny_model_di
     from sst2.calibration import probabilities
 
     win = SentimentClassifier.from_pretrained(tiny_model_dir, threads=1, long_texts="windows", window_overlap=8)
+    # the model's own window length: 90 % of its training texts fit (at least 16 tokens)
+    assert win.spec["window_length"] == win.window_length == 16 < win.max_length
     windows = win.windows([LONG])[0]
-    assert len(windows) > 1 and all(len(w) <= win.max_length for w in windows)
+    assert len(windows) > 1 and all(len(w) <= win.window_length for w in windows)
     assert all(w[0] == windows[0][0] and w[-1] == windows[0][-1] for w in windows)  # [CLS] ... [SEP] each
     # each window alone through the model, then the mean of the calibrated probabilities
     alone = np.concatenate([win.logits_from_ids([w]) for w in windows])
@@ -352,8 +354,17 @@ def test_long_texts_are_scored_as_overlapping_windows_and_averaged(tiny_model_di
     onnx = SentimentClassifier.from_pretrained(exported_dir, runtime="onnx", threads=1, long_texts="windows",
                                                window_overlap=8)
     np.testing.assert_allclose(onnx.predict_proba([LONG]), win.predict_proba([LONG]), atol=1e-4)
-    with pytest.raises(ValueError, match="window_overlap must be in 0..29, got 40"):
+    with pytest.raises(ValueError, match="window_overlap must be in 0..13, got 40"):  # windows of 16 tokens
         SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_overlap=40)
+
+
+def test_a_model_windows_long_texts_as_long_as_90_percent_of_its_training_texts():
+    from sst2.features.sources import window_length_for
+
+    assert window_length_for(np.arange(1, 101), 128) == 91  # the 90th percentile, rounded up
+    assert window_length_for(np.full(50, 5), 128) == 16  # never below 16 tokens
+    assert window_length_for(np.full(50, 300), 128) == 128  # never beyond max_length
+    assert window_length_for(np.array([], dtype=int), 64) == 64
 
 
 def test_window_length_sets_the_windows_and_a_quarter_of_it_their_overlap(tiny_model_dir, exported_dir):

@@ -43,6 +43,8 @@ DAMAGE = {
                           r"sst2_model\.json: unknown text_normalization 'shout' \(one of none, contractions, treebank\)$"),
     "max_length beyond the encoder": (lambda d: _write_spec(d, {**_spec(d), "max_length": 100000}),
                                       r"sst2_model\.json: max_length 100000 is more than the encoder's 64 positions$"),
+    "window beyond max_length": (lambda d: _write_spec(d, {**_spec(d), "window_length": 33}),
+                                 r"sst2_model\.json: window_length must be an integer in 3\.\.max_length, got 33$"),
     "no encoder folder": (lambda d: shutil.rmtree(d / "encoder"),
                           r"encoder: missing \(a model directory holds the encoder it was trained with\)$"),
 }

@@ -52,8 +52,8 @@ def window_overlap_opt():
 
 
 def window_length_opt():
-    return opt(None, "tokens in one window, special tokens included (default: the model's max_length); windows "
-                     "about as long as the training texts score best (docs/experiments/long-documents.md)")
+    return opt(None, "tokens in one window, special tokens included (default: the model's own, as long as 90%% of "
+                     "its training texts; max_length for older models)")
 
 
 def window_options(cfg) -> dict:

@@ -65,8 +65,16 @@ class EncoderStates(TokenBatches):
         return states, mask.sum(1)
 
 
-def count_truncated(tokenizer, texts: list[str], max_length: int) -> int:
-    """Texts with more than ``max_length`` tokens (special tokens included)."""
-    lengths = tokenizer(list(texts), truncation=False, add_special_tokens=True, return_length=True,
-                        verbose=False)["length"]
-    return int(sum(n > max_length for n in lengths))
+def token_lengths(tokenizer, texts: list[str]) -> np.ndarray:
+    """Each text's length in tokens, special tokens included, without truncation."""
+    return np.asarray(tokenizer(list(texts), truncation=False, add_special_tokens=True, return_length=True,
+                                verbose=False)["length"], dtype=np.int64)
+
+
+def window_length_for(train_lengths: np.ndarray, max_length: int) -> int:
+    """The window length a model scores long texts with by default: as long as 90 % of its training texts
+    (at least 16 tokens, at most ``max_length``). Windows of about the training texts' length scored long
+    documents far better than windows of the whole ``max_length`` (docs/experiments/long-documents.md)."""
+    if not len(train_lengths):
+        return max_length
+    return int(min(max_length, max(16, np.ceil(np.percentile(train_lengths, 90)))))

@@ -65,7 +65,8 @@ class SentimentClassifier:
                  window_length: int | None = None):
         """``tokenizer``: a Hugging Face fast tokenizer, or a ``tokenizers.Tokenizer`` with ``pad_id``.
         ``long_texts``: ``truncate`` scores a text's first ``max_length`` tokens; ``windows`` scores every
-        window of ``window_length`` tokens (default: ``max_length``), overlapping by ``window_overlap``
+        window of ``window_length`` tokens (default: the model's, as long as 90 % of its training texts;
+        ``max_length`` for a model saved without one), overlapping by ``window_overlap``
         (default: a quarter of a window), and averages their probabilities. Windows about as long as the
         training texts score best (docs/experiments/long-documents.md)."""
         if workers < 1:
@@ -91,7 +92,7 @@ class SentimentClassifier:
         self._encoder = Tokenizer.from_str(backend.to_str())
         self._encoder.no_padding()
         self._encoder.enable_truncation(self.max_length)
-        length = self.max_length if window_length is None else window_length
+        length = spec.get("window_length", self.max_length) if window_length is None else window_length
         if not 3 <= length <= self.max_length:  # [CLS], [SEP] and one token
             raise OptionError(f"window_length must be in 3..{self.max_length} (the model's max_length), got {length}")
         overlap = length // 4 if window_overlap is None else window_overlap

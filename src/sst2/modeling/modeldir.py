@@ -50,6 +50,9 @@ def read_spec(path: str | Path) -> dict:
     if limit is not None and spec["max_length"] > limit:
         raise ModelDirError(f"{spec_file}: max_length {spec['max_length']} is more than the encoder's "
                             f"{limit} positions")
+    window = spec.get("window_length", spec["max_length"])
+    if not isinstance(window, int) or isinstance(window, bool) or not 3 <= window <= spec["max_length"]:
+        raise ModelDirError(f"{spec_file}: window_length must be an integer in 3..max_length, got {window!r}")
     norm = spec.get("text_normalization", "none")
     if norm not in NORMALIZERS:
         raise ModelDirError(f"{spec_file}: unknown text_normalization {norm!r} (one of {', '.join(NORMALIZERS)})")

@@ -22,7 +22,7 @@ from sst2.data.splits import Split, resolve_data_dir, split_from_lists
 from sst2.data.text import normalize_texts
 from sst2.stats import format_pm, seed_stat
 from sst2.features.encode import prepare_features
-from sst2.features.sources import TokenBatches, count_truncated
+from sst2.features.sources import TokenBatches, token_lengths, window_length_for
 from sst2.modeling.heads import count_parameters
 from sst2.system import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
 from sst2.training import distributed, engine, recipes, rundir
@@ -127,7 +127,9 @@ def run_one(cfg: TrainConfig, splits: dict[str, Split], ctx: Context, t_start: f
     labels = {k: engine.label_tensor(s.labels, k_out) if s.labelled else None for k, s in splits.items()}
     if soft is not None:
         labels["train"], job.loss, job.target_classes = soft.targets, soft.loss, soft.classes
-    truncated = {k: count_truncated(backbone.tokenizer, s.texts, cfg.data.max_length) for k, s in splits.items()}
+    lengths = {k: token_lengths(backbone.tokenizer, s.texts) for k, s in splits.items()}
+    truncated = {k: int((n > cfg.data.max_length).sum()) for k, n in lengths.items()}
+    job.model.spec["window_length"] = window_length_for(lengths["train"], cfg.data.max_length)
     group = ctx.group
     fitted = engine.fit(job, cfg.optim, labels, cfg.run.seed, bar=ctx.bar, log=ctx.log,
                         group=group if group.active else None)
