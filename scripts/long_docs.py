@@ -1,17 +1,20 @@
 """Long documents built from SST-2 sentences: accuracy with truncation against overlapping windows.
 
-Two seeded sets from the dev and test sentences (``--data``):
+Two seeded sets from the dev and test sentences of ``--data`` (``--split``: one split's sentences only, so
+that a window length chosen on documents of dev sentences is then measured on documents of test sentences):
 
 * ``same``: each document joins ``--sentences LO HI`` sentences of one label (its label);
 * ``mixed``: each joins an odd number in that range drawn from both labels, the majority label's
   share uniform above one half, labelled by the majority.
 
 Each document is scored by ``SentimentClassifier`` with ``long_texts="truncate"`` (its first
-max_length tokens) and ``"windows"``; accuracy is reported for all documents and for those over
+max_length tokens) and ``"windows"`` of each ``--window-lengths`` (default: max_length); accuracy is reported for all documents and for those over
 ``--min-tokens`` tokens, with the time per document, and the log-log slope of time against length
 (1 = linear) over the windowed documents.
 
     python scripts/long_docs.py --model-dir runs/efficient/model --runtime onnx-int8 --docs 300
+    python scripts/long_docs.py --model-dir runs/efficient/model --runtime onnx-int8 --split dev \
+        --window-lengths 128 64 32
 """
 
 from __future__ import annotations
@@ -72,16 +75,25 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=300, help="documents per set")
     ap.add_argument("--min-tokens", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=["dev", "test", "both"], default="both",
+                    help="build the documents from this split's sentences")
+    ap.add_argument("--window-lengths", type=int, nargs="+", default=None, metavar="L",
+                    help="window lengths to measure (default: the model's max_length); overlap a quarter")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--sentences", type=int, nargs=2, default=[8, 16], metavar=("LO", "HI"),
                     help="sentences per document")
     args = ap.parse_args()
     data = resolve_data_dir(args.data)
     sentences = []
-    for split in ("dev", "test"):
+    for split in (("dev", "test") if args.split == "both" else (args.split,)):
         s = read_split(data / f"{split}.tsv", split)
         sentences += list(zip(s.texts, s.labels))
-    clfs = {mode: SentimentClassifier.from_pretrained(args.model_dir, runtime=args.runtime, long_texts=mode)
-            for mode in ("truncate", "windows")}
+    load = SentimentClassifier.from_pretrained
+    clfs = {"truncate": load(args.model_dir, runtime=args.runtime, threads=args.threads)}
+    for length in args.window_lengths or [None]:
+        clf = load(args.model_dir, runtime=args.runtime, threads=args.threads, long_texts="windows",
+                   window_length=length)
+        clfs[f"windows_{clf.window_length}"] = clf
     from tokenizers import Tokenizer
 
     whole = Tokenizer.from_file(f"{args.model_dir}/encoder/tokenizer.json")  # no truncation: true lengths
@@ -89,7 +101,7 @@ def main() -> int:
     for name, mixed in (("same", False), ("mixed", True)):
         docs = build(sentences, args.docs, mixed, args.seed, *args.sentences)
         lengths = [len(e.ids) for e in whole.encode_batch([t for t, _ in docs], add_special_tokens=True)]
-        row = {"set": name, "docs": len(docs), "tokens_median": int(np.median(lengths)), "tokens_min": min(lengths),
+        row = {"set": name, "split": args.split, "docs": len(docs), "tokens_median": int(np.median(lengths)), "tokens_min": min(lengths),
                "tokens_max": max(lengths), "over_min_tokens": int(sum(n > args.min_tokens for n in lengths))}
         for mode, clf in clfs.items():
             row[mode] = evaluate(clf, docs, lengths, args.min_tokens)
