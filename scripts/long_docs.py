@@ -8,9 +8,10 @@ that a window length chosen on documents of dev sentences is then measured on do
   share uniform above one half, labelled by the majority.
 
 Each document is scored by ``SentimentClassifier`` with ``long_texts="truncate"`` (its first
-max_length tokens) and ``"windows"`` of each ``--window-lengths`` (default: max_length); accuracy is reported for all documents and for those over
-``--min-tokens`` tokens, with the time per document, and the log-log slope of time against length
-(1 = linear) over the windowed documents.
+max_length tokens) and ``"windows"`` of each ``--window-lengths`` (default: the model's own window
+length); accuracy is reported for all documents and for those over ``--min-tokens`` tokens, with the
+time per document, and the log-log slope of time against length (1 = linear) over the windowed
+documents.
 
     python scripts/long_docs.py --model-dir runs/efficient/model --runtime onnx-int8 --docs 300
     python scripts/long_docs.py --model-dir runs/efficient/model --runtime onnx-int8 --split dev \
@@ -78,7 +79,7 @@ def main() -> int:
     ap.add_argument("--split", choices=["dev", "test", "both"], default="both",
                     help="build the documents from this split's sentences")
     ap.add_argument("--window-lengths", type=int, nargs="+", default=None, metavar="L",
-                    help="window lengths to measure (default: the model's max_length); overlap a quarter")
+                    help="window lengths to measure (default: the model's own); overlap a quarter")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--sentences", type=int, nargs=2, default=[8, 16], metavar=("LO", "HI"),
                     help="sentences per document")
@@ -101,8 +102,9 @@ def main() -> int:
     for name, mixed in (("same", False), ("mixed", True)):
         docs = build(sentences, args.docs, mixed, args.seed, *args.sentences)
         lengths = [len(e.ids) for e in whole.encode_batch([t for t, _ in docs], add_special_tokens=True)]
-        row = {"set": name, "split": args.split, "docs": len(docs), "tokens_median": int(np.median(lengths)), "tokens_min": min(lengths),
-               "tokens_max": max(lengths), "over_min_tokens": int(sum(n > args.min_tokens for n in lengths))}
+        row = {"set": name, "split": args.split, "docs": len(docs), "tokens_median": int(np.median(lengths)),
+               "tokens_min": min(lengths), "tokens_max": max(lengths),
+               "over_min_tokens": int(sum(n > args.min_tokens for n in lengths))}
         for mode, clf in clfs.items():
             row[mode] = evaluate(clf, docs, lengths, args.min_tokens)
         print(json.dumps(row), flush=True)

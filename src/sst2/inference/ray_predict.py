@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from sst2.config import window_options
 from sst2.data.text import text_problem
 from sst2.errors import PartialFailure, UserError, one_line
 from sst2.inference.ray_io import (ERROR, ERRORS, OUTPUT_FORMATS, PREDICTIONS, InputFile, files_source,
@@ -70,13 +71,12 @@ class RayPredictReport:
 class Scorer:
     """The ``map_batches`` class: loads the classifier once per actor and scores pyarrow batches."""
 
-    def __init__(self, model_dir: str, runtime: str, threads: int, batch_size: int, long_texts: str,
-                 window_overlap: int | None, window_length: int | None, column: str):
+    def __init__(self, model_dir: str, runtime: str, threads: int, batch_size: int, windows: dict, column: str):
+        """``windows``: the long-text options of ``SentimentClassifier.from_pretrained``."""
         from sst2.inference.classifier import SentimentClassifier
 
         self.clf = SentimentClassifier.from_pretrained(model_dir, runtime=runtime, threads=threads,
-                                                       batch_size=batch_size, long_texts=long_texts,
-                                                       window_overlap=window_overlap, window_length=window_length)
+                                                       batch_size=batch_size, **windows)
         self.column = column
         names = self.clf.labels
         self.types = {"label": pa.string(), **{f"prob_{n}": pa.float64() for n in names},
@@ -157,7 +157,7 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
     try:
         failure = _run_on_ray(report, files, out, ray_address, quiet, dict(
             model_dir=str(Path(model_dir).resolve()), runtime=runtime, threads=threads, batch_size=batch_size,
-            long_texts=long_texts, window_overlap=window_overlap, window_length=window_length,
+            windows=dict(long_texts=long_texts, window_overlap=window_overlap, window_length=window_length),
             column=files[0].text_column), chunk, t0)
     except BaseException:
         finish_output(out, report.to_dict(), "failed")
@@ -249,8 +249,6 @@ def _first_error(out: Path, fmt: str) -> str | None:
 def predict_ray(cfg) -> RayPredictReport:
     """``sst2 predict --engine ray`` (a :class:`sst2.config.PredictConfig`): exit status 1 if rows failed."""
     import sys
-
-    from sst2.config import window_options
 
     report = predict_files(cfg.model_dir, cfg.input, cfg.output, runtime=cfg.runtime or DEFAULT_RUNTIME,
                            ray_address=cfg.ray_address, actors=cfg.actors, threads=cfg.threads or 1,
