@@ -169,3 +169,41 @@ def test_every_model_type_serves_through_classifier_and_onnx(model, tiny_backbon
     assert diff.max() < 1e-4  # fp32 parity: max |probability difference| with PyTorch
 
 
+
+
+def test_weight_average_is_an_ema_from_the_end_of_warmup_and_swaps_back():
+    from sst2.training.optim import WeightAverage
+
+    p = torch.nn.Parameter(torch.zeros(3))
+    avg = WeightAverage([p], decay=0.5, start_step=1)
+    with torch.no_grad():
+        p.fill_(1.0)
+    avg.update(1)  # still warming up: nothing averaged, the live weights are scored
+    with avg.swapped():
+        assert torch.equal(p.detach(), torch.ones(3))
+    for step, value in ((2, 2.0), (3, 4.0)):
+        with torch.no_grad():
+            p.fill_(value)
+        avg.update(step)
+    with avg.swapped():  # 0.5 * 2 + 0.5 * 4
+        assert torch.equal(p.detach(), torch.full((3,), 3.0))
+    assert torch.equal(p.detach(), torch.full((3,), 4.0))  # the live weights are back
+
+
+def test_vanilla_with_ema_keeps_the_averaged_weights(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    import csv
+
+    plain = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "plain", model="vanilla", warmup_ratio=0.0))
+    m = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "ema", model="vanilla", warmup_ratio=0.0,
+                      ema=0.9))
+    with open(tmp_path / "ema" / "run" / "epochs.csv") as f:
+        epochs = list(csv.DictReader(f))
+    assert list(epochs[0])[-1] == "raw_dev_accuracy" and all(0 <= float(r["raw_dev_accuracy"]) <= 1 for r in epochs)
+    # the saved model is the average, and it scores the dev accuracy recorded for it
+    assert dev_accuracy(tmp_path / "ema" / "run" / "model", tiny_data_dir) == pytest.approx(m["dev_accuracy"])
+    assert float(epochs[m["best_epoch"] - 1]["dev_accuracy"]) == pytest.approx(m["dev_accuracy"])
+    key = "encoder.layer.0.attention.self.query.weight"
+    weights = [SentimentModel.load(tmp_path / x / "run" / "model").backbone.encoder.state_dict()[key]
+               for x in ("plain", "ema")]
+    assert not torch.equal(weights[0], weights[1])
+    assert plain["train_size"] == m["train_size"]

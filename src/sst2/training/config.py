@@ -83,6 +83,7 @@ class OptimConfig:
     weight_decay: float = 0.0  # decoupled (AdamW); never on biases, LayerNorm or the layer mix
     grad_clip: float = 1.0  # gradient norm clipping (0 = off)
     bucket: bool = True  # batches of similar lengths (shuffled), so short texts are not padded to long ones
+    ema: float = 0.0  # > 0: keep (and score dev with) a moving average of the weights with this decay, from the end of warm-up
 
 
 @dataclass
@@ -195,7 +196,7 @@ def validate(cfg: TrainConfig) -> list[str]:
     for name in ("proj_size", "lstm_size", "unfreeze", "lora_r", "lora_alpha", "static_dims", "filters", "depth"):
         _positive(problems, f"model.{name}", getattr(m, name))
     for name, v in (("model.dropout", m.dropout), ("model.lora_dropout", m.lora_dropout),
-                    ("optim.warmup_ratio", o.warmup_ratio)):
+                    ("optim.warmup_ratio", o.warmup_ratio), ("optim.ema", o.ema)):
         if not 0 <= v < 1:
             problems.append(f"{name}: must be in [0, 1), got {v}")
     if m.recipe == "lora" and not m.lora_targets:

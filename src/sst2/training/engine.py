@@ -20,7 +20,7 @@ from torch import nn
 from sst2.data.batching import score, training_batches
 from sst2.errors import UserError
 from sst2.training.config import OptimConfig
-from sst2.training.optim import build_optimizer
+from sst2.training.optim import WeightAverage, build_optimizer
 
 
 class DivergedError(UserError, ArithmeticError):
@@ -94,9 +94,10 @@ def train_step(forward, batch: tuple, y: torch.Tensor, optimizer, params: list[n
 
 
 def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_clip: float, epoch: int, step: int,
-                    scheduler=None, progress=None, group=None) -> tuple[dict, list[dict]]:
+                    scheduler=None, progress=None, group=None, average=None) -> tuple[dict, list[dict]]:
     """One pass over ``batches``; returns the epoch's running loss and accuracy and one row per step.
-    With a process ``group`` each rank runs its share of every batch (:func:`train_step`)."""
+    With a process ``group`` each rank runs its share of every batch (:func:`train_step`); an ``average``
+    (:class:`~sst2.training.optim.WeightAverage`) is updated after every step."""
     inputs = job.inputs["train"]
     loss_fn = job.loss or loss_sum
     total_loss = correct = seen = 0.0
@@ -111,6 +112,8 @@ def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_cli
             raise DivergedError(f"the training loss became {loss} at epoch {epoch}, step {step + 1}; no model was "
                                 f"saved (lower optim.lr or check the data)")
         step += 1
+        if average is not None:
+            average.update(step)
         batch_loss = loss / len(idx)
         rows.append({"epoch": epoch, "step": step, "loss": round(batch_loss, 6)})
         total_loss += loss
@@ -160,7 +163,9 @@ class Fitted:
 def fit(job: Job, optim: OptimConfig, labels: dict[str, torch.Tensor | None], seed: int, bar=None,
         log: Callable[[str], None] = lambda msg: None, group=None) -> Fitted:
     """Train for ``optim.epochs``, score dev after each epoch, and leave the model with the weights of the
-    epoch with the best dev accuracy (the last epoch when there is no labelled dev split).
+    epoch with the best dev accuracy (the last epoch when there is no labelled dev split). With ``optim.ema``
+    those weights are the moving average's (:class:`~sst2.training.optim.WeightAverage`); the live
+    weights' dev accuracy is recorded beside it as ``raw_dev_accuracy``.
 
     ``bar(total, desc)`` makes an epoch's progress bar. With a process ``group`` of several ranks, every
     rank trains its share of the same global batches; dev is scored on rank 0 and its result broadcast,
@@ -172,6 +177,8 @@ def fit(job: Job, optim: OptimConfig, labels: dict[str, torch.Tensor | None], se
     lengths = job.inputs["train"].lengths
     steps_per_epoch = -(-len(lengths) // optim.batch_size)
     optimizer, scheduler = build_optimizer(job.model, job.params, optim, steps_per_epoch * optim.epochs)
+    warmup = int(optim.warmup_ratio * steps_per_epoch * optim.epochs) if optim.schedule == "linear" else 0
+    average = WeightAverage(job.params, optim.ema, warmup) if optim.ema else None
     trainable = [n for n, q in job.model.named_parameters() if q.requires_grad]
     has_dev = "dev" in job.inputs and labels.get("dev") is not None
     history, epochs = [], []
@@ -183,20 +190,23 @@ def fit(job: Job, optim: OptimConfig, labels: dict[str, torch.Tensor | None], se
         _set_modes(job, True)
         with (bar(len(batches), f"epoch {epoch}/{optim.epochs}") if bar else nullcontext()) as progress:
             tr, rows = train_one_epoch(job, labels["train"], batches, optimizer, optim.grad_clip,
-                                       epoch, len(history), scheduler, progress, group)
+                                       epoch, len(history), scheduler, progress, group, average)
         history += rows
         _set_modes(job, False)
         row = {"epoch": epoch, **tr, "dev_loss": None, "dev_accuracy": None}
-        if has_dev:
-            dev = _dev_scores(job, labels["dev"], group)
-            row.update(dev_loss=dev["loss"], dev_accuracy=dev["accuracy"])
-        row["seconds"] = time.perf_counter() - t_ep
-        epochs.append(row)
-        score_ = row["dev_accuracy"] if has_dev else epoch  # without dev: the last epoch
-        if score_ > best_acc:
-            best_acc, best_epoch = score_, epoch
-            params = dict(job.model.named_parameters())
-            best_state = {n: params[n].detach().clone() for n in trainable}
+        if has_dev and average is not None:
+            row["raw_dev_accuracy"] = _dev_scores(job, labels["dev"], group)["accuracy"]
+        with average.swapped() if average is not None else nullcontext():
+            if has_dev:
+                dev = _dev_scores(job, labels["dev"], group)
+                row.update(dev_loss=dev["loss"], dev_accuracy=dev["accuracy"])
+            row["seconds"] = time.perf_counter() - t_ep
+            epochs.append(row)
+            score_ = row["dev_accuracy"] if has_dev else epoch  # without dev: the last epoch
+            if score_ > best_acc:
+                best_acc, best_epoch = score_, epoch
+                params = dict(job.model.named_parameters())
+                best_state = {n: params[n].detach().clone() for n in trainable}
         dev_text = f"dev loss {row['dev_loss']:.4f} acc {row['dev_accuracy']:.4f}" if has_dev else "no dev split"
         log(f"epoch {epoch:>2}: train loss {tr['train_loss']:.4f} acc {tr['train_accuracy']:.4f} | "
             f"{dev_text} | {row['seconds']:.1f} s")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -37,3 +39,40 @@ def build_optimizer(model: nn.Module, params: list[nn.Parameter], optim: OptimCo
     from transformers import get_linear_schedule_with_warmup
 
     return opt, get_linear_schedule_with_warmup(opt, int(optim.warmup_ratio * total_steps), total_steps)
+
+
+class WeightAverage:
+    """An exponential moving average of the trainable parameters (``optim.ema``), started when the warm-up
+    ends: ``avg = decay * avg + (1 - decay) * live`` after every optimizer step (torch's ``AveragedModel``
+    over just those parameters, so a frozen encoder costs nothing). Dev is scored, and the kept weights
+    taken, from the average; :meth:`swapped` puts it into the model for that and restores the live weights."""
+
+    def __init__(self, params: list[nn.Parameter], decay: float, start_step: int):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        self.live = nn.ParameterList(params)
+        self.average = AveragedModel(self.live, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.start_step = start_step
+
+    def update(self, step: int) -> None:
+        """Called after optimizer step ``step`` (counted from 1)."""
+        if step > self.start_step:
+            self.average.update_parameters(self.live)
+
+    @contextmanager
+    def swapped(self):
+        """A context in which the model's trainable parameters hold the average (the live weights until the
+        first update)."""
+        if int(self.average.n_averaged) == 0:
+            yield
+            return
+        saved = [q.detach().clone() for q in self.live]
+        with torch.no_grad():
+            for q, a in zip(self.live, self.average.module):
+                q.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for q, v in zip(self.live, saved):
+                    q.copy_(v)

@@ -215,8 +215,10 @@ def _write_files(run_dir: Path, cfg, trained, splits: dict, command: str) -> Non
     trained.model.save(run_dir / "model", card=card_info(cfg, trained.metrics, splits, command))
     (run_dir / "config.toml").write_text(cfg.to_toml())
     write_csv(run_dir / "history.csv", HISTORY_FIELDS, trained.fitted.history)
-    write_csv(run_dir / "epochs.csv", EPOCH_FIELDS, [{k: round(v, 6) if isinstance(v, float) else v
-                                                       for k, v in r.items()} for r in trained.fitted.epochs])
+    epochs = trained.fitted.epochs
+    fields = EPOCH_FIELDS + (("raw_dev_accuracy",) if any("raw_dev_accuracy" in r for r in epochs) else ())  # optim.ema
+    write_csv(run_dir / "epochs.csv", fields, [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()}
+                                               for r in epochs])
     plot_run(run_dir)
     m = trained.metrics
     if m.get("calibration"):
