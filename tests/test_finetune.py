@@ -207,33 +207,3 @@ def test_vanilla_with_ema_keeps_the_averaged_weights(tiny_backbone_dir, tiny_dat
                for x in ("plain", "ema")]
     assert not torch.equal(weights[0], weights[1])
     assert plain["train_size"] == m["train_size"]
-
-
-def test_linear_probe_starts_vanilla_from_the_logistic_regression_on_frozen_states(tiny_backbone_dir, tiny_data_dir,
-                                                                                    tmp_path):
-    from sklearn.linear_model import LogisticRegression
-
-    from sst2.training.recipes import setup
-    from sst2.training.recipes.probe import pooled_states
-
-    splits = load_splits(tiny_data_dir)
-    plain = setup(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla"), splits, None)
-    job = setup(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla", linear_probe=True), splits, None)
-    # the probe reads the unchanged encoder: its features are those of a model without the probe
-    x = pooled_states(plain.model, plain.inputs["train"])
-    ref = LogisticRegression(max_iter=2000).fit(x, splits["train"].labels)
-    np.testing.assert_allclose(job.model.head.fc.weight.detach().numpy(), ref.coef_, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(job.model.head.fc.bias.detach().numpy(), ref.intercept_, rtol=1e-4, atol=1e-6)
-    assert job.extra["probe_train_accuracy"] == pytest.approx(ref.score(x, splits["train"].labels))
-    # and the encoder was not touched by it
-    key = "encoder.layer.0.attention.self.query.weight"
-    assert torch.equal(job.model.backbone.encoder.state_dict()[key], plain.model.backbone.encoder.state_dict()[key])
-    m = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla", linear_probe=True))
-    assert 0.5 <= m["probe_train_accuracy"] <= 1 and m["probe_seconds"] >= 0
-
-
-def test_linear_probe_is_only_for_vanilla(tiny_backbone_dir, tiny_data_dir, tmp_path):
-    from sst2.training.config import ConfigError
-
-    with pytest.raises(ConfigError, match=r"model.linear_probe: applies to the vanilla recipe, not 'lora'"):
-        cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="lora", linear_probe=True)

@@ -146,13 +146,10 @@ class LinearHead(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.fc = nn.Linear(cfg.hidden_size * (2 if cfg.pooling == "maxmean" else 1), cfg.num_labels)
 
-    def features(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The pooled ``(B, H)`` vector the linear layer reads."""
-        x = self.mix(states) if self.mix is not None else states[:, :, 0]
-        return masked_pool(x, lengths_to_mask(lengths, x.shape[1]), self.cfg.pooling)
-
     def forward(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return logits_of(self.fc(self.dropout(self.features(states, lengths))))
+        x = self.mix(states) if self.mix is not None else states[:, :, 0]
+        feat = masked_pool(x, lengths_to_mask(lengths, x.shape[1]), self.cfg.pooling)
+        return logits_of(self.fc(self.dropout(feat)))
 
 
 class CNNHead(nn.Module):

@@ -61,7 +61,6 @@ class ModelConfig:
     pooling: str = "maxmean"  # last (the LSTM at the last real token), maxmean, mean, cls
     dropout: float = 0.1
     unfreeze: int = 2  # partial: the top layers that train
-    linear_probe: bool = False  # vanilla: fit the classifier on the frozen encoder first (LP-FT), then fine-tune
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
@@ -192,8 +191,6 @@ def validate(cfg: TrainConfig) -> list[str]:
                         f"got {m.layers!r}")
     if not m.kernel_sizes or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in m.kernel_sizes):
         problems.append(f"model.kernel_sizes: expected a list of widths >= 1 such as [1, 2, 3], got {m.kernel_sizes!r}")
-    if m.linear_probe and m.recipe != "vanilla":
-        problems.append(f"model.linear_probe: applies to the vanilla recipe, not {m.recipe!r}")
     if m.depth is not None and m.recipe != "efficient":
         problems.append(f"model.depth: applies to the efficient recipe, not {m.recipe!r}")
     for name in ("proj_size", "lstm_size", "unfreeze", "lora_r", "lora_alpha", "static_dims", "filters", "depth"):

@@ -24,9 +24,4 @@ def setup(cfg, splits, ctx) -> Job:
     head = linear_head(cfg, backbone, num_outputs(splits))
     backbone.encoder.requires_grad_(True)
     freeze_pooler(backbone.encoder)
-    job = token_job(cfg, splits, backbone, head)
-    if cfg.model.linear_probe:
-        from sst2.training.recipes.probe import fit_linear_probe
-
-        job.extra.update(fit_linear_probe(job.model, job.inputs["train"], splits["train"].labels))
-    return job
+    return token_job(cfg, splits, backbone, head)
