@@ -169,8 +169,6 @@ def test_every_model_type_serves_through_classifier_and_onnx(model, tiny_backbon
     assert diff.max() < 1e-4  # fp32 parity: max |probability difference| with PyTorch
 
 
-
-
 def test_weight_average_is_an_ema_from_the_end_of_warmup_and_swaps_back():
     from sst2.training.optim import WeightAverage
 
@@ -193,7 +191,7 @@ def test_weight_average_is_an_ema_from_the_end_of_warmup_and_swaps_back():
 def test_vanilla_with_ema_keeps_the_averaged_weights(tiny_backbone_dir, tiny_data_dir, tmp_path):
     import csv
 
-    plain = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "plain", model="vanilla", warmup_ratio=0.0))
+    train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "plain", model="vanilla", warmup_ratio=0.0))
     m = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path / "ema", model="vanilla", warmup_ratio=0.0,
                       ema=0.9))
     with open(tmp_path / "ema" / "run" / "epochs.csv") as f:
@@ -206,4 +204,3 @@ def test_vanilla_with_ema_keeps_the_averaged_weights(tiny_backbone_dir, tiny_dat
     weights = [SentimentModel.load(tmp_path / x / "run" / "model").backbone.encoder.state_dict()[key]
                for x in ("plain", "ema")]
     assert not torch.equal(weights[0], weights[1])
-    assert plain["train_size"] == m["train_size"]

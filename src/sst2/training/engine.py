@@ -20,7 +20,7 @@ from torch import nn
 from sst2.data.batching import score, training_batches
 from sst2.errors import UserError
 from sst2.training.config import OptimConfig
-from sst2.training.optim import WeightAverage, build_optimizer
+from sst2.training.optim import WeightAverage, build_optimizer, warmup_steps
 
 
 class DivergedError(UserError, ArithmeticError):
@@ -176,9 +176,9 @@ def fit(job: Job, optim: OptimConfig, labels: dict[str, torch.Tensor | None], se
     rng = np.random.default_rng(seed)
     lengths = job.inputs["train"].lengths
     steps_per_epoch = -(-len(lengths) // optim.batch_size)
-    optimizer, scheduler = build_optimizer(job.model, job.params, optim, steps_per_epoch * optim.epochs)
-    warmup = int(optim.warmup_ratio * steps_per_epoch * optim.epochs) if optim.schedule == "linear" else 0
-    average = WeightAverage(job.params, optim.ema, warmup) if optim.ema else None
+    total_steps = steps_per_epoch * optim.epochs
+    optimizer, scheduler = build_optimizer(job.model, job.params, optim, total_steps)
+    average = WeightAverage(job.params, optim.ema, warmup_steps(optim, total_steps)) if optim.ema else None
     trainable = [n for n, q in job.model.named_parameters() if q.requires_grad]
     has_dev = "dev" in job.inputs and labels.get("dev") is not None
     history, epochs = [], []

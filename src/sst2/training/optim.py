@@ -38,7 +38,12 @@ def build_optimizer(model: nn.Module, params: list[nn.Parameter], optim: OptimCo
         return opt, None
     from transformers import get_linear_schedule_with_warmup
 
-    return opt, get_linear_schedule_with_warmup(opt, int(optim.warmup_ratio * total_steps), total_steps)
+    return opt, get_linear_schedule_with_warmup(opt, warmup_steps(optim, total_steps), total_steps)
+
+
+def warmup_steps(optim: OptimConfig, total_steps: int) -> int:
+    """The linear schedule's warm-up steps (none with a constant rate)."""
+    return int(optim.warmup_ratio * total_steps) if optim.schedule == "linear" else 0
 
 
 class WeightAverage:
