@@ -243,9 +243,12 @@ def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict | 
         raise ConfigError("sst2 distill runs in one process: its student trains on cached states in minutes; "
                           "start it without torchrun")
     try:
-        return _train(cfg, command, group, t_start, targets)
-    finally:
+        result = _train(cfg, command, group, t_start, targets)
+    except BaseException:
         group.close()
+        raise
+    group.close(finished=True)
+    return result
 
 
 def _train(cfg: TrainConfig, command: str | None, group: distributed.Group, t_start: float,

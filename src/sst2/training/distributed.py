@@ -112,11 +112,17 @@ class Group:
         dist.barrier()
         return fn()
 
-    def close(self) -> None:
+    def close(self, finished: bool = False) -> None:
+        """Leave the group. ``finished``: every rank got through its work, so they first wait for each
+        other (rank 0 still scores, calibrates and writes after the last step): a rank that tore its
+        gloo connections down while its peer still held them open was seen to abort (SIGABRT) at exit.
+        After a failure there is no waiting (the peer may never come; torchrun stops it)."""
         if self.active:
             import torch.distributed as dist
 
             if dist.is_initialized():
+                if finished:
+                    dist.barrier()
                 dist.destroy_process_group()
 
 
