@@ -15,7 +15,8 @@ import pytest
 
 from sst2.errors import UserError
 from sst2.inference.classifier import Prediction, SentimentClassifier
-from sst2.serving.app import Limits, MicroBatcher, RequestError, create_app, parse_request
+from sst2.serving.app import Limits, RequestError, create_app, parse_request
+from sst2.serving.batcher import MicroBatcher
 
 LIMITS = Limits(max_texts=4, max_chars=300, max_batch=8, max_wait_ms=5)
 LONG = " ".join(["the film is good and"] * 12)  # 60 words, 240 characters: over max_length 32 tokens
@@ -387,7 +388,7 @@ def test_micro_batcher_runs_as_many_batches_at_once_as_workers(workers):
 
 
 def test_split_shares_a_batch_in_groups_of_similar_length_keeping_requests_whole():
-    from sst2.serving.app import _split
+    from sst2.serving.batcher import _split
 
     items = [(["a" * n for n in lengths], name) for lengths, name in
              [([9], "r9"), ([1], "r1"), ([5, 2], "r5"), ([7], "r7"), ([3], "r3")]]

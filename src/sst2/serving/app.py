@@ -2,29 +2,25 @@
 
 ``POST /predict`` with ``{"texts": [...]}`` -> ``{"predictions": [{"label", "positive_prob", "truncated"}]}``;
 ``GET /health`` (always open, also with an API key); ``GET /metrics`` (Prometheus). Requests arriving
-together are micro-batched: handlers put their texts on an asyncio queue, and a gatherer takes
-whatever is pending (up to ``max_batch`` texts, waiting at most ``max_wait_ms`` for more), runs the
-model once in a worker thread so the event loop keeps accepting requests (``workers`` such batches at
-once), and hands each request its slice of the results. If a batch fails, its requests are retried one by one, so only a faulty request
-fails. ``serve_security`` holds the request checks (content type, body limit, API key) and the
-connection limits and timeouts; ``serve_metrics`` the metrics and the access log.
+together are micro-batched (``sst2.serving.batcher``): one model call for whatever is pending, in a
+worker thread, and a faulty request fails alone. ``sst2.serving.security`` holds the request checks
+(content type, body limit, API key) and the connection limits and timeouts; ``sst2.serving.metrics`` the
+metrics and the access log.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the handler's ``request: Request``
 # annotation at runtime, and ``Request`` is imported inside ``create_app`` (fastapi is optional).
-import asyncio
 import gc
 import json
 import logging
 import os
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sst2.config import ServeConfig, window_options
 from sst2.errors import UserError
+from sst2.serving.batcher import MicroBatcher
 
 log = logging.getLogger("sst2.serve")
 
@@ -107,167 +103,6 @@ def parse_request(body: bytes, limits: Limits) -> list[str]:
             raise RequestError(422, f"texts[{i}] is not valid Unicode: a lone surrogate U+{ord(t[at]):04X} "
                                     f"at character {at}")
     return texts
-
-
-class MicroBatcher:
-    """Gathers texts from concurrent requests into model batches, ``limits.workers`` model calls at a time.
-
-    With one worker (the default) model calls never overlap, and each can use all intra-op threads.
-    With two, the next batch is gathered and run while the previous one still runs, each call on
-    its own thread (give each fewer intra-op threads): the cores stay busy while a batch's answers go
-    out and the next batch comes in, and small batches run side by side.
-    ``metrics`` (optional) gets ``model_call(texts, seconds)`` after each model call and
-    ``model_error()`` after each one that raised."""
-
-    def __init__(self, classifier, limits: Limits, metrics=None):
-        self.classifier = classifier
-        self.limits = limits
-        self.metrics = metrics
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="sst2-model")
-        self.task: asyncio.Task | None = None
-        self.running: set[asyncio.Task] = set()  # batches in the model now
-        self.batches = 0
-        self.texts = 0
-        # time inside model calls, summed over workers; near uptime x workers = the model is the bottleneck
-        self.model_seconds = 0.0
-
-    def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self._run())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            try:
-                await self.task
-            except asyncio.CancelledError:
-                pass
-        await asyncio.gather(*self.running, return_exceptions=True)
-        self.executor.shutdown(wait=True)
-
-    async def predict(self, texts: list[str]) -> list:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
-        return await future
-
-    async def _gather(self) -> list[tuple[list[str], asyncio.Future]]:
-        """Block for one request, then take more until ``max_batch`` texts or ``max_wait_ms`` passes.
-
-        A request is never split, so a batch may exceed ``max_batch`` by less than one request.
-        """
-        items = [await self.queue.get()]
-        n = len(items[0][0])
-        deadline = time.perf_counter() + self.limits.max_wait_ms / 1000
-        while n < self.limits.max_batch:
-            if not self.queue.empty():
-                item = self.queue.get_nowait()
-            else:
-                timeout = deadline - time.perf_counter()
-                if timeout <= 0:
-                    break
-                # Not asyncio.wait_for: on Python 3.11 it can drop an item that arrives as it times out.
-                get = asyncio.ensure_future(self.queue.get())
-                await asyncio.wait({get}, timeout=timeout)
-                if not get.done():
-                    get.cancel()  # an unfinished get() leaves the queue untouched
-                    break
-                item = get.result()
-            items.append(item)
-            n += len(item[0])
-        return items
-
-    async def _call(self, texts: list[str]) -> list:
-        """One model call in the model thread, counted; raises what the model raised."""
-        t0 = time.perf_counter()
-        try:
-            preds = await asyncio.get_running_loop().run_in_executor(self.executor, self.classifier.predict_details,
-                                                                     texts)
-            if len(preds) != len(texts):
-                raise RuntimeError(f"the model returned {len(preds)} predictions for {len(texts)} texts")
-        except Exception:
-            if self.metrics is not None:
-                self.metrics.model_error()
-            raise
-        seconds = time.perf_counter() - t0
-        self.model_seconds += seconds
-        self.batches += 1
-        self.texts += len(texts)
-        if self.metrics is not None:
-            self.metrics.model_call(len(texts), seconds)
-        return preds
-
-    async def _serve(self, items: list[tuple[list[str], asyncio.Future]]) -> None:
-        """Run one batch; if it fails, retry its requests one by one so that only a faulty one fails."""
-        try:
-            preds = await self._call([t for req, _ in items for t in req])
-        except Exception as exc:  # a model failure fails requests, not the server
-            if len(items) == 1:
-                log.error("a request of %d texts failed in the model", len(items[0][0]), exc_info=exc)
-                _settle(items[0][1], exc=exc)
-                return
-            log.warning("a batch of %d requests failed in the model (%s: %s); retrying them one by one",
-                        len(items), type(exc).__name__, exc)
-            for req, fut in items:
-                if fut.done():  # the client has gone away
-                    continue
-                try:
-                    _settle(fut, await self._call(req))
-                except Exception as exc:
-                    log.error("a request of %d texts failed in the model", len(req), exc_info=exc)
-                    _settle(fut, exc=exc)
-            return
-        start = 0
-        for req, fut in items:
-            _settle(fut, preds[start : start + len(req)])
-            start += len(req)
-
-    async def _run(self) -> None:
-        slots = asyncio.Semaphore(self.limits.workers)
-        loop = asyncio.get_running_loop()
-        while True:
-            await slots.acquire()  # a worker is free: gather the next batch for it
-            try:
-                items = await self._gather()
-            except BaseException:
-                slots.release()
-                raise
-            parts = 1
-            while parts < min(self.limits.workers, len(items)) and not slots.locked():
-                await slots.acquire()  # returns at once: another worker is free too, so share the batch
-                parts += 1
-            groups = _split(items, parts)
-            for _ in range(parts - len(groups)):
-                slots.release()  # fewer groups than free workers (one request held most texts)
-            for part in groups:
-                task = loop.create_task(self._serve(part))
-                self.running.add(task)
-                task.add_done_callback(lambda t: (self.running.discard(t), slots.release()))
-
-
-def _split(items: list, parts: int) -> list[list]:
-    """``items`` (requests) in ``parts`` groups of about as many texts each, shortest texts first, so that
-    each group pads little. Requests stay whole."""
-    if parts == 1:
-        return [items]
-    items = sorted(items, key=lambda item: max(map(len, item[0])))
-    total = sum(len(req) for req, _ in items)
-    groups, group, n = [], [], 0
-    for item in items:
-        group.append(item)
-        n += len(item[0])
-        if len(groups) < parts - 1 and n >= total * (len(groups) + 1) / parts:
-            groups.append(group)
-            group = []
-    return groups + [group] if group else groups
-
-
-def _settle(fut: asyncio.Future, result=None, exc: BaseException | None = None) -> None:
-    if fut.done():  # the client may have gone away
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
 
 
 def create_app(classifier, limits: Limits | None = None, *, api_key: str | None = None,
