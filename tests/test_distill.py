@@ -63,14 +63,14 @@ def test_hard_weight_mixes_only_labelled_texts():
     assert mixed == pytest.approx(0.5 * bce)
 
 
-def _distill_config(tiny_data_dir, tiny_backbone_dir, teacher, tmp_path, **kw):
+def _distill_config(tiny_data_dir, tiny_backbone_dir, teacher, tmp_path, preset="distill", **kw):
     from sst2.training.config import resolve
 
     sets = {"distill.teacher": str(teacher), "model.backbone": str(tiny_backbone_dir), "data.path": str(tiny_data_dir),
             "data.max_length": 32, "model.layers": [-2, -1], "optim.epochs": 2, "optim.batch_size": 8,
             "run.out": str(tmp_path / "student"), "run.cache_dir": str(tmp_path / "cache"), "run.quiet": True,
             "run.threads": 1, "distill.copies": 2, **kw}
-    return resolve(preset="distill", overrides=sets)
+    return resolve(preset=preset, overrides=sets)
 
 
 def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, tiny_data_dir, tiny_backbone_dir,
@@ -105,6 +105,27 @@ def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, t
     assert model_fingerprint(teacher) == before != model_fingerprint(teacher, "onnx")
     again = distill(cfg.with_run(out=str(tmp_path / "student2")))
     assert again["distill"]["teacher_cache_hit"] and again["dev_accuracy"] == metrics["dev_accuracy"]
+
+
+def test_the_teacher_distilled_preset_fine_tunes_every_weight_on_the_teacher_logits(
+        tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path):
+    from sst2.distillation.api import distill
+    from sst2.modeling.backbone import Backbone
+    from sst2.modeling.model import SentimentModel
+
+    cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, tiny_model_dir, tmp_path, preset="teacher-distilled",
+                          **{"distill.transfer_files": [], "optim.ema": 0.9})
+    assert (cfg.model.recipe, cfg.data.train_file, cfg.optim.epochs, cfg.distill.loss) == ("vanilla", None, 2, "mse")
+    metrics = distill(cfg)
+    assert metrics["model"] == "vanilla" and metrics["distill"]["transfer"]["augmented"] > 0
+    assert 'preset = "teacher-distilled"' in (tmp_path / "student" / "config.toml").read_text()
+    # every encoder weight but the unread pooler trained, starting from the pretrained encoder
+    bb = Backbone.load(str(tiny_backbone_dir))
+    pooler = sum(p.numel() for n, p in bb.encoder.named_parameters() if n.startswith("pooler."))
+    assert metrics["trainable_params"] == metrics["total_params"] - pooler
+    key = "encoder.layer.0.attention.self.query.weight"
+    saved = SentimentModel.load(tmp_path / "student" / "model").backbone.encoder.state_dict()[key]
+    assert not torch.equal(saved, bb.encoder.state_dict()[key])
 
 
 def test_train_refuses_a_distillation_config(tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path):
