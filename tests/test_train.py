@@ -190,7 +190,7 @@ def test_config_reports_every_problem_at_once():
                  "optim.warmup_ratio: must be a finite number, got nan"):
         assert part in msg
     with pytest.raises(ConfigError, match=r"^unknown preset 'huge': choose one of distill, distill-static, improved, "
-                                          r"lora, partial, seed, static, teacher, vanilla$"):
+                                          r"lora, partial, seed, static, teacher, teacher-distilled, vanilla$"):
         resolve(preset="huge")
 
 
