@@ -4,6 +4,8 @@ a student trained end to end on the tiny model."""
 from __future__ import annotations
 
 import json
+import re
+import tomllib
 
 import numpy as np
 import pytest
@@ -107,6 +109,56 @@ def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, t
     assert again["distill"]["teacher_cache_hit"] and again["dev_accuracy"] == metrics["dev_accuracy"]
 
 
+def _other_teacher(tiny_model_dir, path):
+    """A copy of the tiny model whose head weights are perturbed: a second teacher with other logits."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    other = shutil.copytree(tiny_model_dir, path)
+    gen = torch.Generator().manual_seed(0)
+    head = {k: v + 0.5 * torch.randn(v.shape, generator=gen) for k, v in load_file(other / "head.safetensors").items()}
+    save_file(head, other / "head.safetensors")
+    return other
+
+
+def test_an_ensemble_of_teachers_targets_the_mean_of_their_logits(tiny_model_dir, tiny_data_dir, tiny_backbone_dir,
+                                                                  tmp_path, monkeypatch):
+    import sst2.distillation.api as api
+    from sst2 import SentimentClassifier
+    from sst2.cli import main
+
+    a, b = tiny_model_dir, _other_teacher(tiny_model_dir, tmp_path / "other")
+    from sst2.distillation.transfer import build_transfer
+
+    seen = {}  # the transfer set and the targets the student trains on
+    monkeypatch.setattr(api, "build_transfer", lambda *x: seen.setdefault("transfer", build_transfer(*x)))
+    monkeypatch.setattr(api, "pack_targets", lambda logits, hard: seen.setdefault("targets", pack_targets(logits, hard)))
+    out, cache = tmp_path / "ens", tmp_path / "cache"
+    assert main(["distill", "--teacher", str(a), str(b), "--data", str(tiny_data_dir), "--backbone",
+                 str(tiny_backbone_dir), "--max-length", "32", "--set", "model.layers=[-2,-1]", "--epochs", "1",
+                 "--batch-size", "8", "--copies", "1", "--out", str(out), "--cache-dir", str(cache), "--threads", "1",
+                 "--quiet"]) == 0
+    members = [SentimentClassifier.from_pretrained(d) for d in (a, b)]
+    texts = seen["transfer"].texts
+    own = [m.predict_logits(texts) for m in members]
+    assert not np.allclose(own[0], own[1], atol=1e-3)
+    np.testing.assert_allclose(seen["targets"][:, 0].numpy(), (own[0] + own[1]) / 2, atol=1e-5)
+    info = json.loads((out / "metrics.json").read_text())["distill"]
+    assert info["teacher"] == [str(a), str(b)] and [m["teacher"] for m in info["ensemble"]] == [str(a), str(b)]
+    dev = [line.split("\t") for line in (tiny_data_dir / "dev.tsv").read_text().splitlines()[1:]]
+    mean = sum(m.predict_logits([t for t, _ in dev]) for m in members) / 2
+    assert info["teacher_dev_accuracy"] == pytest.approx(((mean > 0) == np.array([int(y) for _, y in dev])).mean())
+    assert tomllib.loads((out / "config.toml").read_text())["distill"]["teacher"] == [str(a), str(b)]
+    # each member's logits are cached on their own: a student of b alone labels nothing
+    from sst2.distillation.api import distill
+    from sst2.training.config import resolve
+
+    again = {"distill.teacher": str(b), "run.out": str(tmp_path / "b")}
+    alone = distill(resolve(config=out / "config.toml", overrides=again))
+    assert alone["distill"]["teacher_cache_hit"] and "ensemble" not in alone["distill"]
+
+
 def test_the_teacher_distilled_preset_fine_tunes_every_weight_on_the_teacher_logits(
         tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path):
     from sst2.distillation.api import distill
@@ -161,6 +213,10 @@ def test_distill_config_problems():
     assert "distill.loss: must be mse or kl, got 'l1'" in msg
     assert "distill.p_mask + distill.p_replace: must be at most 1, got 1.3" in msg
     assert "distill.hard_weight: must be in [0, 1], got 2.0" in msg
+    for teacher, problem in (([], "expected a model directory or a non-empty list of them, got []"),
+                             (["a", "a"], "an ensemble lists each model once, got ['a', 'a']")):
+        with pytest.raises(ConfigError, match=re.escape(f"distill.teacher: {problem}")):
+            resolve(preset="distill", overrides={"distill.teacher": teacher})
 
 
 def test_the_python_api_returns_the_student(tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path):

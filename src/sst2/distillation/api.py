@@ -3,9 +3,10 @@
 The student is any training recipe (``model.recipe``; the ``distill`` preset: the efficient head on
 the frozen encoder). The run is an ordinary training run (``sst2.training.api.train``) whose training
 split is the transfer set (``sst2.distillation.transfer``) and whose targets are the teacher's logits
-(``sst2.distillation.teacher``, cached); dev and test are scored against their own labels as always, and the
-run directory records the transfer set's sizes, the teacher's own dev/test accuracy and the time of
-each stage.
+(``sst2.distillation.teacher``, cached; several teachers make an ensemble, whose mean raw logits are the
+targets); dev and test are scored against their own labels as always, and the run directory records
+the transfer set's sizes, the teacher's own dev/test accuracy (and each ensemble member's) and the
+time of each stage.
 """
 
 from __future__ import annotations
@@ -34,39 +35,57 @@ def _encoder_vocab(cfg: TrainConfig):
     return tokenizer.get_vocab(), embeddings, tokenizer.mask_token or "[MASK]"
 
 
-def _teacher(cfg: TrainConfig, label_names) -> SentimentClassifier:
-    teacher = SentimentClassifier.from_pretrained(cfg.distill.teacher, runtime=cfg.distill.teacher_runtime,
+def _teacher(cfg: TrainConfig, model_dir: str, label_names) -> SentimentClassifier:
+    teacher = SentimentClassifier.from_pretrained(model_dir, runtime=cfg.distill.teacher_runtime,
                                                   threads=cfg.run.threads, batch_size=128)
     if list(teacher.labels) != list(label_names):
-        raise UserError(f"distill.teacher: {cfg.distill.teacher} predicts the labels {', '.join(teacher.labels)}, "
+        raise UserError(f"distill.teacher: {model_dir} predicts the labels {', '.join(teacher.labels)}, "
                         f"but the training data has {', '.join(label_names)}")
     return teacher
 
 
-def _accuracy(teacher: SentimentClassifier, split) -> float | None:
-    if not split.labelled:
+def _accuracy(logits: np.ndarray | None, split) -> float | None:
+    if logits is None:
         return None
-    return float((predicted(torch.from_numpy(teacher.predict_logits(split.texts))).numpy()
-                  == np.asarray(split.labels)).mean())
+    return float((predicted(torch.from_numpy(logits)).numpy() == np.asarray(split.labels)).mean())
+
+
+def _label(cfg: TrainConfig, splits: dict, transfer, ctx) -> tuple[np.ndarray, dict, dict]:
+    """The teacher's logits over the transfer set (an ensemble: the mean of its members' raw logits, each
+    cached on its own), its dev/test logits, and the labelling report. One member is loaded at a time."""
+    names = splits["train"].label_names
+    scored = [k for k in ("dev", "test") if k in splits and splits[k].labelled]
+    logits, held_out, members, seconds, hits = 0.0, {k: 0.0 for k in scored}, [], 0.0, []
+    dirs = cfg.distill.teacher_dirs()
+    for model_dir in dirs:
+        teacher = _teacher(cfg, model_dir, names)
+        member, report = teacher_logits(teacher, transfer.texts, transfer.sha256, cfg.run.cache_dir, ctx.bar, ctx.log)
+        logits, seconds, hits = logits + member / len(dirs), seconds + report["seconds"], hits + [report["cache_hit"]]
+        own = {k: teacher.predict_logits(splits[k].texts) for k in scored}
+        held_out = {k: held_out[k] + own[k] / len(dirs) for k in scored}
+        members.append({"teacher": model_dir, **{f"{k}_accuracy": _accuracy(own[k], splits[k]) for k in scored}})
+        del teacher  # its weights are not needed while the next member labels or the student trains
+    report = {"teacher_seconds": round(seconds, 3), "teacher_cache_hit": all(hits)}
+    if len(dirs) > 1:
+        report["ensemble"] = members
+    return np.asarray(logits, dtype=np.float32), held_out, report
 
 
 def soft_targets(cfg: TrainConfig, splits: dict, ctx) -> tuple[dict, SoftTargets]:
     """The transfer set as the training split, and the teacher's logits over it as its targets."""
     t = cfg.distill
     train_split = splits["train"]
-    teacher = _teacher(cfg, train_split.label_names)
     t0 = time.perf_counter()
     vocab, embeddings, mask = _encoder_vocab(cfg)
     transfer = build_transfer(cfg, train_split, vocab, embeddings, mask, ctx.log)
     build_seconds = time.perf_counter() - t0
-    logits, report = teacher_logits(teacher, transfer.texts, transfer.sha256, cfg.run.cache_dir, ctx.bar, ctx.log)
+    logits, held_out, report = _label(cfg, splits, transfer, ctx)
     classes = predicted(torch.from_numpy(logits)).tolist()
-    scores = {f"teacher_{k}_accuracy": _accuracy(teacher, s) for k, s in splits.items() if k in ("dev", "test")}
+    scores = {f"teacher_{k}_accuracy": _accuracy(held_out.get(k), s) for k, s in splits.items() if k in ("dev", "test")}
     ctx.log("teacher: " + ", ".join(f"{k.split('_')[1]} accuracy {v:.4f}" for k, v in scores.items() if v is not None))
-    info = {"teacher": str(t.teacher), "loss": t.loss, "temperature": t.temperature if t.loss == "kl" else None,
+    info = {"teacher": t.teacher, "loss": t.loss, "temperature": t.temperature if t.loss == "kl" else None,
             "hard_weight": t.hard_weight, "transfer": transfer.sizes, "transfer_seconds": round(build_seconds, 3),
-            "teacher_seconds": report["seconds"], "teacher_cache_hit": report["cache_hit"], **scores}
-    del teacher  # its weights are not needed while the student trains
+            **report, **scores}
     loss = DistillLoss(t.loss, t.temperature, t.hard_weight)
     splits = {**splits, "train": transfer.as_split(classes, train_split.label_names)}
     return splits, SoftTargets(pack_targets(logits, transfer.hard), loss, DistillLoss.classes, info)

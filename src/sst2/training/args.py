@@ -89,7 +89,8 @@ class DistillArgs(TrainArgs):
     """``sst2 distill``'s flags: ``sst2 train``'s, plus the teacher and the transfer set (the ``distill``
     group of the training config; every key also works with ``--set distill.KEY=VALUE``)."""
 
-    teacher: str | None = opt(None, "the teacher's model directory (a trained sst2 model, e.g. runs/teacher/model)")
+    teacher: list[str] = opt([], "the teacher's model directory (a trained sst2 model, e.g. runs/teacher/model); "
+                                 "several (--teacher A B) make an ensemble, whose mean logits are the targets")
     transfer_file: list[str] = opt([], "more texts for the transfer set, any supported format; labels, if any, "
                                        "are used only with distill.hard_weight > 0 (e.g. GLUE's phrases)")
     copies: int | None = opt(None, "augmented copies of every training text (default: the preset's)")
@@ -98,11 +99,13 @@ class DistillArgs(TrainArgs):
     hard_weight: float | None = opt(None, "weight of the hard-label loss on labelled texts, 0..1 (default: the "
                                           "preset's)")
 
-    FLAGS = {**TrainArgs.FLAGS, "teacher": "distill.teacher", "copies": "distill.copies", "loss": "distill.loss",
+    FLAGS = {**TrainArgs.FLAGS, "copies": "distill.copies", "loss": "distill.loss",
              "hard_weight": "distill.hard_weight"}
 
     def overrides(self) -> dict:
         out = super().overrides()
+        if self.teacher:
+            out["distill.teacher"] = self.teacher[0] if len(self.teacher) == 1 else list(self.teacher)
         if self.transfer_file:
             out["distill.transfer_files"] = list(self.transfer_file)
         return out

@@ -105,7 +105,8 @@ class RunConfig:
 class DistillConfig:
     """Training on a teacher's soft targets over a transfer set (``sst2.distillation``); off without a teacher."""
 
-    teacher: str | None = None  # the teacher's model directory (a trained sst2 model)
+    teacher: str | list[str] | None = None  # the teacher's model directory (a trained sst2 model), or a list of
+    #                                         them: an ensemble, whose mean raw logits are the targets
     transfer_files: list[str] = field(default_factory=list)  # more texts for the transfer set (e.g. GLUE's phrases)
     copies: int = 4  # augmented copies of every training text
     p_mask: float = 0.1  # augmentation: a word becomes the mask token
@@ -117,6 +118,10 @@ class DistillConfig:
     hard_weight: float = 0.0  # weight of the hard-label loss on texts with a label (0: soft targets only)
     transfer_seed: int = 0  # the augmentation's seed (the same for every run.seed, so labelling runs once)
     teacher_runtime: str = "torch"  # the runtime that labels the transfer set
+
+    def teacher_dirs(self) -> list[str]:
+        """The teacher's model directories: one, or the members of an ensemble (none: not a distillation)."""
+        return [] if self.teacher is None else [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
 
 
 GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig,
@@ -219,8 +224,19 @@ def validate(cfg: TrainConfig) -> list[str]:
     return problems + _distill_problems(cfg.distill)
 
 
+def _teacher_problems(teacher) -> list[str]:
+    if teacher is None:
+        return []
+    members = [teacher] if isinstance(teacher, str) else teacher
+    if not isinstance(members, list) or not members or not all(isinstance(x, str) and x for x in members):
+        return [f"distill.teacher: expected a model directory or a non-empty list of them, got {teacher!r}"]
+    if len(set(members)) != len(members):
+        return [f"distill.teacher: an ensemble lists each model once, got {teacher!r}"]
+    return []
+
+
 def _distill_problems(t: DistillConfig) -> list[str]:
-    problems: list[str] = []
+    problems = _teacher_problems(t.teacher)
     _positive(problems, "distill.copies", t.copies, 0)
     _positive(problems, "distill.neighbours", t.neighbours)
     _positive(problems, "distill.transfer_seed", t.transfer_seed, 0)
