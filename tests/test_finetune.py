@@ -56,7 +56,7 @@ def test_vanilla_run_directory_and_saved_model(tiny_backbone_dir, tiny_data_dir,
     m = train(cfg_for(tiny_backbone_dir, tiny_data_dir, tmp_path, model="vanilla"))
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
-    assert m["model"] == "vanilla" and m["preset"] is None and m["max_length"] == 32
+    assert m["model"] == "vanilla" and m["preset"] == "vanilla" and m["max_length"] == 32
     bb = Backbone.load(str(tiny_backbone_dir))
     pooler = sum(p.numel() for n, p in bb.encoder.named_parameters() if n.startswith("pooler."))
     assert m["trainable_params"] == m["total_params"] - pooler

@@ -26,7 +26,7 @@ def num_outputs(splits) -> int:
 def model_spec(cfg: TrainConfig, backbone: Backbone, head: nn.Module, splits, **extra) -> dict:
     """What ``sst2_model.json`` records (``sst2.modeling.model``)."""
     m = cfg.model
-    return {"model": m.recipe, "preset": cfg.preset if m.recipe == "efficient" else None,
+    return {"model": m.recipe, "preset": cfg.preset,
             "backbone": m.backbone, "layers": list(backbone.layers), "max_length": cfg.data.max_length,
             "text_normalization": cfg.data.normalize, "head": head.cfg.to_dict(), "labels": label_names(splits),
             "temperature": 1.0, **extra}
