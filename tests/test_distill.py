@@ -169,7 +169,8 @@ def test_the_teacher_distilled_preset_fine_tunes_every_weight_on_the_teacher_log
                           **{"distill.transfer_files": [], "optim.ema": 0.9})
     assert (cfg.model.recipe, cfg.data.train_file, cfg.optim.epochs, cfg.distill.loss) == ("vanilla", None, 2, "mse")
     metrics = distill(cfg)
-    assert metrics["model"] == "vanilla" and metrics["distill"]["transfer"]["augmented"] > 0
+    assert metrics["model"] == "vanilla" and metrics["preset"] == "teacher-distilled"
+    assert metrics["distill"]["transfer"]["augmented"] > 0
     assert 'preset = "teacher-distilled"' in (tmp_path / "student" / "config.toml").read_text()
     # every encoder weight but the unread pooler trained, starting from the pretrained encoder
     bb = Backbone.load(str(tiny_backbone_dir))
