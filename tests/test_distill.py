@@ -136,9 +136,9 @@ def test_an_ensemble_of_teachers_targets_the_mean_of_their_logits(tiny_model_dir
     monkeypatch.setattr(api, "pack_targets", lambda logits, hard: seen.setdefault("targets", pack_targets(logits, hard)))
     out, cache = tmp_path / "ens", tmp_path / "cache"
     assert main(["distill", "--teacher", str(a), str(b), "--data", str(tiny_data_dir), "--backbone",
-                 str(tiny_backbone_dir), "--max-length", "32", "--set", "model.layers=[-2,-1]", "--epochs", "1",
-                 "--batch-size", "8", "--copies", "1", "--out", str(out), "--cache-dir", str(cache), "--threads", "1",
-                 "--quiet"]) == 0
+                 str(tiny_backbone_dir), "--max-length", "32", "--epochs", "1", "--batch-size", "8", "--copies", "1",
+                 "--set", "model.layers=[-2,-1]", "distill.transfer_files=[]", "--out", str(out), "--cache-dir",
+                 str(cache), "--threads", "1", "--quiet"]) == 0
     members = [SentimentClassifier.from_pretrained(d) for d in (a, b)]
     texts = seen["transfer"].texts
     own = [m.predict_logits(texts) for m in members]
