@@ -133,7 +133,7 @@ def test_an_ensemble_of_teachers_targets_the_mean_of_their_logits(tiny_model_dir
 
     seen = {}  # the transfer set and the targets the student trains on
     monkeypatch.setattr(api, "build_transfer", lambda *x: seen.setdefault("transfer", build_transfer(*x)))
-    monkeypatch.setattr(api, "pack_targets", lambda logits, hard: seen.setdefault("targets", pack_targets(logits, hard)))
+    monkeypatch.setattr(api, "pack_targets", lambda t, hard: seen.setdefault("targets", pack_targets(t, hard)))
     out, cache = tmp_path / "ens", tmp_path / "cache"
     assert main(["distill", "--teacher", str(a), str(b), "--data", str(tiny_data_dir), "--backbone",
                  str(tiny_backbone_dir), "--max-length", "32", "--epochs", "1", "--batch-size", "8", "--copies", "1",

@@ -24,11 +24,11 @@ def fit(train_texts, train_labels, dev_texts=None, dev_labels=None, test_texts=N
 
 def distill(teacher, *, preset: str = "distill", config=None, out=None,
             **overrides) -> tuple[SentimentClassifier, dict]:
-    """Train a student of ``teacher`` (a model directory, or a list of them: an ensemble) on its soft targets
-    over a transfer set, as ``sst2 distill`` does: the data comes from files (``path=``, ``transfer_files=[...]``; default: the
-    preset's); ``preset``: ``distill`` (the efficient student) or ``distill-static`` (the static tier);
-    ``overrides`` by field name (``copies=8``, ``loss="kl"``, ``depth=3``). Writes the run directory
-    ``out`` (default: the preset's) and returns ``(student, metrics)``."""
+    """Train a student of ``teacher`` (a model directory, or a list of them: an ensemble) on its soft
+    targets over a transfer set, as ``sst2 distill`` does: the data comes from files (``path=``,
+    ``transfer_files=[...]``; default: the preset's); ``preset``: ``distill`` (the efficient student) or
+    ``distill-static`` (the static tier); ``overrides`` by field name (``copies=8``, ``loss="kl"``,
+    ``depth=3``). Writes the run directory ``out`` (default: the preset's) and returns ``(student, metrics)``."""
     from pathlib import Path
 
     from sst2.distillation.api import distill as run
