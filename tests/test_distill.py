@@ -127,10 +127,10 @@ def test_an_ensemble_of_teachers_targets_the_mean_of_their_logits(tiny_model_dir
     import sst2.distillation.api as api
     from sst2 import SentimentClassifier
     from sst2.cli import main
+    from sst2.distillation.transfer import build_transfer
+    from sst2.training.config import resolve
 
     a, b = tiny_model_dir, _other_teacher(tiny_model_dir, tmp_path / "other")
-    from sst2.distillation.transfer import build_transfer
-
     seen = {}  # the transfer set and the targets the student trains on
     monkeypatch.setattr(api, "build_transfer", lambda *x: seen.setdefault("transfer", build_transfer(*x)))
     monkeypatch.setattr(api, "pack_targets", lambda t, hard: seen.setdefault("targets", pack_targets(t, hard)))
@@ -151,11 +151,8 @@ def test_an_ensemble_of_teachers_targets_the_mean_of_their_logits(tiny_model_dir
     assert info["teacher_dev_accuracy"] == pytest.approx(((mean > 0) == np.array([int(y) for _, y in dev])).mean())
     assert tomllib.loads((out / "config.toml").read_text())["distill"]["teacher"] == [str(a), str(b)]
     # each member's logits are cached on their own: a student of b alone labels nothing
-    from sst2.distillation.api import distill
-    from sst2.training.config import resolve
-
     again = {"distill.teacher": str(b), "run.out": str(tmp_path / "b")}
-    alone = distill(resolve(config=out / "config.toml", overrides=again))
+    alone = api.distill(resolve(config=out / "config.toml", overrides=again))
     assert alone["distill"]["teacher_cache_hit"] and "ensemble" not in alone["distill"]
 
 

@@ -55,20 +55,23 @@ def _label(cfg: TrainConfig, splits: dict, transfer, ctx) -> tuple[np.ndarray, d
     cached on its own), its dev/test logits, and the labelling report. One member is loaded at a time."""
     names = splits["train"].label_names
     scored = [k for k in ("dev", "test") if k in splits and splits[k].labelled]
-    logits, held_out, members, seconds, hits = 0.0, {k: 0.0 for k in scored}, [], 0.0, []
-    dirs = cfg.distill.teacher_dirs()
-    for model_dir in dirs:
+    transfer_logits, held_out, members, reports = [], {k: [] for k in scored}, [], []
+    for model_dir in cfg.distill.teacher_dirs():
         teacher = _teacher(cfg, model_dir, names)
-        member, report = teacher_logits(teacher, transfer.texts, transfer.sha256, cfg.run.cache_dir, ctx.bar, ctx.log)
-        logits, seconds, hits = logits + member / len(dirs), seconds + report["seconds"], hits + [report["cache_hit"]]
-        own = {k: teacher.predict_logits(splits[k].texts) for k in scored}
-        held_out = {k: held_out[k] + own[k] / len(dirs) for k in scored}
-        members.append({"teacher": model_dir, **{f"{k}_accuracy": _accuracy(own[k], splits[k]) for k in scored}})
+        logits, report = teacher_logits(teacher, transfer.texts, transfer.sha256, cfg.run.cache_dir, ctx.bar, ctx.log)
+        transfer_logits.append(logits)
+        reports.append(report)
+        for k in scored:
+            held_out[k].append(teacher.predict_logits(splits[k].texts))
+        accuracy = {f"{k}_accuracy": _accuracy(held_out[k][-1], splits[k]) for k in scored}
+        members.append({"teacher": model_dir, **accuracy})
         del teacher  # its weights are not needed while the next member labels or the student trains
-    report = {"teacher_seconds": round(seconds, 3), "teacher_cache_hit": all(hits)}
-    if len(dirs) > 1:
+    report = {"teacher_seconds": round(sum(r["seconds"] for r in reports), 3),
+              "teacher_cache_hit": all(r["cache_hit"] for r in reports)}
+    if len(members) > 1:
         report["ensemble"] = members
-    return np.asarray(logits, dtype=np.float32), held_out, report
+    held_out = {k: np.mean(v, axis=0).astype(np.float32) for k, v in held_out.items()}
+    return np.mean(transfer_logits, axis=0).astype(np.float32), held_out, report
 
 
 def soft_targets(cfg: TrainConfig, splits: dict, ctx) -> tuple[dict, SoftTargets]:
