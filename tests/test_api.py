@@ -132,6 +132,10 @@ def test_config_errors_name_the_file_and_key(tmp_path, capsys):
     assert main(["train", "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"sst2 train: error: {bad}: unknown key optim.learning_rate (known: batch_size, bucket,")
+    bad.write_text('preset = "distill"\n[distill]\nseed = 3\n')  # a config.toml written before the rename
+    assert main(["train", "--config", str(bad)]) == 2
+    assert capsys.readouterr().err == (f"sst2 train: error: {bad}: distill.seed was renamed distill.transfer_seed "
+                                       "(the augmentation's seed; run.seed is the student's)\n")
     bad.write_text("[optim\n")
     assert main(["train", "--config", str(bad)]) == 2
     assert f"{bad}: not valid TOML" in capsys.readouterr().err

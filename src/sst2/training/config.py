@@ -257,6 +257,13 @@ def _distill_problems(t: DistillConfig) -> list[str]:
 
 
 # --- reading -----------------------------------------------------------------------------------------
+# keys that earlier versions wrote into a run's config.toml, and what became of them
+REMOVED_KEYS = {
+    "distill.seed": "was renamed distill.transfer_seed (the augmentation's seed; run.seed is the student's)",
+    "model.linear_probe": "was removed (LP-FT lowered dev accuracy: docs/experiments/sst5.md); delete the line",
+}
+
+
 def preset_path(name: str) -> Path:
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
@@ -288,6 +295,8 @@ def _merge(base: dict, overlay: dict, where: str) -> dict:
                               f"{', '.join(f'[{g}]' for g in GROUPS)})")
         known = {f.name for f in fields(GROUPS[key])}
         for k, v in value.items():
+            if k not in known and f"{key}.{k}" in REMOVED_KEYS:
+                raise ConfigError(f"{where}: {key}.{k} {REMOVED_KEYS[f'{key}.{k}']}")
             if k not in known:
                 raise ConfigError(f"{where}: unknown key {key}.{k} (known: {', '.join(sorted(known))})")
             out[key][k] = v
