@@ -66,10 +66,12 @@ def test_hard_weight_mixes_only_labelled_texts():
 
 
 def _distill_config(tiny_data_dir, tiny_backbone_dir, teacher, tmp_path, preset="distill", **kw):
+    """The preset on the tiny model and data; its transfer files (GLUE's phrases in ../shared/data) are
+    dropped unless ``kw`` names some, so no test reads the real data by accident."""
     from sst2.training.config import resolve
 
-    sets = {"distill.teacher": str(teacher), "model.backbone": str(tiny_backbone_dir), "data.path": str(tiny_data_dir),
-            "data.max_length": 32, "model.layers": [-2, -1], "optim.epochs": 2, "optim.batch_size": 8,
+    sets = {"distill.transfer_files": [], "distill.teacher": str(teacher), "model.backbone": str(tiny_backbone_dir),
+            "data.path": str(tiny_data_dir), "data.max_length": 32, "model.layers": [-2, -1], "optim.epochs": 2, "optim.batch_size": 8,
             "run.out": str(tmp_path / "student"), "run.cache_dir": str(tmp_path / "cache"), "run.quiet": True,
             "run.threads": 1, "distill.copies": 2, **kw}
     return resolve(preset=preset, overrides=sets)
@@ -163,7 +165,7 @@ def test_the_teacher_distilled_preset_fine_tunes_every_weight_on_the_teacher_log
     from sst2.modeling.model import SentimentModel
 
     cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, tiny_model_dir, tmp_path, preset="teacher-distilled",
-                          **{"distill.transfer_files": [], "optim.ema": 0.9})
+                          **{"optim.ema": 0.9})
     assert (cfg.model.recipe, cfg.data.train_file, cfg.optim.epochs, cfg.distill.loss) == ("vanilla", None, 2, "mse")
     metrics = distill(cfg)
     assert metrics["model"] == "vanilla" and metrics["preset"] == "teacher-distilled"
@@ -196,7 +198,7 @@ def test_distill_needs_a_teacher_with_the_same_labels(tiny_model_dir, tiny_backb
     rows = [(s, "abc"[i % 3]) for i, (s, _) in enumerate(make_sentences(30, 4))]
     for name in ("train", "dev"):
         write_tsv(d / f"{name}.tsv", rows)
-    cfg = _distill_config(d, tiny_backbone_dir, tiny_model_dir, tmp_path, **{"distill.transfer_files": []})
+    cfg = _distill_config(d, tiny_backbone_dir, tiny_model_dir, tmp_path)
     with pytest.raises(UserError, match=r"predicts the labels negative, positive, but the training data has a, b, c"):
         distill(cfg)
 
