@@ -19,6 +19,7 @@ import pytest
 from sst2 import SentimentClassifier
 from sst2.cli import main
 from sst2.data.rows import RowWriter
+from sst2.errors import UserError
 
 from conftest import make_sentences
 
@@ -126,11 +127,16 @@ def test_bad_addresses_globs_and_outputs_are_clear_errors(exported_dir, tiny_mod
     err = capsys.readouterr().err
     assert "input: --engine ray reads files: give --input PATH_OR_GLOB" in err
     assert "output: --engine ray writes a folder: give --output DIR" in err
+    assert main(["predict", "--model-dir", str(exported_dir), "--retries", "2", "good film"]) == 2
+    assert "retries: goes with --engine ray" in capsys.readouterr().err
+    assert _predict("--model-dir", exported_dir, "--input", src, "--output", tmp_path / "o5", "--retries", "-1") == 2
+    assert "retries: must be >= 0, got -1" in capsys.readouterr().err
     with pytest.MonkeyPatch.context() as mp:  # a Python without Ray Data
         mp.setitem(sys.modules, "ray", None)
         assert _predict("--model-dir", exported_dir, "--input", src, "--output", tmp_path / "o4") == 2
     assert "this needs Ray Data, which is not installed: pip install 'sst2[ray]'" in capsys.readouterr().err
-    assert not any((tmp_path / p).exists() for p in ("o1", "o2", "o3", "o4"))  # all refused before writing anything
+    # all refused before writing anything
+    assert not any((tmp_path / p).exists() for p in ("o1", "o2", "o3", "o4", "o5"))
 
 
 def test_an_earlier_output_is_replaced_only_with_overwrite(local_ray, exported_dir, tmp_path, capsys):
@@ -190,6 +196,42 @@ def test_an_actor_killed_mid_run_loses_no_row(local_ray, exported_dir, tmp_path)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     ids = sorted(r["row_id"] for r in read_dir(tmp_path / "out" / "predictions"))
     assert ids == list(range(n)) and (report.predicted, report.failed) == (n, 0)
+
+
+def test_an_actor_that_keeps_dying_fails_the_run_after_its_retries(local_ray, exported_dir, tmp_path):
+    """Ray Data alone would restart the actor and retry its batch without limit, and the run would never end."""
+    from sst2.inference.ray_predict import ScoringError, predict_files
+
+    texts = [s for s, _ in make_sentences(400, 29)]
+    n = 12_000
+    (tmp_path / "in.txt").write_text("\n".join(texts[i % 400] for i in range(n)) + "\n")
+    killed, done = set(), threading.Event()
+
+    def kill_every_scorer():  # the actor and each of its restarts, as soon as it is up
+        while not done.is_set():
+            for p in _scoring_actors():
+                if p.pid not in killed:
+                    p.kill()
+                    killed.add(p.pid)
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_every_scorer)
+    killer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ScoringError) as info:
+            predict_files(str(exported_dir), str(tmp_path / "in.txt"), str(tmp_path / "out"), runtime="onnx",
+                          actors=1, chunk=32, retries=1, quiet=True)
+    finally:
+        done.set()
+        killer.join()
+    print(f"{len(killed)} actor processes killed; the run failed after {time.monotonic() - t0:.1f} s")
+    assert 2 <= len(killed) and time.monotonic() - t0 < 120
+    msg = str(info.value)
+    assert f"rows are missing from the output (row_id " in msg and "; Ray gave up after 1 retry: " in msg, msg
+    assert json.loads((tmp_path / "out" / ".sst2-output").read_text())["state"] == "failed"
+    with pytest.raises(UserError, match=r"^retries must be a whole number >= 0, got -1$"):
+        predict_files(str(exported_dir), str(tmp_path / "in.txt"), str(tmp_path / "out2"), retries=-1)
 
 
 def test_rows_missing_from_the_output_fail_the_run_naming_them(tmp_path):

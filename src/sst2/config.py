@@ -137,6 +137,8 @@ class PredictConfig:
                                    "cluster's CPUs divided by --threads)")
     output_format: str | None = opt(None, "--engine ray: format of the output files (default: parquet)",
                                     choices=["parquet", "jsonl", "csv"])
+    retries: int | None = opt(None, "--engine ray: an actor that dies is restarted, and its call retried, this many "
+                                    "times; then the run fails naming the rows not written (default: 3)")
 
     def __post_init__(self):
         problems = choices_problems(self)
@@ -152,10 +154,11 @@ class PredictConfig:
         else:
             if self.output is not None and (self.input is None or self.input == "-"):
                 problems.append("output: goes with an --input table")
-            for name in ("ray_address", "actors", "output_format"):
+            for name in ("ray_address", "actors", "output_format", "retries"):
                 if getattr(self, name) is not None:
                     problems.append(f"{name}: goes with --engine ray")
         problems += below(self, ("batch_size", "threads", "workers", "chunk", "actors"))
+        problems += below(self, ("retries",), minimum=0)
         check(problems, "predict")
 
 

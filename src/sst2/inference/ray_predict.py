@@ -14,13 +14,15 @@ object). Parquet by default. The output files are named by their first ``row_id`
 restore the input order.
 
 Every row comes out exactly once: afterwards the ``row_id`` of every row on disk is read back and checked
-against the input. An actor that dies is restarted and its batch retried (Ray Data's default for actor
-pools); if Ray gives up, or a row is missing for any reason, the command fails naming the missing rows.
+against the input. An actor that dies is restarted and its batch retried, up to ``retries`` times (Ray
+Data's own default is without limit, so a batch that kills its actor every time would never end); when Ray
+gives up, or a row is missing for any reason, the command fails naming the missing rows.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from sst2.inference.ray_io import (ERROR, ERRORS, OUTPUT_FORMATS, PREDICTIONS, I
                                    written_ids)
 
 DEFAULT_RUNTIME = "onnx-int8"
+DEFAULT_RETRIES = 3
 
 
 class ScoringError(UserError, RuntimeError):
@@ -126,13 +129,15 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
                   ray_address: str | None = None, actors: int | None = None, threads: int = 1,
                   batch_size: int = 64, chunk: int = 1024, format: str | None = None, text_column: str | None = None,
                   output_format: str = "parquet", long_texts: str = "truncate", window_overlap: int | None = None,
-                  window_length: int | None = None, overwrite: bool = False, quiet: bool = False) -> RayPredictReport:
+                  window_length: int | None = None, retries: int = DEFAULT_RETRIES, overwrite: bool = False,
+                  quiet: bool = False) -> RayPredictReport:
     """Score every row of ``inputs`` (a path or glob) into the folder ``output`` on Ray (module docstring).
 
     ``ray_address``: a running cluster (``HOST:PORT``, ``ray://HOST:PORT``, ``auto``); default: the Ray already
     initialised in this process, else a local Ray with this machine's CPUs. ``actors``: scoring actors
     (default: the cluster's CPUs divided by ``threads``), each with ``threads`` intra-op threads and as many
     CPUs. ``chunk``: rows per actor call; ``batch_size``: texts per model call within it (length-sorted).
+    ``retries``: restarts of a dead actor, and retries of its call, before Ray gives up.
     Raises :class:`ScoringError` if any row is missing from the output; failed rows are not an exception
     (``report.failed``)."""
     from sst2.cluster import require_ray
@@ -141,6 +146,8 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
     require_ray()  # without it, say so before anything is read or written
     if output_format not in OUTPUT_FORMATS:
         raise UserError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
+    if not isinstance(retries, int) or retries < 0:
+        raise UserError(f"retries must be a whole number >= 0, got {retries!r}")
     _check_model(model_dir, runtime)
     files = resolve_inputs(inputs, format, text_column)
     if ray_address:
@@ -151,7 +158,7 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
     prepare_output(out, overwrite)
     total = sum(f.rows for f in files)
     settings = {"model_dir": str(model_dir), "inputs": inputs, "batch_size": batch_size, "chunk": chunk,
-                "output_format": output_format, "ray_address": ray_address or "local"}
+                "output_format": output_format, "ray_address": ray_address or "local", "retries": retries}
     report = RayPredictReport(str(out), total, 0, 0, files, actors or 0, threads, runtime, 0.0, 0.0, None, settings)
     failure = None
     try:
@@ -181,8 +188,12 @@ def _run_on_ray(report: RayPredictReport, files, out: Path, address, quiet: bool
         ray.data.DataContext.get_current().enable_progress_bars = progress_enabled(quiet)
         # reading and writing are light next to the model: no CPU reserved, so every CPU can hold an actor
         ds = ray.data.read_datasource(files_source(files, chunk), num_cpus=0)
-        scored = ds.map_batches(Scorer, fn_constructor_kwargs=scorer_args, batch_size=chunk, batch_format="pyarrow",
-                                compute=ray.data.ActorPoolStrategy(size=report.actors), num_cpus=threads)
+        retries = report.settings["retries"]
+        with warnings.catch_warnings():  # Ray 2.60 deprecates remote args given as keywords, but has no named
+            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")  # parameter for these two
+            scored = ds.map_batches(Scorer, fn_constructor_kwargs=scorer_args, batch_size=chunk,
+                                    batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=report.actors),
+                                    num_cpus=threads, max_restarts=retries, max_task_retries=retries)
         try:
             scored.write_datasink(split_sink(out.resolve(), report.settings["output_format"]),
                                   ray_remote_args={"num_cpus": 0})
@@ -227,7 +238,9 @@ def _check_coverage(report: RayPredictReport, out: Path, fmt: str, failure: Exce
                      f"{id_ranges(missing)}; the first is {where(report.files, int(missing[0]))})")
     if len(twice):
         parts.append(f"{len(twice)} rows were written more than once (row_id {id_ranges(twice)})")
-    cause = f"; Ray gave up: {one_line(failure)}" if failure is not None else ""
+    retries = report.settings.get("retries")
+    after = "" if retries is None else f" after {retries} retr{'y' if retries == 1 else 'ies'}"
+    cause = "" if failure is None else f"; Ray gave up{after}: {one_line(failure)}"
     finish_output(out, report.to_dict(), "failed")
     raise ScoringError(f"{out}: " + "; ".join(parts or ["the run did not finish"]) + cause +
                        f". The rows written are kept in {out}; run again with --overwrite to score everything")
@@ -254,6 +267,7 @@ def predict_ray(cfg) -> RayPredictReport:
                            ray_address=cfg.ray_address, actors=cfg.actors, threads=cfg.threads or 1,
                            batch_size=cfg.batch_size, chunk=cfg.chunk, format=cfg.format,
                            text_column=cfg.text_column, output_format=cfg.output_format or "parquet",
+                           retries=DEFAULT_RETRIES if cfg.retries is None else cfg.retries,
                            overwrite=cfg.overwrite, quiet=cfg.quiet, **window_options(cfg))
     if not cfg.quiet:
         print(f"sst2 predict: {report.rows:,} rows from {len(report.files)} file(s) -> {report.output}/"
