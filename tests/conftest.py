@@ -99,6 +99,48 @@ def local_ray():
     ray.shutdown()
 
 
+def actor_processes(udf: str) -> list:
+    """This test's own Ray actor processes that run ``map_batches(udf)`` (our process tree only)."""
+    import psutil
+
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if f"MapBatches({udf})" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            pass
+    return found
+
+
+class ActorKiller:
+    """Kills every actor process of ``udf`` as soon as it is up, and each of its restarts, until stopped."""
+
+    def __init__(self, udf: str):
+        import threading
+
+        self.udf, self.killed, self.done = udf, set(), threading.Event()
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self):
+        import time
+
+        while not self.done.is_set():
+            for p in actor_processes(self.udf):
+                if p.pid not in self.killed:
+                    p.kill()
+                    self.killed.add(p.pid)
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        self.thread.join()
+
+
 def train_config(preset=None, model=None, data=None, layers=None, **kw):
     """A resolved training config from flat names (``epochs=2``, ``layers="-2,-1"``), as a test writes
     them; ``model`` is the recipe and ``data`` the data folder."""

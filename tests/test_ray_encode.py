@@ -10,11 +10,12 @@ import pytest
 
 from sst2.data.dataset import load_splits
 from sst2.data.text import normalize_texts
+from sst2.errors import UserError
 from sst2.features.encode import prepare_features
 from sst2.modeling.backbone import Backbone
 from sst2.training.api import train
 
-from conftest import train_config
+from conftest import ActorKiller, make_sentences, train_config
 
 pytest.importorskip("ray")
 
@@ -46,3 +47,20 @@ def test_a_run_encoding_on_ray_writes_the_entries_the_single_process_path_writes
         np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32), rtol=2e-3, atol=2e-3)  # fp16 rounding
     assert on_ray["dev_accuracy"] == local["dev_accuracy"]
     assert abs(on_ray["dev_loss"] - local["dev_loss"]) < 1e-3
+
+
+def test_an_encoder_actor_that_keeps_dying_fails_the_encode_after_its_retries(local_ray, tiny_backbone_dir,
+                                                                               tmp_path):
+    """Ray Data alone would restart the actor and retry its batch without limit, and the encode would never end."""
+    import time
+
+    from sst2.features.ray_encode import encode_splits_ray
+
+    bb = Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
+    texts = {"train": [s for s, _ in make_sentences(400, 31)]}
+    t0 = time.monotonic()
+    with ActorKiller("BatchEncoder") as killer, pytest.raises(UserError) as info:
+        encode_splits_ray(bb, texts, 32, {"train": tmp_path / "train.npy"}, batch_tokens=64, actors=1, retries=1)
+    print(f"{len(killer.killed)} actor processes killed; the encode failed after {time.monotonic() - t0:.1f} s")
+    assert len(killer.killed) >= 2 and time.monotonic() - t0 < 120
+    assert str(info.value).startswith("encoding on Ray: Ray gave up after 1 retry: "), str(info.value)

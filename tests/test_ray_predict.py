@@ -21,7 +21,7 @@ from sst2.cli import main
 from sst2.data.rows import RowWriter
 from sst2.errors import UserError
 
-from conftest import make_sentences
+from conftest import ActorKiller, actor_processes, make_sentences
 
 ray = pytest.importorskip("ray")
 
@@ -152,18 +152,6 @@ def test_an_earlier_output_is_replaced_only_with_overwrite(local_ray, exported_d
     assert [r["row_id"] for r in read_dir(out / "predictions")] == [0]
 
 
-def _scoring_actors() -> list[psutil.Process]:
-    """This test's own Ray actor processes that score (our process tree only)."""
-    found = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if "MapBatches(Scorer)" in " ".join(p.cmdline()):
-                found.append(p)
-        except psutil.Error:
-            pass
-    return found
-
-
 def test_an_actor_killed_mid_run_loses_no_row(local_ray, exported_dir, tmp_path):
     from sst2.inference.ray_predict import predict_files
 
@@ -175,10 +163,10 @@ def test_an_actor_killed_mid_run_loses_no_row(local_ray, exported_dir, tmp_path)
     def kill_one():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
-            actors = _scoring_actors()
+            actors = actor_processes("Scorer")
             if actors and (tmp_path / "out" / ".sst2-output").exists():
                 time.sleep(1.0)  # let it score a few batches first
-                victim = _scoring_actors()[0]
+                victim = actor_processes("Scorer")[0]
                 victim.kill()
                 killed.append((victim.pid, time.monotonic()))
             time.sleep(0.05)
@@ -205,30 +193,15 @@ def test_an_actor_that_keeps_dying_fails_the_run_after_its_retries(local_ray, ex
     texts = [s for s, _ in make_sentences(400, 29)]
     n = 12_000
     (tmp_path / "in.txt").write_text("\n".join(texts[i % 400] for i in range(n)) + "\n")
-    killed, done = set(), threading.Event()
-
-    def kill_every_scorer():  # the actor and each of its restarts, as soon as it is up
-        while not done.is_set():
-            for p in _scoring_actors():
-                if p.pid not in killed:
-                    p.kill()
-                    killed.add(p.pid)
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_every_scorer)
-    killer.start()
     t0 = time.monotonic()
-    try:
-        with pytest.raises(ScoringError) as info:
-            predict_files(str(exported_dir), str(tmp_path / "in.txt"), str(tmp_path / "out"), runtime="onnx",
-                          actors=1, chunk=32, retries=1, quiet=True)
-    finally:
-        done.set()
-        killer.join()
+    with ActorKiller("Scorer") as killer, pytest.raises(ScoringError) as info:
+        predict_files(str(exported_dir), str(tmp_path / "in.txt"), str(tmp_path / "out"), runtime="onnx",
+                      actors=1, chunk=32, retries=1, quiet=True)
+    killed = killer.killed
     print(f"{len(killed)} actor processes killed; the run failed after {time.monotonic() - t0:.1f} s")
     assert 2 <= len(killed) and time.monotonic() - t0 < 120
     msg = str(info.value)
-    assert f"rows are missing from the output (row_id " in msg and "; Ray gave up after 1 retry: " in msg, msg
+    assert "rows are missing from the output (row_id " in msg and "; Ray gave up after 1 retry: " in msg, msg
     assert json.loads((tmp_path / "out" / ".sst2-output").read_text())["state"] == "failed"
     with pytest.raises(UserError, match=r"^retries must be a whole number >= 0, got -1$"):
         predict_files(str(exported_dir), str(tmp_path / "in.txt"), str(tmp_path / "out2"), retries=-1)

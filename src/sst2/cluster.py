@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import warnings
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
@@ -17,6 +18,7 @@ from sst2.errors import UserError, one_line
 
 INSTALL_HINT = "pip install 'sst2[ray]'"
 CONNECT_TIMEOUT_S = 5.0
+ACTOR_RETRIES = 3  # restarts of a dead actor, and retries of its call, before Ray gives up
 
 
 class RayUnavailableError(UserError, RuntimeError):
@@ -98,3 +100,18 @@ def ray_session(address: str | None = None, quiet: bool = False, num_cpus: int |
 def cluster_cpus(ray) -> int:
     """CPUs of the connected cluster (at least 1)."""
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def map_on_actors(ds, fn, *, retries: int = ACTOR_RETRIES, **kwargs):
+    """``ds.map_batches(fn, **kwargs)`` on an actor pool whose actors are restarted, and their calls retried, at
+    most ``retries`` times. Ray Data's own default is without limit, so a call that kills its actor on every
+    attempt (a crash, the OOM killer) would never end; past ``retries`` the pipeline raises instead."""
+    with warnings.catch_warnings():  # Ray 2.60 deprecates remote args given as keywords, but has no named
+        warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")  # parameter for these two
+        return ds.map_batches(fn, max_restarts=retries, max_task_retries=retries, **kwargs)
+
+
+def gave_up(retries: int | None, exc: BaseException) -> str:
+    """``Ray gave up after N retries: <the error on one line>``."""
+    after = "" if retries is None else f" after {retries} retr{'y' if retries == 1 else 'ies'}"
+    return f"Ray gave up{after}: {one_line(exc)}"

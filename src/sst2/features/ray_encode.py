@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sst2.cluster import ACTOR_RETRIES
 from sst2.data.batching import token_batches
 from sst2.errors import UserError
 from sst2.features.cache import Features
@@ -72,12 +73,14 @@ class BatchEncoder:
 def encode_splits_ray(backbone, texts: dict[str, list[str]], max_length: int, outs: dict[str, Path],
                       batch_tokens: int = ENCODE_BATCH_TOKENS, dtype: str = "float16", progress=None,
                       batch_size: int | None = ENCODE_BATCH_SIZE, address: str | None = None,
-                      actors: int | None = None, threads: int = 1, quiet: bool = True) -> dict[str, Features]:
+                      actors: int | None = None, threads: int = 1, retries: int = ACTOR_RETRIES,
+                      quiet: bool = True) -> dict[str, Features]:
     """The states of every split of ``texts`` (name -> texts), written to the ``.npy`` files ``outs`` (name ->
     path), encoded by Ray actors in one pipeline over the batches of all the splits (module docstring).
     ``address``: a running Ray cluster (default: the Ray of this process, else a local one); ``actors``:
-    encoder actors (default: the cluster's CPUs divided by ``threads``). For ``prepare_features(encode_all=)``."""
-    from sst2.cluster import cluster_cpus, ray_session
+    encoder actors (default: the cluster's CPUs divided by ``threads``); ``retries``: restarts of a dead actor,
+    and retries of its batch, before Ray gives up. For ``prepare_features(encode_all=)``."""
+    from sst2.cluster import cluster_cpus, gave_up, map_on_actors, ray_session
 
     ids, lengths, offsets, batches, write = {}, {}, {}, {}, {}
     states = {}
@@ -93,20 +96,22 @@ def encode_splits_ray(backbone, texts: dict[str, list[str]], max_length: int, ou
         pool = ray.data.ActorPoolStrategy(size=actors or max(1, cluster_cpus(ray) // threads))
         # the batch names come from the driver: no read task, which would wait for a CPU the actors hold
         items = [{"split": name, "batch": k} for name in texts for k in range(len(batches[name]))]
-        ds = ray.data.from_items(items).map_batches(
-            BatchEncoder, fn_constructor_kwargs=dict(spec=encoder_spec(backbone), ids=ids, batches=batches,
-                                                     dtype=dtype, threads=threads),
+        ds = map_on_actors(ray.data.from_items(items), BatchEncoder, retries=retries, fn_constructor_kwargs=dict(
+            spec=encoder_spec(backbone), ids=ids, batches=batches, dtype=dtype, threads=threads),
             batch_size=1, batch_format="numpy", compute=pool, num_cpus=threads)
-        for row in ds.iter_rows():
-            name, k = str(row["split"]), int(row["batch"])
-            flat = np.frombuffer(row["states"], dtype=DTYPES[dtype]).reshape(-1, *row_shape)
-            pos = 0
-            for i in batches[name][k]:
-                write[name](int(offsets[name][i]), flat[pos : pos + lengths[name][i]])
-                pos += int(lengths[name][i])
-            todo.discard((name, k))
-            if progress is not None:
-                progress.update(len(batches[name][k]))
+        try:
+            for row in ds.iter_rows():
+                name, k = str(row["split"]), int(row["batch"])
+                flat = np.frombuffer(row["states"], dtype=DTYPES[dtype]).reshape(-1, *row_shape)
+                pos = 0
+                for i in batches[name][k]:
+                    write[name](int(offsets[name][i]), flat[pos : pos + lengths[name][i]])
+                    pos += int(lengths[name][i])
+                todo.discard((name, k))
+                if progress is not None:
+                    progress.update(len(batches[name][k]))
+        except ray.exceptions.RayActorError as exc:  # an actor died more often than it may be restarted
+            raise UserError(f"encoding on Ray: {gave_up(retries, exc)}") from None
     if todo:  # never expected: Ray returns every row or raises
         raise UserError(f"encoding on Ray: {len(todo)} encoder batches did not come back")
     return {name: Features(states[name], lengths[name], offsets[name]) for name in texts}

@@ -22,13 +22,13 @@ gives up, or a row is missing for any reason, the command fails naming the missi
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from sst2.cluster import ACTOR_RETRIES, gave_up
 from sst2.config import window_options
 from sst2.data.text import text_problem
 from sst2.errors import PartialFailure, UserError, one_line
@@ -37,7 +37,6 @@ from sst2.inference.ray_io import (ERROR, ERRORS, OUTPUT_FORMATS, PREDICTIONS, I
                                    written_ids)
 
 DEFAULT_RUNTIME = "onnx-int8"
-DEFAULT_RETRIES = 3
 
 
 class ScoringError(UserError, RuntimeError):
@@ -129,7 +128,7 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
                   ray_address: str | None = None, actors: int | None = None, threads: int = 1,
                   batch_size: int = 64, chunk: int = 1024, format: str | None = None, text_column: str | None = None,
                   output_format: str = "parquet", long_texts: str = "truncate", window_overlap: int | None = None,
-                  window_length: int | None = None, retries: int = DEFAULT_RETRIES, overwrite: bool = False,
+                  window_length: int | None = None, retries: int = ACTOR_RETRIES, overwrite: bool = False,
                   quiet: bool = False) -> RayPredictReport:
     """Score every row of ``inputs`` (a path or glob) into the folder ``output`` on Ray (module docstring).
 
@@ -178,7 +177,7 @@ def predict_files(model_dir: str, inputs: str, output: str, *, runtime: str = DE
 def _run_on_ray(report: RayPredictReport, files, out: Path, address, quiet: bool, scorer_args: dict, chunk: int,
                 t0: float) -> Exception | None:
     """Read, score and write on Ray; returns the exception of a run that Ray gave up on (None: it finished)."""
-    from sst2.cluster import cluster_cpus, ray_session
+    from sst2.cluster import cluster_cpus, map_on_actors, ray_session
     from sst2.system import progress_enabled
 
     with ray_session(address, quiet) as ray:
@@ -188,12 +187,9 @@ def _run_on_ray(report: RayPredictReport, files, out: Path, address, quiet: bool
         ray.data.DataContext.get_current().enable_progress_bars = progress_enabled(quiet)
         # reading and writing are light next to the model: no CPU reserved, so every CPU can hold an actor
         ds = ray.data.read_datasource(files_source(files, chunk), num_cpus=0)
-        retries = report.settings["retries"]
-        with warnings.catch_warnings():  # Ray 2.60 deprecates remote args given as keywords, but has no named
-            warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")  # parameter for these two
-            scored = ds.map_batches(Scorer, fn_constructor_kwargs=scorer_args, batch_size=chunk,
-                                    batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=report.actors),
-                                    num_cpus=threads, max_restarts=retries, max_task_retries=retries)
+        scored = map_on_actors(ds, Scorer, retries=report.settings["retries"], fn_constructor_kwargs=scorer_args,
+                               batch_size=chunk, batch_format="pyarrow",
+                               compute=ray.data.ActorPoolStrategy(size=report.actors), num_cpus=threads)
         try:
             scored.write_datasink(split_sink(out.resolve(), report.settings["output_format"]),
                                   ray_remote_args={"num_cpus": 0})
@@ -238,9 +234,7 @@ def _check_coverage(report: RayPredictReport, out: Path, fmt: str, failure: Exce
                      f"{id_ranges(missing)}; the first is {where(report.files, int(missing[0]))})")
     if len(twice):
         parts.append(f"{len(twice)} rows were written more than once (row_id {id_ranges(twice)})")
-    retries = report.settings.get("retries")
-    after = "" if retries is None else f" after {retries} retr{'y' if retries == 1 else 'ies'}"
-    cause = "" if failure is None else f"; Ray gave up{after}: {one_line(failure)}"
+    cause = "" if failure is None else f"; {gave_up(report.settings.get('retries'), failure)}"
     finish_output(out, report.to_dict(), "failed")
     raise ScoringError(f"{out}: " + "; ".join(parts or ["the run did not finish"]) + cause +
                        f". The rows written are kept in {out}; run again with --overwrite to score everything")
@@ -267,7 +261,7 @@ def predict_ray(cfg) -> RayPredictReport:
                            ray_address=cfg.ray_address, actors=cfg.actors, threads=cfg.threads or 1,
                            batch_size=cfg.batch_size, chunk=cfg.chunk, format=cfg.format,
                            text_column=cfg.text_column, output_format=cfg.output_format or "parquet",
-                           retries=DEFAULT_RETRIES if cfg.retries is None else cfg.retries,
+                           retries=ACTOR_RETRIES if cfg.retries is None else cfg.retries,
                            overwrite=cfg.overwrite, quiet=cfg.quiet, **window_options(cfg))
     if not cfg.quiet:
         print(f"sst2 predict: {report.rows:,} rows from {len(report.files)} file(s) -> {report.output}/"
