@@ -71,7 +71,8 @@ def _distill_config(tiny_data_dir, tiny_backbone_dir, teacher, tmp_path, preset=
     from sst2.training.config import resolve
 
     sets = {"distill.transfer_files": [], "distill.teacher": str(teacher), "model.backbone": str(tiny_backbone_dir),
-            "data.path": str(tiny_data_dir), "data.max_length": 32, "model.layers": [-2, -1], "optim.epochs": 2, "optim.batch_size": 8,
+            "data.path": str(tiny_data_dir), "data.max_length": 32, "model.layers": [-2, -1],
+            "optim.epochs": 2, "optim.batch_size": 8,
             "run.out": str(tmp_path / "student"), "run.cache_dir": str(tmp_path / "cache"), "run.quiet": True,
             "run.threads": 1, "distill.copies": 2, **kw}
     return resolve(preset=preset, overrides=sets)
