@@ -1,6 +1,7 @@
 """``sst2 serve`` hardening on a real uvicorn server (127.0.0.1, free port): content type, body limit
 enforced while reading, request timeout and connection cap, API key, CORS."""
 
+import logging
 import socket
 import time
 
@@ -133,14 +134,29 @@ def test_kept_alive_connections_serve_requests_after_idling_past_the_request_tim
     assert server.post("/predict", json={"texts": ["good"]}).status_code == 200
 
 
-def test_max_connections_caps_open_connections_with_503():
-    with running_server(create_app(EchoClassifier(), LIMITS), max_connections=2) as port:
+def test_max_connections_caps_open_connections_with_a_logged_and_counted_503(caplog):
+    caplog.set_level(logging.INFO, logger="sst2.serve")
+    app = create_app(EchoClassifier(), LIMITS, cors_origins=["https://app.example"])
+    url = "http://127.0.0.1:{}/predict"
+    with running_server(app, max_connections=2) as port:
         with socket.create_connection(("127.0.0.1", port)), socket.create_connection(("127.0.0.1", port)):
             time.sleep(0.2)  # both accepted
-            r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["good"]})
-            assert (r.status_code, r.text) == (503, "Service Unavailable")
+            r = httpx.post(url.format(port), json={"texts": ["good"]},
+                           headers={"X-Request-ID": "over-1", "Origin": "https://app.example"})
+        detail = "the server is at its cap of 2 open connections (--max-connections); retry later"
+        assert (r.status_code, r.json(), r.headers["retry-after"]) == (503, {"detail": detail}, "1")
+        assert (r.headers["x-request-id"], r.headers["connection"]) == ("over-1", "close")
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
         time.sleep(0.2)
-        assert httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["good"]}).status_code == 200
+        assert httpx.post(url.format(port), json={"texts": ["good"]}).status_code == 200
+        counted = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'sst2_requests_total{path="other",status="503"} 1.0' in counted
+    assert 'sst2_errors_total{kind="server"} 1.0' in counted
+    lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("sst2.serve")]
+    assert lines[0] == ("sst2.serve", "WARNING", "503 for POST '/predict': the server is at its cap of 2 "
+                                                 "connections (--max-connections)")
+    assert lines[1][:2] == ("sst2.serve.access", "INFO") and lines[1][2].startswith("POST /predict 503 texts=0 ")
+    assert lines[1][2].endswith(" request_id=over-1")
 
 
 @pytest.fixture(scope="module")

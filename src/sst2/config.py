@@ -207,8 +207,8 @@ class ServeConfig:
     log_level: str = opt("warning", "log level of uvicorn and sst2.serve; 'info' adds one access log line per "
                                     "request (method, path, status, texts, latency ms, request id)",
                          choices=["critical", "error", "warning", "info", "debug"])
-    max_connections: int = opt(1000, "cap on open connections plus requests in progress (uvicorn's "
-                                     "limit_concurrency): while it is reached, new requests get 503")
+    max_connections: int = opt(1000, "cap on open connections (and on requests in progress): while it is "
+                                     "reached, new requests get 503 with Retry-After, logged and counted")
     keep_alive_timeout: float = opt(30.0, "seconds an idle keep-alive connection stays open between requests")
     request_timeout: float = opt(10.0, "seconds a client has to send a whole request, headers and body, counted "
                                        "from the connection opening or the first byte of the request; a "

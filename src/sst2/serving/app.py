@@ -118,7 +118,7 @@ def create_app(classifier, limits: Limits | None = None, *, api_key: str | None 
     from starlette.requests import ClientDisconnect
 
     from sst2.serving.metrics import AccessMiddleware, Metrics
-    from sst2.serving.security import api_key_dependency, check_content_type, read_body
+    from sst2.serving.security import CapacityGuard, api_key_dependency, check_content_type, read_body
 
     limits = limits or Limits()
     metrics = Metrics()
@@ -133,6 +133,7 @@ def create_app(classifier, limits: Limits | None = None, *, api_key: str | None 
 
     app = FastAPI(title="sst2 sentiment", lifespan=lifespan)
     app.state.metrics = metrics
+    app.add_middleware(CapacityGuard)  # the 503s over --max-connections: inside CORS and the access log
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],

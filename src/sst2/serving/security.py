@@ -5,8 +5,9 @@
   body passes the limit (it is never buffered whole).
 * ``load_api_key`` / ``api_key_dependency``: an optional API key (a file or ``$SST2_API_KEY``), compared in
   constant time; ``/health`` stays open so that a load balancer can probe it without the key.
-* ``uvicorn_config``: uvicorn with a cap on connections, a keep-alive timeout and, through
-  ``TimedH11Protocol``, a deadline on receiving each request, which uvicorn itself does not have.
+* ``uvicorn_config``: uvicorn with a keep-alive timeout and, through ``TimedH11Protocol``, a deadline on
+  receiving each request, which uvicorn itself does not have, and a cap on connections whose 503s
+  ``CapacityGuard`` answers inside the app, so that they are logged and counted like every response.
 
 Imported by ``sst2.serve`` only when it builds or runs an app (fastapi and uvicorn are optional).
 """
@@ -17,12 +18,16 @@ import hmac
 import os
 from pathlib import Path
 
+import logging
+
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sst2.serving.app import RequestError, ServeError
 
+log = logging.getLogger("sst2.serve")
 API_KEY_ENV = "SST2_API_KEY"
+OVER_CAPACITY = "sst2.over_capacity"  # the scope extension marking a request that arrived over the cap
 MAX_HEADER_BYTES = 16 * 1024  # request line plus headers; larger ones get uvicorn's 400
 
 
@@ -100,14 +105,62 @@ def api_key_dependency(key: str):
     return require_api_key
 
 
+class CapacityGuard:
+    """ASGI middleware answering 503 to a request that ``TimedH11Protocol`` marked as arriving while the
+    server was at ``--max-connections``, with a JSON ``detail`` like every other error, ``Retry-After``
+    and a warning in the log. ``create_app`` puts it inside the access middleware, so these 503s get a
+    request id, an access log line and a count in ``/metrics`` (uvicorn's own 503 had none of them)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        cap = (scope.get("extensions") or {}).get(OVER_CAPACITY)
+        if cap is None:
+            await self.app(scope, receive, send)
+            return
+        from starlette.responses import JSONResponse
+
+        log.warning("503 for %s %s: the server is at its cap of %d connections (--max-connections)",
+                    scope["method"], ascii(scope["path"][:200]), cap)
+        detail = f"the server is at its cap of {cap} open connections (--max-connections); retry later"
+        await JSONResponse({"detail": detail}, 503, headers={"Retry-After": "1", "Connection": "close"})(
+            scope, receive, send)
+
+
 class TimedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline of ``request_timeout`` seconds on receiving each request,
     headers and body. uvicorn has no such setting: its keep-alive timer starts only after a response,
     so a connection that never sends its request, or trickles it, would stay open for ever. The
     deadline starts when the connection opens and again at the first byte of each later request (idle
-    time between requests is the keep-alive timeout's); when it passes, the connection is closed."""
+    time between requests is the keep-alive timeout's); when it passes, the connection is closed.
+
+    It also applies the cap of ``max_connections`` in place of uvicorn's ``limit_concurrency`` (the same
+    test, at each request): uvicorn would answer such a request itself, out of the app's sight, so
+    instead the request goes to the app marked with the ``OVER_CAPACITY`` extension, for
+    ``CapacityGuard`` to answer. uvicorn reads ``self.app`` at each request, hence the property."""
 
     request_timeout: float = 10.0
+    max_connections: int | None = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.limit_concurrency = None  # the cap is checked in ``app`` below
+
+    @property
+    def app(self):
+        cap = self.max_connections
+        if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
+            return self._over_capacity
+        return self._app
+
+    @app.setter
+    def app(self, value) -> None:
+        self._app = value
+
+    async def _over_capacity(self, scope, receive, send) -> None:
+        scope["extensions"] = {**(scope.get("extensions") or {}), OVER_CAPACITY: self.max_connections}
+        await self._app(scope, receive, send)
 
     def connection_made(self, transport) -> None:
         self._deadline = None
@@ -151,7 +204,8 @@ def uvicorn_config(app, *, log_level: str = "warning", max_connections: int = 10
     """The ``uvicorn.Config`` of ``sst2 serve`` (``ServeConfig`` explains each setting)."""
     import uvicorn
 
-    protocol = type("TimedH11Protocol", (TimedH11Protocol,), {"request_timeout": request_timeout})
+    protocol = type("TimedH11Protocol", (TimedH11Protocol,), {"request_timeout": request_timeout,
+                                                                "max_connections": max_connections})
     return uvicorn.Config(app, http=protocol, log_level=log_level, access_log=False,
-                          limit_concurrency=max_connections, timeout_keep_alive=keep_alive_timeout,
+                          timeout_keep_alive=keep_alive_timeout,
                           h11_max_incomplete_event_size=MAX_HEADER_BYTES)
