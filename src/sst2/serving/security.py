@@ -15,10 +15,9 @@ Imported by ``sst2.serve`` only when it builds or runs an app (fastapi and uvico
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 from pathlib import Path
-
-import logging
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
