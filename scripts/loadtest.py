@@ -186,17 +186,18 @@ def cpu_seconds(pid: int | None) -> dict:
 
 
 def inprocess_throughput(args, texts: list[str], repeats: int = 5) -> dict:
-    """Median sentences/s of ``Classifier.load(model_dir, runtime).predict(texts)`` in this process, with the
-    classifier's defaults (the reference the server's throughput is compared to), and the CPU other
-    processes than this one took meanwhile (the idle server's included)."""
-    from sst2.inference import Classifier
+    """Median sentences/s of ``SentimentClassifier.from_pretrained(model_dir, runtime).predict_details(texts)``
+    (the call the server makes) in this process, with the classifier's defaults (the reference the server's
+    throughput is compared to), and the CPU other processes than this one took meanwhile (the idle server's
+    included)."""
+    from sst2 import SentimentClassifier
 
-    clf = Classifier.load(args.model_dir, runtime=args.runtime)
-    clf.predict(texts[:64])  # warm-up
+    clf = SentimentClassifier.from_pretrained(args.model_dir, runtime=args.runtime)
+    clf.predict_details(texts[:64])  # warm-up
     rates, cpu0, t0 = [], cpu_seconds(None), time.perf_counter()
     for _ in range(repeats):
         t1 = time.perf_counter()
-        clf.predict(texts)
+        clf.predict_details(texts)
         rates.append(len(texts) / (time.perf_counter() - t1))
     cpu, wall = cpu_seconds(None), time.perf_counter() - t0
     other = (cpu["machine"] - cpu0["machine"] - (cpu["own"] - cpu0["own"])) / wall
