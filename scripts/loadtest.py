@@ -5,7 +5,7 @@ With ``--wrk``, the C load generator ``wrk`` drives each ``--connections`` level
 seconds instead (the Python client would be the bottleneck at hundreds of connections), while
 ``hey`` probes ``GET /health`` at a fixed low rate; it also reports the server's RSS before and after
 each level and, in the same run, the in-process throughput of the classifier
-(``Classifier.load(model_dir, runtime).predict(dev texts)``) to compare against.
+(``SentimentClassifier.from_pretrained(model_dir, runtime).predict_details(dev texts)``) to compare against.
 
 Bounded by design: the target must be a loopback address, and the whole run has a deadline.
 Either starts a server itself (``--model-dir``, on a free 127.0.0.1 port, stopped afterwards) or
