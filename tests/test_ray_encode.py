@@ -51,16 +51,23 @@ def test_a_run_encoding_on_ray_writes_the_entries_the_single_process_path_writes
 
 def test_an_encoder_actor_that_keeps_dying_fails_the_encode_after_its_retries(local_ray, tiny_backbone_dir,
                                                                                tmp_path):
-    """Ray Data alone would restart the actor and retry its batch without limit, and the encode would never end."""
+    """Ray Data alone would restart the actor and retry its batch without limit, and the encode would never end.
+    Past the retries the run fails with one error and leaves nothing in the cache folder."""
+    import functools
     import time
 
+    from sst2.data.splits import split_from_lists
     from sst2.features.ray_encode import encode_splits_ray
 
     bb = Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
-    texts = {"train": [s for s, _ in make_sentences(400, 31)]}
+    rows = make_sentences(400, 31)
+    splits = {"train": split_from_lists("train", [s for s, _ in rows], [y for _, y in rows])}
+    encode = functools.partial(encode_splits_ray, actors=1, retries=1)
+    cache = tmp_path / "cache"
     t0 = time.monotonic()
     with ActorKiller("BatchEncoder") as killer, pytest.raises(UserError) as info:
-        encode_splits_ray(bb, texts, 32, {"train": tmp_path / "train.npy"}, batch_tokens=64, actors=1, retries=1)
+        prepare_features(bb, splits, 32, "none", cache_dir=cache, encode_all=encode)
     print(f"{len(killer.killed)} actor processes killed; the encode failed after {time.monotonic() - t0:.1f} s")
     assert len(killer.killed) >= 2 and time.monotonic() - t0 < 120
     assert str(info.value).startswith("encoding on Ray: Ray gave up after 1 retry: "), str(info.value)
+    assert not cache.exists() or not list(cache.iterdir())
