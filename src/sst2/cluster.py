@@ -111,7 +111,6 @@ def map_on_actors(ds, fn, *, retries: int = ACTOR_RETRIES, **kwargs):
         return ds.map_batches(fn, max_restarts=retries, max_task_retries=retries, **kwargs)
 
 
-def gave_up(retries: int | None, exc: BaseException) -> str:
+def gave_up(retries: int, exc: BaseException) -> str:
     """``Ray gave up after N retries: <the error on one line>``."""
-    after = "" if retries is None else f" after {retries} retr{'y' if retries == 1 else 'ies'}"
-    return f"Ray gave up{after}: {one_line(exc)}"
+    return f"Ray gave up after {retries} retr{'y' if retries == 1 else 'ies'}: {one_line(exc)}"

@@ -234,7 +234,7 @@ def _check_coverage(report: RayPredictReport, out: Path, fmt: str, failure: Exce
                      f"{id_ranges(missing)}; the first is {where(report.files, int(missing[0]))})")
     if len(twice):
         parts.append(f"{len(twice)} rows were written more than once (row_id {id_ranges(twice)})")
-    cause = "" if failure is None else f"; {gave_up(report.settings.get('retries'), failure)}"
+    cause = "" if failure is None else f"; {gave_up(report.settings['retries'], failure)}"
     finish_output(out, report.to_dict(), "failed")
     raise ScoringError(f"{out}: " + "; ".join(parts or ["the run did not finish"]) + cause +
                        f". The rows written are kept in {out}; run again with --overwrite to score everything")
