@@ -119,24 +119,20 @@ def distill_command(args) -> dict:
     return distill(cfg, command="sst2 " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["distill"] else None)
 
 
-_received: list[int] = []  # the signals turned into KeyboardInterrupt, latest last
-
-
 def _interrupt(signum, frame):
-    _received.append(signum)
     raise KeyboardInterrupt
 
 
 def _redeliver(previous, unraisable) -> None:
     """``sys.unraisablehook`` while a command runs. A signal's KeyboardInterrupt raised while the garbage
     collector runs a finalizer (a ``__del__`` or weakref callback, e.g. in a library being imported) is
-    dropped by Python, and the command would run on to its end. Send the signal again, from a thread a
-    moment later: raised here, in the hook, it would be dropped too. Other exceptions go to the previous hook."""
+    dropped by Python, and the command would run on to its end. Send SIGTERM (handled like Ctrl-C) from a
+    thread a moment later: raised here, in the hook, it would be dropped too. Others go to the previous hook."""
     if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
         import os
         import threading
 
-        again = threading.Timer(0.01, os.kill, (os.getpid(), _received[-1] if _received else signal.SIGINT))
+        again = threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGTERM))
         again.daemon = True
         again.start()
         return
@@ -157,8 +153,6 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (kill, a job scheduler, CI timeouts) unwinds like Ctrl-C, so a half-written run directory
     # is removed rather than left behind.
     signal.signal(signal.SIGTERM, _interrupt)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not when started with SIGINT ignored
-        signal.signal(signal.SIGINT, _interrupt)
     hook = sys.unraisablehook
     sys.unraisablehook = functools.partial(_redeliver, hook)
     try:
