@@ -324,3 +324,20 @@ def test_train_file_trains_on_another_file_and_is_recorded(tiny_backbone_dir, ti
         assert len(list(csv.DictReader(f))) == 3  # 24 examples / batch 8
     assert default_label(m) == "efficient (seed), trained on phrases/train.tsv"
     assert default_label({**m, "train_file": None}) == "efficient (seed)"
+
+
+def test_training_logged_to_a_file_reports_progress_in_whole_lines(tiny_backbone_dir, tiny_data_dir, tmp_path,
+                                                                    monkeypatch, capsys):
+    def run(name, **kw):
+        train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path, out=str(tmp_path / name), **kw))
+        return capsys.readouterr().err  # pytest's capture: stderr is not a terminal
+
+    quiet_default = run("default", quiet=False)  # a short run at the default interval: no progress lines
+    monkeypatch.setattr("sst2.system.LOG_INTERVAL", 0.0)
+    logged, silent = run("logged", quiet=False), run("silent", quiet=True)
+    steps = re.findall(r"^epoch (\d)/2: (\d+)% (\d)/6 \[.*, loss=\d\.\d{4}\]$", logged, re.M)
+    assert "\r" not in logged and "\x1b" not in logged
+    assert [s[::2] for s in steps] == [(e, str(n)) for e in "12" for n in range(1, 7)]
+    assert steps[-1][1] == "100"
+    assert not re.search(r"^epoch \d/2: \d+%", quiet_default, re.M) and "epoch 1" in quiet_default
+    assert silent == ""

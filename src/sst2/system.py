@@ -4,6 +4,7 @@ torch is imported only by the functions that need it, so the ONNX inference path
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import random
@@ -80,8 +81,47 @@ def environment() -> dict:
     }
 
 
+LOG_INTERVAL = 60.0  # seconds between the progress lines written when stderr is not a terminal
+LOG_FORMAT = "{desc}: {percentage:.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+
+
 def progress_enabled(quiet: bool) -> bool:
+    """Whether to draw progress bars: on a terminal, without --quiet."""
     return not quiet and sys.stderr.isatty()
+
+
+def progress_bar(total: int | None = None, desc: str | None = None, *, quiet: bool = False, shown: bool = True,
+                 interval: float | None = None, **kwargs):
+    """A tqdm progress bar on stderr. On a terminal it is the usual bar. Otherwise (a log file, a pipe, a
+    scheduler's output) it writes one plain line every ``interval`` seconds, and nothing for work that ends
+    sooner (``interval`` defaults to ``LOG_INTERVAL``), so a run of many minutes says how far it is and a
+    short one stays silent. ``quiet``, or ``shown``
+    false (a distributed run's other ranks), gives a bar that draws nothing."""
+    from tqdm.auto import tqdm
+
+    if quiet or not shown or sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, disable=quiet or not shown, **kwargs)
+    kwargs.pop("dynamic_ncols", None)
+    interval = LOG_INTERVAL if interval is None else interval
+    return _line_bar()(total=total, desc=desc, file=sys.stderr, delay=interval, mininterval=interval, miniters=1,
+                       **({"bar_format": LOG_FORMAT} if total else {}), **kwargs)
+
+
+@functools.cache
+def _line_bar():
+    from tqdm import tqdm
+
+    class LineBar(tqdm):
+        """Each refresh is a whole line; closing writes nothing (there is no bar on screen to clear)."""
+
+        def display(self, msg=None, pos=None):
+            if msg is not None:
+                return False
+            self.fp.write(self.__str__() + "\n")
+            self.fp.flush()
+            return True
+
+    return LineBar
 
 
 def pid_alive(pid: int) -> bool:

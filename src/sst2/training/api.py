@@ -24,7 +24,7 @@ from sst2.stats import format_pm, seed_stat
 from sst2.features.encode import prepare_features
 from sst2.features.sources import TokenBatches, token_lengths, window_length_for
 from sst2.modeling.heads import count_parameters
-from sst2.system import environment, peak_rss_mb, progress_enabled, seed_everything, set_threads
+from sst2.system import environment, peak_rss_mb, progress_bar, progress_enabled, seed_everything, set_threads
 from sst2.training import distributed, engine, recipes, rundir
 from sst2.calibration import calibration_report, fit_temperature
 from sst2.training.config import GROUPS, ConfigError, TrainConfig, resolve
@@ -52,9 +52,9 @@ class Context:
         return progress_enabled(self.cfg.run.quiet) and self.group.is_main
 
     def bar(self, total: int, desc: str):
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False, dynamic_ncols=True)
+        """A progress bar on a terminal; in a log, a line a minute (``sst2.system.progress_bar``)."""
+        return progress_bar(total, desc, quiet=self.cfg.run.quiet, shown=self.group.is_main, leave=False,
+                            dynamic_ncols=True)
 
     def features(self, backbone, splits: dict[str, Split]):
         run = self.cfg.run

@@ -120,8 +120,8 @@ def train_one_epoch(job: Job, labels: torch.Tensor, batches, optimizer, grad_cli
         correct += right
         seen += len(idx)  # count examples: the last batch may be short
         if progress is not None:
+            progress.set_postfix(loss=f"{batch_loss:.4f}", refresh=False)  # drawn by the update, when one is due
             progress.update(1)
-            progress.set_postfix(loss=f"{batch_loss:.4f}")
     return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}, rows
 
 
