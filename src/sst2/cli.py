@@ -179,6 +179,11 @@ def _run(args) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file or folder that cannot be read or written (no permission, a full disk, ...)
+        if exc.filename is None:
+            raise
+        print(f"sst2 {args._command}: error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return UserError.status
     except KeyboardInterrupt:
         print(f"sst2 {args._command}: interrupted", file=sys.stderr)
         return 130

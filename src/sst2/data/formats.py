@@ -109,7 +109,12 @@ def open_csv(path, source, fmt: str, bad: dict | None):
     """The column names, and a streaming pyarrow CSV reader that reads every column as a string (no type
     guessing: '007' stays '007'); ``source()`` opens the file."""
     read, parse = csv_options(fmt, None)
-    names = pacsv.open_csv(source(), read_options=read, parse_options=parse).schema.names
+    try:
+        names = pacsv.open_csv(source(), read_options=read, parse_options=parse).schema.names
+    except OSError as exc:
+        if exc.errno is None:  # pyarrow's own I/O errors
+            raise
+        raise DataError(f"{path}: {os.strerror(exc.errno)}") from None  # e.g. no permission to read it
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f"{path}:1: duplicate column name(s) in the header: {', '.join(map(quote, dupes))}")

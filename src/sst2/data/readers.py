@@ -25,6 +25,7 @@ import pyarrow.json as pajson
 from sst2.data.formats import (BREAKS, bad_row, check_utf8, detect_format, json_row, open_csv,
                                  open_parquet, parquet_error, raise_problems, row_spans, unread, where)
 from sst2.data.splits import DataError, quote
+from sst2.data.text import text_problem
 from sst2.errors import one_line
 
 TEXT_COLUMNS = ("sentence", "text", "review")
@@ -137,8 +138,8 @@ def _check_texts(values: list, column: str, lines: list[int], path, unit: str, p
             problems.append(f"{where(path, line, unit)}: no text in column '{column}'")
         elif not isinstance(t, str):
             problems.append(f"{where(path, line, unit)}: text in column '{column}' is not a string: {quote(repr(t))}")
-        elif not t.strip():
-            problems.append(f"{where(path, line, unit)}: empty text in column '{column}'")
+        elif problem := text_problem(t):  # empty, or a lone surrogate (a JSON escape such as \ud800)
+            problems.append(f"{where(path, line, unit)}: {problem} in column '{column}'")
         else:
             texts.append(t.strip())  # outer whitespace only, as read_split does (GLUE's trailing spaces)
     return texts

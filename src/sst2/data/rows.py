@@ -209,10 +209,11 @@ class RowWriter:
 
     The rows go to a temporary file beside ``path``, renamed to ``path`` by :meth:`close`; :meth:`abort` (or
     leaving a ``with`` block by an exception) removes it. An existing ``path`` is kept unless ``overwrite``.
-    The columns are those of the first rows (keys in order of appearance), or ``columns``."""
+    The columns are those of the first rows (keys in order of appearance), or ``columns``. For Parquet,
+    ``types`` gives the type of a column that the first rows leave empty (else it is a string column)."""
 
     def __init__(self, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False,
-                 columns: list[str] | None = None):
+                 columns: list[str] | None = None, types: dict | None = None):
         self.path = Path(path)
         self.format = detect_format(self.path, fmt)
         self.overwrite = overwrite
@@ -221,10 +222,13 @@ class RowWriter:
         self._check_target()
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.columns = list(columns) if columns is not None else None
+        self.types = types or {}
         self.rows = 0
         self._file = self._pq = self._schema = None
 
     def _check_target(self) -> None:
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: is a folder; name the output file")
         if self.path.exists() and not self.overwrite:
             raise DataError(f"{self.path}: output file already exists (pass --overwrite to replace it)")
 
@@ -247,7 +251,10 @@ class RowWriter:
 
     def _write_text(self, rows: list[dict]) -> None:
         if self._file is None:
-            self._file = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed by close())
+            try:
+                self._file = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed by close())
+            except OSError as exc:
+                raise DataError(f"{self.path}: cannot write the output ({exc.strerror})") from None
             if self.format == "csv":
                 self._csv = csv.writer(self._file, lineterminator="\n")
             if self.format in ("csv", "tsv") and self.columns:
@@ -273,7 +280,8 @@ class RowWriter:
         try:
             if self._schema is None:
                 table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows])
-                fields = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
+                fields = [f.with_type(self.types.get(f.name, pa.string())) if pa.types.is_null(f.type) else f
+                          for f in table.schema]
                 self._schema = pa.schema(fields)
                 self._pq = pq.ParquetWriter(self.tmp, self._schema)
             table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows], schema=self._schema)
@@ -297,7 +305,11 @@ class RowWriter:
         except DataError:
             self.tmp.unlink(missing_ok=True)
             raise
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.tmp.unlink(missing_ok=True)
+            raise DataError(f"{self.path}: cannot write the output ({exc.strerror})") from None
         return self.path
 
     def abort(self) -> None:
