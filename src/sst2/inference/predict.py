@@ -76,49 +76,96 @@ def _prediction_columns(p, names: list[str]) -> dict:
             "windows": p.windows}
 
 
-def predict_table(cfg: PredictConfig, clf) -> int:
-    """An input table (every column kept) to an output table in its format, or JSON lines on stdout;
-    streamed in chunks, with a progress bar over rows."""
+def keep_input_columns(columns, added) -> dict[str, str]:
+    """Input columns named like a column the prediction adds (``label``, ``prob_*``, ...), each with the name
+    it is written under instead, ``input_<name>``, so a labelled file keeps its labels beside the predictions."""
+    taken, renamed = set(columns) | set(added), {}
+    for c in columns:
+        if c in added:
+            new = f"input_{c}"
+            while new in taken:
+                new = f"input_{new}"
+            taken.add(new)
+            renamed[c] = new
+    return renamed
+
+
+def _output_format(output: str, fmt: str) -> str:
+    """The output's format from its extension; an extension sst2 does not know: the input's format."""
+    from sst2.data.formats import EXTENSIONS
+    from sst2.data.rows import LINES
+
+    suffix = Path(output).suffix.lower()
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    if fmt == LINES:
+        raise InputError(f"{output}: cannot tell the output format from the extension {suffix or '(none)'!r}; "
+                         f"name a {', '.join(sorted(set(EXTENSIONS) - {'.json', '.ndjson', '.pq'}))} file")
+    return fmt
+
+
+def predict_table(cfg: PredictConfig, clf, fmt: str | None = None) -> int:
+    """An input table (every column kept; a text file: its ``text``) to an output table in the output's
+    format, or JSON lines on stdout; streamed in chunks, with a progress bar over rows."""
     from tqdm.auto import tqdm
 
-    from sst2.data.formats import detect_format
+    from sst2.data.formats import detect_format, where
     from sst2.data.readers import pick_columns
-    from sst2.data.rows import RowWriter, iter_rows
+    from sst2.data.rows import RowWriter, iter_numbered
     from sst2.system import progress_enabled
 
     path = Path(cfg.input)
     if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    fmt = detect_format(path, cfg.format)
-    writer = RowWriter(cfg.output, fmt, overwrite=cfg.overwrite) if cfg.output else None
-    written, column = 0, None
+        raise InputError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'file not found'}")
+    fmt = fmt or detect_format(path, cfg.format)
+    unit = "row" if fmt == "parquet" else "line"
+    writer = RowWriter(cfg.output, _output_format(cfg.output, fmt), overwrite=cfg.overwrite,
+                       types=_parquet_types(path, fmt)) if cfg.output else None
+    written, column, renamed = 0, None, {}
     try:
         with tqdm(disable=not progress_enabled(cfg.quiet), unit="row", desc="predict", leave=False,
                   dynamic_ncols=True) as bar:
-            for rows in iter_rows(path, fmt, cfg.chunk):
+            for rows in iter_numbered(path, fmt, cfg.chunk):
                 if column is None:
-                    column, _ = pick_columns(list(rows[0]), path, cfg.text_column, require_labels=False)
-                texts = [_row_text(r, column, path, written + i) for i, r in enumerate(rows)]
-                out = [{**r, **_prediction_columns(p, clf.labels)} for r, p in zip(rows, clf.predict_details(texts))]
-                _emit(out, writer, f"{path}: row {written + 1}")
+                    column, _ = pick_columns(list(rows[0].row), path, cfg.text_column, require_labels=False)
+                texts = [_row_text(r.row, column, where(path, r.line, unit)) for r in rows]
+                out = []
+                for r, p in zip(rows, clf.predict_details(texts)):
+                    added = _prediction_columns(p, clf.labels)
+                    renamed.update(keep_input_columns([c for c in r.row if c not in renamed], added))
+                    out.append({**{renamed.get(k, k): v for k, v in r.row.items()}, **added})
+                _emit(out, writer, where(path, rows[0].line, unit))
                 written += len(rows)
                 bar.update(len(rows))
+        if not written:
+            raise InputError(f"{path}: no rows to classify")
     except BaseException:
         if writer is not None:
-            writer.abort()  # no half-written output file
+            writer.abort()  # no half-written output file, and an existing one left as it was
         raise
     if writer is not None:
         writer.close()
-    if not written:
-        raise InputError(f"{path}: no rows to classify")
     return written
 
 
-def _row_text(row: dict, column: str, path: Path, i: int) -> str:
+def _parquet_types(path: Path, fmt: str) -> dict | None:
+    """A Parquet input's column types, so a column empty in the first chunk keeps its type in the output."""
+    if fmt != "parquet":
+        return None
+    from sst2.data.formats import open_parquet
+
+    return {f.name: f.type for f in open_parquet(path).schema_arrow}
+
+
+def _row_text(row: dict, column: str, at: str) -> str:
+    from sst2.data.splits import quote
+
     text = row.get(column)
-    problem = "no text" if not isinstance(text, str) else text_problem(text)
+    if text is not None and not isinstance(text, str):
+        raise InputError(f"{at}: text in column {column!r} is not a string: {quote(repr(text))}")
+    problem = "no text" if text is None else text_problem(text)
     if problem:
-        raise InputError(f"{path}: row {i + 1}: {problem} in column {column!r}")
+        raise InputError(f"{at}: {problem} in column {column!r}")
     return text
 
 
@@ -158,6 +205,10 @@ def predict(cfg: PredictConfig) -> int:
         return len(texts)
     if cfg.input not in (None, "-") and Path(cfg.input).suffix.lower() in TABLE_EXTENSIONS or cfg.format:
         return predict_table(cfg, clf)
+    if cfg.output:  # a text file, written as a table: its texts and the prediction columns
+        from sst2.data.rows import LINES
+
+        return predict_table(cfg, clf, LINES)
     stream, name, size = _open(cfg)
     written = 0
     try:

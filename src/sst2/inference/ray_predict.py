@@ -85,7 +85,7 @@ class Scorer:
                       "truncated": pa.bool_(), "windows": pa.int64()}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from sst2.inference.predict import _prediction_columns
+        from sst2.inference.predict import _prediction_columns, keep_input_columns
 
         n = batch.num_rows
         errors = batch.column(ERROR).to_pylist()
@@ -106,7 +106,9 @@ class Scorer:
                 continue
             for k, v in values.items():
                 columns[k][i] = v
-        out = batch.drop_columns([c for c in (*self.types, ERROR) if c in batch.column_names])
+        out = batch.drop_columns([ERROR])
+        renamed = keep_input_columns(out.column_names, self.types)  # e.g. a labelled file's label: input_label
+        out = out.rename_columns([renamed.get(c, c) for c in out.column_names])
         for name, values in columns.items():
             out = out.append_column(name, pa.array(values, self.types[name]))
         return out.append_column(ERROR, pa.array(errors, pa.string()))
