@@ -123,8 +123,11 @@ def test_what_the_tokenizer_or_json_cannot_take_gets_an_exact_4xx(server, body, 
 
 
 def test_the_real_tokenizer_rejects_a_lone_surrogate(clf):
-    """Why the check exists: the fast tokenizer fails the whole batch a lone surrogate is in."""
+    """Why the checks exist: the fast tokenizer fails the whole batch a lone surrogate is in, so the
+    classifier refuses the text first, naming it."""
     with pytest.raises(TypeError):
+        clf.tokenize(["good", "bad \ud800 text"])
+    with pytest.raises(ValueError, match=r"texts\[1\]: not valid Unicode text \(a lone surrogate at character 5\)"):
         clf.predict_details(["good", "bad \ud800 text"])
 
 

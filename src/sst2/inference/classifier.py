@@ -20,7 +20,7 @@ import numpy as np
 
 from sst2.calibration import probabilities
 from sst2.data.batching import pad_batch, score
-from sst2.data.text import normalize_texts
+from sst2.data.text import normalize_texts, text_problem
 from sst2.errors import UserError
 from sst2.inference.runtimes import (RUNTIMES, OnnxRunner, RuntimeUnavailableError, TorchRunner, onnx_path,
                                      physical_cores)
@@ -195,6 +195,7 @@ class SentimentClassifier:
                      split=True, progress=progress, workers=self.workers).astype(np.float32, copy=False)
 
     def predict_logits(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        texts = checked_texts(texts)
         if not texts:
             return np.empty(0, dtype=np.float32)
         ids, _ = self.tokenize(texts)
@@ -214,6 +215,7 @@ class SentimentClassifier:
     def score(self, texts: list[str], batch_size: int | None = None, progress=None):
         """``(probabilities (N, k), truncated, windows)``: calibrated class probabilities, whether a text
         was cut, and how many windows it took (``long_texts``)."""
+        texts = checked_texts(texts)
         if self.long_texts == "truncate":
             ids, truncated = self.tokenize(texts)
             probs = probabilities(self.logits_from_ids(ids, batch_size, progress), self.temperature)
@@ -273,6 +275,18 @@ class Classifier(SentimentClassifier):
         if isinstance(texts, str):
             raise TypeError("predict expects a list of texts, not a single string")
         return self.predict_details(texts, batch_size, progress)
+
+
+def checked_texts(texts) -> list[str]:
+    """``texts`` as a list; a text that is not a string is a TypeError and one that cannot be classified (empty,
+    not valid Unicode) a ValueError, each naming its index: no made-up prediction for it."""
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+        if problem := text_problem(t):
+            raise ValueError(f"texts[{i}]: {problem}")
+    return texts
 
 
 def accuracy(clf: SentimentClassifier, texts: list[str], labels: list[int], batch_size: int | None = None) -> float:
