@@ -150,6 +150,8 @@ def test_max_connections_caps_open_connections_with_a_logged_and_counted_503(cap
         time.sleep(0.2)
         assert httpx.post(url.format(port), json={"texts": ["good"]}).status_code == 200
         counted = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    with running_server(app, max_connections=1) as port:  # a cap of N serves N connections
+        assert httpx.post(url.format(port), json={"texts": ["good"]}).status_code == 200
     assert 'sst2_requests_total{path="other",status="503"} 1.0' in counted
     assert 'sst2_errors_total{kind="server"} 1.0' in counted
     lines = [(r.name, r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith("sst2.serve")]
@@ -184,6 +186,13 @@ def test_api_key_accepted_in_either_header_and_health_stays_open(keyed, headers)
     assert keyed.post("/predict", json={"texts": ["good"]}, headers=headers).status_code == 200
     assert keyed.get("/metrics", headers=headers).status_code == 200
     assert keyed.get("/health").status_code == 200
+
+
+def test_with_a_key_no_other_page_is_open(keyed):
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        assert keyed.get(path).status_code == 404, path
+    with client_for(create_app(EchoClassifier(), LIMITS)) as open_client:  # without a key the docs are served
+        assert open_client.get("/openapi.json").status_code == 200
 
 
 def test_load_api_key_from_file_or_environment_never_echoing_it(tmp_path):

@@ -149,7 +149,8 @@ class TimedH11Protocol(H11Protocol):
     @property
     def app(self):
         cap = self.max_connections
-        if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):
+        # this connection is among ``connections`` already; this request's task is not yet in ``tasks``
+        if cap is not None and (len(self.connections) > cap or len(self.tasks) >= cap):
             return self._over_capacity
         return self._app
 
