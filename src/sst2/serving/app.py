@@ -109,7 +109,8 @@ def create_app(classifier, limits: Limits | None = None, *, api_key: str | None 
                cors_origins: list[str] | tuple[str, ...] = ()):
     """The FastAPI application serving ``classifier`` (any object with ``predict_details(texts)``).
 
-    ``api_key``: required by ``/predict`` and ``/metrics`` when set (``/health`` stays open).
+    ``api_key``: required by ``/predict`` and ``/metrics`` when set (``/health`` stays open, and the
+    interactive docs and OpenAPI schema are not served).
     ``cors_origins``: browser origins allowed to call the API (none by default).
     """
     from fastapi import Depends, FastAPI, Request
@@ -131,7 +132,9 @@ def create_app(classifier, limits: Limits | None = None, *, api_key: str | None 
         yield
         await app.state.batcher.stop()
 
-    app = FastAPI(title="sst2 sentiment", lifespan=lifespan)
+    # with a key, no unguarded pages besides /health: FastAPI's /docs, /redoc and /openapi.json are off
+    pages = {"docs_url": None, "redoc_url": None, "openapi_url": None} if api_key else {}
+    app = FastAPI(title="sst2 sentiment", lifespan=lifespan, **pages)
     app.state.metrics = metrics
     app.add_middleware(CapacityGuard)  # the 503s over --max-connections: inside CORS and the access log
     if cors_origins:
