@@ -128,6 +128,39 @@ def test_a_body_that_stops_arriving_is_cut_at_the_request_timeout(server):
         assert _closed_after(sock) < 3.0
 
 
+def test_a_pipelined_request_whose_body_stops_arriving_is_cut_at_the_request_timeout(server):
+    with connect(server) as sock:
+        body = b'{"texts": ["good"]}'
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body) +
+                     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"te")
+        assert read_response(sock)[0] == 200
+        assert _closed_after(sock) < 3.0
+
+
+def test_a_client_that_never_reads_its_responses_is_cut_off(server):
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(2.0)
+        sock.connect((server.base_url.host, server.base_url.port))
+        request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+        sent = 0
+        try:
+            while sent < 3000:  # responses of a few KB each: more than the buffers on both sides hold
+                sock.sendall(request)
+                sent += 1
+        except (TimeoutError, ConnectionResetError, BrokenPipeError):
+            pass  # the server stopped reading, or has already cut the connection
+        time.sleep(4.0)  # request_timeout=1.0: the stalled connection is aborted by now
+        try:
+            while sock.recv(65536):  # what was delivered before the abort, then the end
+                pass
+        except ConnectionResetError:
+            pass
+    assert sent > 100
+
+
 def test_kept_alive_connections_serve_requests_after_idling_past_the_request_timeout(server):
     assert server.post("/predict", json={"texts": ["good"]}).status_code == 200
     time.sleep(1.5)  # over request_timeout, under keep_alive_timeout: the connection is still open

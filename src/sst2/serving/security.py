@@ -132,7 +132,9 @@ class TimedH11Protocol(H11Protocol):
     headers and body. uvicorn has no such setting: its keep-alive timer starts only after a response,
     so a connection that never sends its request, or trickles it, would stay open for ever. The
     deadline starts when the connection opens and again at the first byte of each later request (idle
-    time between requests is the keep-alive timeout's); when it passes, the connection is closed.
+    time between requests is the keep-alive timeout's); when it passes, the connection is closed. A
+    connection whose responses the client does not read (writing paused for ``request_timeout``) is
+    closed as well: else it would hold its place under the cap for ever.
 
     It also applies the cap of ``max_connections`` in place of uvicorn's ``limit_concurrency`` (the same
     test, at each request): uvicorn would answer such a request itself, out of the app's sight, so
@@ -163,7 +165,7 @@ class TimedH11Protocol(H11Protocol):
         await self._app(scope, receive, send)
 
     def connection_made(self, transport) -> None:
-        self._deadline = None
+        self._deadline = self._stalled = None
         super().connection_made(transport)
         self._arm()
 
@@ -176,11 +178,21 @@ class TimedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
-            self._arm()  # part of a pipelined request is already buffered
+        state = self.conn.their_state  # uvicorn may have parsed a pipelined request's headers already
+        if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
+            self._arm()  # part of a pipelined request is in: the rest gets the same deadline
+
+    def pause_writing(self) -> None:  # the client's receive buffer is full: it is not reading its responses
+        super().pause_writing()
+        self._stalled = self.loop.call_later(self.request_timeout, self._unread)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._cancel_stalled()
 
     def connection_lost(self, exc) -> None:
         self._disarm()
+        self._cancel_stalled()
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -197,6 +209,16 @@ class TimedH11Protocol(H11Protocol):
         if not self.transport.is_closing():
             self.logger.info("closing a connection whose request took over %s s to arrive", self.request_timeout)
             self.transport.close()
+
+    def _cancel_stalled(self) -> None:
+        if self._stalled is not None:
+            self._stalled.cancel()
+            self._stalled = None
+
+    def _unread(self) -> None:
+        self._stalled = None
+        self.logger.info("closing a connection that has not read its responses for %s s", self.request_timeout)
+        self.transport.abort()  # close() would wait for the unread bytes to go out
 
 
 def uvicorn_config(app, *, log_level: str = "warning", max_connections: int = 1000, keep_alive_timeout: float = 30,
