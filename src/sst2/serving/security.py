@@ -188,11 +188,11 @@ class TimedH11Protocol(H11Protocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        self._cancel_stalled()
+        self._stalled = _cancelled(self._stalled)
 
     def connection_lost(self, exc) -> None:
         self._disarm()
-        self._cancel_stalled()
+        self._stalled = _cancelled(self._stalled)
         super().connection_lost(exc)
 
     def _arm(self) -> None:
@@ -200,9 +200,7 @@ class TimedH11Protocol(H11Protocol):
         self._deadline = self.loop.call_later(self.request_timeout, self._expired)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline = _cancelled(self._deadline)
 
     def _expired(self) -> None:
         self._deadline = None
@@ -210,15 +208,16 @@ class TimedH11Protocol(H11Protocol):
             self.logger.info("closing a connection whose request took over %s s to arrive", self.request_timeout)
             self.transport.close()
 
-    def _cancel_stalled(self) -> None:
-        if self._stalled is not None:
-            self._stalled.cancel()
-            self._stalled = None
-
     def _unread(self) -> None:
         self._stalled = None
         self.logger.info("closing a connection that has not read its responses for %s s", self.request_timeout)
         self.transport.abort()  # close() would wait for the unread bytes to go out
+
+
+def _cancelled(timer) -> None:
+    """Cancel an ``asyncio`` timer handle (or nothing); None, to store in its place."""
+    if timer is not None:
+        timer.cancel()
 
 
 def uvicorn_config(app, *, log_level: str = "warning", max_connections: int = 1000, keep_alive_timeout: float = 30,
