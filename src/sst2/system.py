@@ -93,10 +93,9 @@ def progress_enabled(quiet: bool) -> bool:
 def progress_bar(total: int | None = None, desc: str | None = None, *, quiet: bool = False, shown: bool = True,
                  interval: float | None = None, **kwargs):
     """A tqdm progress bar on stderr. On a terminal it is the usual bar. Otherwise (a log file, a pipe, a
-    scheduler's output) it writes one plain line every ``interval`` seconds, and nothing for work that ends
-    sooner (``interval`` defaults to ``LOG_INTERVAL``), so a run of many minutes says how far it is and a
-    short one stays silent. ``quiet``, or ``shown``
-    false (a distributed run's other ranks), gives a bar that draws nothing."""
+    scheduler's output) it writes one plain line every ``interval`` seconds (default ``LOG_INTERVAL``) and
+    nothing for work that ends sooner, so a long run says how far it is and a short one stays silent.
+    ``quiet``, or ``shown`` false (a distributed run's other ranks), gives a bar that draws nothing."""
     from tqdm.auto import tqdm
 
     if quiet or not shown or sys.stderr.isatty():

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from sst2.config import PredictConfig, window_options
+from sst2.data.splits import quote
 from sst2.data.text import text_problem
 from sst2.errors import UserError
 
@@ -100,7 +101,7 @@ def _output_format(output: str, fmt: str) -> str:
         return EXTENSIONS[suffix]
     if fmt == LINES:
         raise InputError(f"{output}: cannot tell the output format from the extension {suffix or '(none)'!r}; "
-                         f"name a {', '.join(sorted(set(EXTENSIONS) - {'.json', '.ndjson', '.pq'}))} file")
+                         "name a .tsv, .csv, .jsonl or .parquet file")
     return fmt
 
 
@@ -121,7 +122,7 @@ def predict_table(cfg: PredictConfig, clf, fmt: str | None = None) -> int:
     unit = "row" if fmt == "parquet" else "line"
     writer = RowWriter(cfg.output, _output_format(cfg.output, fmt), overwrite=cfg.overwrite,
                        types=_parquet_types(path, fmt)) if cfg.output else None
-    written, column, renamed = 0, None, {}
+    written, column, seen = 0, None, {}
     try:
         with tqdm(disable=not progress_enabled(cfg.quiet), unit="row", desc="predict", leave=False,
                   dynamic_ncols=True) as bar:
@@ -129,11 +130,10 @@ def predict_table(cfg: PredictConfig, clf, fmt: str | None = None) -> int:
                 if column is None:
                     column, _ = pick_columns(list(rows[0].row), path, cfg.text_column, require_labels=False)
                 texts = [_row_text(r.row, column, where(path, r.line, unit)) for r in rows]
-                out = []
-                for r, p in zip(rows, clf.predict_details(texts)):
-                    added = _prediction_columns(p, clf.labels)
-                    renamed.update(keep_input_columns([c for c in r.row if c not in renamed], added))
-                    out.append({**{renamed.get(k, k): v for k, v in r.row.items()}, **added})
+                preds = [_prediction_columns(p, clf.labels) for p in clf.predict_details(texts)]
+                seen.update((k, None) for r in rows for k in r.row)  # JSON lines may add columns as they go
+                renamed = keep_input_columns(list(seen), preds[0])
+                out = [{**{renamed.get(k, k): v for k, v in r.row.items()}, **added} for r, added in zip(rows, preds)]
                 _emit(out, writer, where(path, rows[0].line, unit))
                 written += len(rows)
                 bar.update(len(rows))
@@ -158,8 +158,6 @@ def _parquet_types(path: Path, fmt: str) -> dict | None:
 
 
 def _row_text(row: dict, column: str, at: str) -> str:
-    from sst2.data.splits import quote
-
     text = row.get(column)
     if text is not None and not isinstance(text, str):
         raise InputError(f"{at}: text in column {column!r} is not a string: {quote(repr(text))}")
