@@ -84,6 +84,9 @@ def test_fit_rejects_bad_labels_with_their_index(tiny_backbone_dir):
     with pytest.raises(DataError, match=r"^train text 2: empty text\n"
                                         r"train label 1: expected 0, 1, 'negative' or 'positive', got 'meh'$"):
         fit(["good", "bad", " "], [1, "meh", 0], backbone=str(tiny_backbone_dir))
+    with pytest.raises(DataError, match=r"^train text 0: not valid Unicode text \(a lone surrogate at character 4\)\n"
+                                        r"train text 1: empty text \(only invisible characters such as U\+FEFF\)$"):
+        fit(["bad\ud800", "\ufeff"], [0, 1], backbone=str(tiny_backbone_dir))
     with pytest.raises(Exception, match=r"^unknown option 'epoch' \(known: "):
         fit(["good"], [1], epoch=3)
 

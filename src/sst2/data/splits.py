@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sst2.data.text import text_problem
 from sst2.errors import UserError
 
 SPLITS = ("train", "dev", "test")
@@ -152,8 +153,8 @@ def split_from_lists(name: str, texts, labels=None) -> Split:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             problems.append(f"{name} text {i}: expected a string, got {type(t).__name__}")
-        elif not t.strip():
-            problems.append(f"{name} text {i}: empty text")
+        elif problem := text_problem(t):
+            problems.append(f"{name} text {i}: {problem}")
     ints = None
     if labels is not None:
         labels = list(labels)

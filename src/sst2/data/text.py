@@ -16,6 +16,7 @@ normalization"). Spacing around punctuation is left alone: the tokenizer splits 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Callable
 
 _REPLACE = (
@@ -54,10 +55,23 @@ def normalize_texts(texts: list[str], how: str) -> list[str]:
     return [fn(t) for t in texts]
 
 
+_INVISIBLE = frozenset(("Cc", "Cf", "Co"))  # control, format (U+200B, U+FEFF, ...), private use
+
+
+def blank(text: str) -> bool:
+    """True when ``text`` has nothing a tokenizer keeps: only whitespace, control, format or private-use
+    characters, or U+FFFD (what an undecodable byte became). BERT's tokenizer drops all of these, so such
+    a text would be classified from ``[CLS] [SEP]`` alone."""
+    return not any(not c.isspace() and c != "\ufffd" and unicodedata.category(c) not in _INVISIBLE for c in text)
+
+
 def text_problem(text: str) -> str | None:
     """Why ``text`` cannot be classified (empty, or a lone surrogate that is not valid Unicode text), or None."""
-    if not text.strip():
-        return "empty text"
+    if blank(text):
+        if not text.strip():
+            return "empty text"
+        first = next(c for c in text if not c.isspace())
+        return f"empty text (only invisible characters such as U+{ord(first):04X})"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

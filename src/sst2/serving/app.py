@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sst2.config import ServeConfig, window_options
+from sst2.data.text import blank
 from sst2.errors import UserError
 from sst2.serving.batcher import MicroBatcher
 
@@ -95,8 +96,8 @@ def parse_request(body: bytes, limits: Limits) -> list[str]:
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise RequestError(422, f"texts[{i}] must be a string, got {type(t).__name__}")
-        if not t.strip():
-            raise RequestError(422, f"texts[{i}] is empty")
+        if blank(t):
+            raise RequestError(422, f"texts[{i}] is empty" + (" (only invisible characters)" if t.strip() else ""))
         if len(t) > limits.max_chars:
             raise RequestError(413, f"texts[{i}] is too long: {len(t)} characters (limit {limits.max_chars})")
         if (at := _lone_surrogate(t)) is not None:
