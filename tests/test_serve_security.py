@@ -161,6 +161,23 @@ def test_a_client_that_never_reads_its_responses_is_cut_off(server):
     assert sent > 100
 
 
+def _get_with_head_of(size: int) -> bytes:
+    start, end = b"GET /health?x=1 HTTP/1.1\r\nHost: t\r\nX-Pad: ", b"\r\n\r\n"
+    return start + b"p" * (size - len(start) - len(end)) + end
+
+
+@pytest.mark.parametrize("size,status", [(16 * 1024, 200), (16 * 1024 + 1, 431), (60_000, 431)])
+def test_a_request_head_over_16_kb_is_refused_even_when_it_arrives_in_one_read(server, size, status):
+    with connect(server) as sock:
+        sock.sendall(_get_with_head_of(size))
+        got, headers, body = read_response(sock)
+    assert got == status
+    if status == 431:  # under 64 KB the head arrives in one read, which uvicorn's own limit does not see
+        assert body == b'{"detail":"request headers too large: %d bytes (limit 16384)"}' % size
+        assert headers["connection"] == "close"
+    assert server.get("/health").status_code == 200
+
+
 def test_kept_alive_connections_serve_requests_after_idling_past_the_request_timeout(server):
     assert server.post("/predict", json={"texts": ["good"]}).status_code == 200
     time.sleep(1.5)  # over request_timeout, under keep_alive_timeout: the connection is still open
@@ -226,6 +243,18 @@ def test_with_a_key_no_other_page_is_open(keyed):
         assert keyed.get(path).status_code == 404, path
     with client_for(create_app(EchoClassifier(), LIMITS)) as open_client:  # without a key the docs are served
         assert open_client.get("/openapi.json").status_code == 200
+
+
+def test_a_trailing_slash_is_not_redirected_to_a_host_the_client_named(keyed):
+    r = keyed.post("/predict/", json={"texts": ["x"]}, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers
+    r = keyed.get("/health/", headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404 and "location" not in r.headers
+
+
+def test_head_on_health_answers_like_get_without_a_body(keyed):
+    r = keyed.head("/health")
+    assert (r.status_code, r.content, r.headers["content-type"]) == (200, b"", "application/json")
 
 
 def test_load_api_key_from_file_or_environment_never_echoing_it(tmp_path):

@@ -120,7 +120,7 @@ def create_app(classifier, limits: Limits | None = None, *, api_key: str | None 
     from starlette.requests import ClientDisconnect
 
     from sst2.serving.metrics import AccessMiddleware, Metrics
-    from sst2.serving.security import CapacityGuard, api_key_dependency, check_content_type, read_body
+    from sst2.serving.security import RequestGuard, api_key_dependency, check_content_type, read_body
 
     limits = limits or Limits()
     metrics = Metrics()
@@ -135,16 +135,17 @@ def create_app(classifier, limits: Limits | None = None, *, api_key: str | None 
 
     # with a key, no unguarded pages besides /health: FastAPI's /docs, /redoc and /openapi.json are off
     pages = {"docs_url": None, "redoc_url": None, "openapi_url": None} if api_key else {}
-    app = FastAPI(title="sst2 sentiment", lifespan=lifespan, **pages)
+    # redirect_slashes off: Starlette's 307 for "/predict/" echoes the client's Host header into Location
+    app = FastAPI(title="sst2 sentiment", lifespan=lifespan, redirect_slashes=False, **pages)
     app.state.metrics = metrics
-    app.add_middleware(CapacityGuard)  # the 503s over --max-connections: inside CORS and the access log
+    app.add_middleware(RequestGuard)  # the 503s over --max-connections: inside CORS and the access log
     if cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
                            expose_headers=["X-Request-ID"], max_age=600)
     app.add_middleware(AccessMiddleware, metrics=metrics)  # added last = outermost: sees every request
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what load balancers and curl -I send
     async def health():
         b = app.state.batcher
         return {"status": "ok", "runtime": getattr(classifier, "runtime", None),

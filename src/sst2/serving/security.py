@@ -7,7 +7,8 @@
   constant time; ``/health`` stays open so that a load balancer can probe it without the key.
 * ``uvicorn_config``: uvicorn with a keep-alive timeout and, through ``TimedH11Protocol``, a deadline on
   receiving each request, which uvicorn itself does not have, and a cap on connections whose 503s
-  ``CapacityGuard`` answers inside the app, so that they are logged and counted like every response.
+  ``RequestGuard`` answers inside the app, so that they are logged and counted like every response;
+  it also answers 431 to a request head over ``MAX_HEADER_BYTES``.
 
 Imported by ``sst2.serve`` only when it builds or runs an app (fastapi and uvicorn are optional).
 """
@@ -27,7 +28,7 @@ from sst2.serving.app import RequestError, ServeError
 log = logging.getLogger("sst2.serve")
 API_KEY_ENV = "SST2_API_KEY"
 OVER_CAPACITY = "sst2.over_capacity"  # the scope extension marking a request that arrived over the cap
-MAX_HEADER_BYTES = 16 * 1024  # request line plus headers; larger ones get uvicorn's 400
+MAX_HEADER_BYTES = 16 * 1024  # request line plus headers: 431 (RequestGuard), or uvicorn's 400 if not read at once
 
 
 def check_content_type(value: str | None) -> None:
@@ -104,27 +105,45 @@ def api_key_dependency(key: str):
     return require_api_key
 
 
-class CapacityGuard:
-    """ASGI middleware answering 503 to a request that ``TimedH11Protocol`` marked as arriving while the
-    server was at ``--max-connections``, with a JSON ``detail`` like every other error, ``Retry-After``
-    and a warning in the log. ``create_app`` puts it inside the access middleware, so these 503s get a
-    request id, an access log line and a count in ``/metrics`` (uvicorn's own 503 had none of them)."""
+class RequestGuard:
+    """ASGI middleware answering, with a JSON ``detail`` like every other error:
+
+    * 503 to a request that ``TimedH11Protocol`` marked as arriving while the server was at
+      ``--max-connections``, with ``Retry-After`` and a warning in the log;
+    * 431 to a request line plus headers over ``MAX_HEADER_BYTES``. uvicorn's limit
+      (``h11_max_incomplete_event_size``) applies only to a head still incomplete after a read, so a
+      head of up to 64 KB arriving in one read passed it.
+
+    ``create_app`` puts it inside the access middleware, so these answers get a request id, an access
+    log line and a count in ``/metrics`` (uvicorn's own 503 had none of them)."""
 
     def __init__(self, app) -> None:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
         cap = (scope.get("extensions") or {}).get(OVER_CAPACITY)
-        if cap is None:
+        size = head_bytes(scope) if scope["type"] == "http" else 0
+        if cap is None and size <= MAX_HEADER_BYTES:
             await self.app(scope, receive, send)
             return
         from starlette.responses import JSONResponse
 
+        if cap is None:
+            detail = f"request headers too large: {size} bytes (limit {MAX_HEADER_BYTES})"
+            await JSONResponse({"detail": detail}, 431, headers={"Connection": "close"})(scope, receive, send)
+            return
         log.warning("503 for %s %s: the server is at its cap of %d connections (--max-connections)",
                     scope["method"], ascii(scope["path"][:200]), cap)
         detail = f"the server is at its cap of {cap} open connections (--max-connections); retry later"
         await JSONResponse({"detail": detail}, 503, headers={"Retry-After": "1", "Connection": "close"})(
             scope, receive, send)
+
+
+def head_bytes(scope) -> int:
+    """The size of an HTTP request's line and headers as sent, from its ASGI scope."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + (len(q) + 1 if (q := scope["query_string"]) else 0)
+    line = len(scope["method"]) + 1 + target + len(" HTTP/1.1\r\n")
+    return line + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + 2
 
 
 class TimedH11Protocol(H11Protocol):
@@ -139,7 +158,7 @@ class TimedH11Protocol(H11Protocol):
     It also applies the cap of ``max_connections`` in place of uvicorn's ``limit_concurrency`` (the same
     test, at each request): uvicorn would answer such a request itself, out of the app's sight, so
     instead the request goes to the app marked with the ``OVER_CAPACITY`` extension, for
-    ``CapacityGuard`` to answer. uvicorn reads ``self.app`` at each request, hence the property."""
+    ``RequestGuard`` to answer. uvicorn reads ``self.app`` at each request, hence the property."""
 
     request_timeout: float = 10.0
     max_connections: int | None = None
