@@ -113,6 +113,12 @@ def test_invalid_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, b
     (b'{"texts": ["good", "bad \\ud800 text"]}', 422,
      "texts[1] is not valid Unicode: a lone surrogate U+D800 at character 4"),
     (b'{"texts": ["x\\udc80"]}', 422, "texts[0] is not valid Unicode: a lone surrogate U+DC80 at character 1"),
+    # what Python's json accepts beyond the JSON standard
+    (b'{"texts": ["good"], "x": NaN}', 400, "request body is not valid JSON: NaN is not a JSON number"),
+    (b'{"texts": ["good"], "x": -Infinity}', 400, "request body is not valid JSON: -Infinity is not a JSON number"),
+    (b'{"texts": ["good"], "x": 1e999}', 400, "request body is not valid JSON: the number 1e999 is beyond a float"),
+    (b'{"texts": ["good"], "texts": ["bad"]}', 400,
+     "request body is not valid JSON: the key 'texts' appears twice in one object"),
     # Python's json raises ValueError on an int over 4300 digits, RecursionError on deep nesting
     (b'{"texts": [' + b"7" * 5000 + b"]}", 400, "request body has a number too long to parse (over 4300 digits)"),
     (b'{"texts": ' + b"[" * 3000 + b"]" * 3000 + b"}", 400, "request body is nested too deeply to parse"),

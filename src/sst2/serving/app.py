@@ -13,6 +13,7 @@ metrics and the access log.
 import gc
 import json
 import logging
+import math
 import os
 import sys
 from contextlib import asynccontextmanager
@@ -56,10 +57,33 @@ class ServeError(UserError, OSError):
     pass
 
 
+class _NotJSON(Exception):
+    """What RFC 8259 leaves out and Python's json accepts: NaN, Infinity, a number beyond a float, a key twice."""
+
+
+def _refuse_constant(name: str):
+    raise _NotJSON(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    if math.isinf(value := float(text)):
+        raise _NotJSON(f"the number {text[:40]} is beyond a float")
+    return value
+
+
+def _unique_keys(pairs: list) -> dict:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _NotJSON(f"the key {key[:100]!r} appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
 def _load_json(body: bytes):
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
+    except (_NotJSON, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
     except ValueError:  # an integer of more digits than sys.get_int_max_str_digits()
         raise RequestError(400, "request body has a number too long to parse "
