@@ -42,7 +42,7 @@ def test_the_output_extension_names_its_format_and_a_text_file_can_be_written(ti
     assert predict(tiny_model_dir, "--input", src, "--output", tmp_path / "o.parquet") == 0
     assert pq.read_table(tmp_path / "o.parquet").column("text").to_pylist() == ["great movie", "dull"]
     lines = tmp_path / "in.txt"
-    lines.write_text("great movie\ndull\n")
+    lines.write_text("\ufeffgreat movie\ndull\n")  # a byte-order mark (Notepad's UTF-8) is not text
     assert predict(tiny_model_dir, "--input", lines, "--output", tmp_path / "t.jsonl") == 0
     assert capsys.readouterr().out == ""
     got = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]

@@ -8,6 +8,7 @@ so a bulk scorer can write it to its error output and go on; ``count_rows`` coun
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import os
@@ -106,12 +107,14 @@ def _iter_jsonl(path: Path, chunk: int, keep_bad: bool = False):
 
 def text_lines(stream: BinaryIO) -> Iterator[tuple[int, str | None, str | None, int]]:
     """``(line number, text, problem, bytes read)`` for every line of ``stream``, split at b"\\n" only (a
-    ``\\r`` before it is dropped): ``text`` is None and ``problem`` says why for a line that is not UTF-8,
-    and ``problem`` is set for an empty line too."""
+    ``\\r`` before it is dropped, and so is a UTF-8 byte-order mark opening the first line, as the other
+    formats' readers drop it): ``text`` is None and ``problem`` says why for a line that is not UTF-8, and
+    ``problem`` is set for an empty line too."""
     for lineno, raw in enumerate(stream, start=1):
         size = len(raw)
         raw = raw[:-1] if raw.endswith(b"\n") else raw
         raw = raw[:-1] if raw.endswith(b"\r") else raw
+        raw = raw[3:] if lineno == 1 and raw.startswith(codecs.BOM_UTF8) else raw
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
