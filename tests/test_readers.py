@@ -215,6 +215,16 @@ def test_duplicate_header_names(tmp_path):
     assert error(read_table, p) == msg and error(lambda: list(iter_rows(p))) == msg
 
 
+def test_a_key_or_column_twice_is_refused_not_resolved_silently(tmp_path):
+    p = write(tmp_path / "d.jsonl", '{"text": "a", "label": 1}\n{"text": "good", "label": 1, "text": "bad"}\n')
+    msg = f"{p}:2: the key 'text' appears twice in one object"
+    assert error(read_table, p) == msg and error(lambda: list(iter_rows(p))) == msg
+    q = tmp_path / "d.parquet"
+    pq.write_table(pa.table([pa.array(["a"]), pa.array([1]), pa.array(["b"])], names=["text", "label", "text"]), q)
+    msg = f"{q}: duplicate column name(s): 'text'"
+    assert error(read_table, q) == msg and error(lambda: list(iter_rows(q))) == msg
+
+
 def test_jsonl_syntax_errors(tmp_path):
     p = write(tmp_path / "d.jsonl", '{"text": "a", "label": 1}\n{"text": oops}\n[1, 2]\n')
     assert error(read_table, p) == (f"{p}:2: invalid JSON (Expecting value at column 10)\n"

@@ -73,14 +73,31 @@ def check_utf8(path: Path, raw: bytes) -> None:
         raise_problems(utf8_problems(path, raw.split(b"\n")))
 
 
+class DuplicateKey(Exception):
+    """A key twice in one JSON object (``args[0]``)."""
+
+
+def unique_keys(pairs: list) -> dict:
+    """A ``json.loads`` ``object_pairs_hook`` raising ``DuplicateKey`` where Python would keep the last value."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def json_row(path, lineno: int, line: bytes) -> tuple[dict | None, str | None]:
-    """One JSON line as ``(row, None)``, or ``(None, problem)``."""
+    """One JSON line as ``(row, None)``, or ``(None, problem)``; a key twice in an object is a problem
+    (Python's json would keep the last value and drop the first without a word)."""
     try:
-        row = json.loads(line)
+        row = json.loads(line, object_pairs_hook=unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         if isinstance(exc, UnicodeDecodeError):
             return None, utf8_problems(path, [b""] * (lineno - 1) + [line])[0]
         return None, f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
+    except DuplicateKey as exc:
+        return None, f"{path}:{lineno}: the key {quote(exc.args[0])} appears twice in one object"
     if not isinstance(row, dict):
         kind = {list: "an array", str: "a string"}.get(type(row), "a " + type(row).__name__)
         return None, f"{path}:{lineno}: expected a JSON object, got {kind} (JSON lines: one object a line)"
@@ -159,7 +176,13 @@ def parquet_error(path, exc: Exception) -> DataError:
 
 
 def open_parquet(path: Path) -> pq.ParquetFile:
+    """The open file; duplicate column names are an error (a row of it as a dict would lose one)."""
     try:
-        return pq.ParquetFile(path)
+        pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise parquet_error(path, exc) from None
+    names = pf.schema_arrow.names
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column name(s): {', '.join(map(quote, dupes))}")
+    return pf

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sst2.config import ServeConfig, window_options
+from sst2.data.formats import DuplicateKey, unique_keys
 from sst2.data.text import blank
 from sst2.errors import UserError
 from sst2.serving.batcher import MicroBatcher
@@ -58,7 +59,7 @@ class ServeError(UserError, OSError):
 
 
 class _NotJSON(Exception):
-    """What RFC 8259 leaves out and Python's json accepts: NaN, Infinity, a number beyond a float, a key twice."""
+    """What RFC 8259 leaves out and Python's json accepts: NaN, Infinity, a number beyond a float."""
 
 
 def _refuse_constant(name: str):
@@ -71,20 +72,14 @@ def _finite(text: str) -> float:
     return value
 
 
-def _unique_keys(pairs: list) -> dict:
-    seen = set()
-    for key, _ in pairs:
-        if key in seen:
-            raise _NotJSON(f"the key {key[:100]!r} appears twice in one object")
-        seen.add(key)
-    return dict(pairs)
-
-
 def _load_json(body: bytes):
     try:
-        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite, object_pairs_hook=_unique_keys)
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite, object_pairs_hook=unique_keys)
     except (_NotJSON, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
+    except DuplicateKey as exc:
+        raise RequestError(400, f"request body is not valid JSON: the key {exc.args[0][:100]!r} appears twice "
+                                "in one object") from None
     except ValueError:  # an integer of more digits than sys.get_int_max_str_digits()
         raise RequestError(400, "request body has a number too long to parse "
                                 f"(over {sys.get_int_max_str_digits()} digits)") from None
