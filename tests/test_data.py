@@ -41,6 +41,13 @@ def test_missing_file(tmp_path):
     assert sorted(splits) == ["dev", "train"] and splits["train"].label_names == ("negative", "positive")
 
 
+def test_a_file_too_small_to_split_by_ratio_is_named(tmp_path):
+    write_tsv(tmp_path / "train.tsv", [("ok", 1), ("fine", 1), ("good", 1), ("bad", 0), ("dull", 0)])
+    with pytest.raises(DataError, match="^" + re.escape(f"{tmp_path / 'train.tsv'}: the dev split would have 1 row(s), "
+                                                        "fewer than the 2 labels; raise its ratio or bring more data")):
+        load_splits(tmp_path, dev_ratio=0.2)
+
+
 def test_missing_folder_names_the_default(tmp_path):
     with pytest.raises(DataError, match=r"data folder or file not found \(pass --data PATH or set SST2_DATA; in "
                                         r"this repository layout the data is in \.\./shared/data/sst2-sentences\)"):

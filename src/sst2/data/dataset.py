@@ -80,7 +80,10 @@ def _by_ratio(table: RawTable, labels: LabelSet, opts: dict, test: Split | None 
     if opts.get("test_ratio"):
         ratios["test"] = opts["test_ratio"]
     encoded = labels.encode_table(table)
-    rows = stratified_split(encoded, ratios, opts.get("seed", 0), list(labels.names))
+    try:
+        rows = stratified_split(encoded, ratios, opts.get("seed", 0), list(labels.names))
+    except DataError as exc:
+        raise DataError(f"{table.path}: {exc}") from None
     # each split's own fingerprint: the file's and the rows it took (the feature cache keys on it)
     splits = {name: _split(name, table, labels, idx,
                            hashlib.sha256(f"{table.sha256}:{name}:{idx}".encode()).hexdigest())
