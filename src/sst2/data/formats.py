@@ -9,6 +9,7 @@ a bad row or an unbalanced quote, one JSON line, opening a Parquet file, the UTF
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -132,12 +133,30 @@ def open_csv(path, source, fmt: str, bad: dict | None):
         if exc.errno is None:  # pyarrow's own I/O errors
             raise
         raise DataError(f"{path}: {os.strerror(exc.errno)}") from None  # e.g. no permission to read it
+    except pa.ArrowInvalid as exc:
+        if "Empty CSV file or block" not in str(exc):
+            raise
+        source = _header_only(path, source, fmt)
+        names = pacsv.open_csv(source(), read_options=read, parse_options=parse).schema.names
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f"{path}:1: duplicate column name(s) in the header: {', '.join(map(quote, dupes))}")
     read, parse = csv_options(fmt, bad)
     convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
     return names, pacsv.open_csv(source(), read_options=read, parse_options=parse, convert_options=convert)
+
+
+def _header_only(path, source, fmt: str):
+    """What pyarrow calls an "empty CSV file or block": a header with no line break after it (then the same
+    file with one, to be read as a header without rows), or a CSV header whose quote is never closed."""
+    f = source()  # a path (streaming) or a BytesIO (whole file)
+    with (open(f, "rb") if isinstance(f, str) else f) as stream:
+        head = stream.read(1 << 20)
+    if fmt == "csv" and head.count(b'"') % 2:
+        raise DataError(f"{path}:1: unbalanced quote: a quoted value of the header runs to the end of the file")
+    if not head.strip() or re.search(BREAKS, head) or len(head) == 1 << 20:
+        raise DataError(f"{path}: cannot read as {fmt.upper()} (no header line)")
+    return lambda: io.BytesIO(head + b"\n")
 
 
 def row_spans(table, fmt: str) -> list[int]:
