@@ -61,6 +61,19 @@ def test_a_parquet_column_empty_in_the_first_chunk_keeps_its_type(tiny_model_dir
     assert pq.read_table(out).column("extra").to_pylist() == [None, 5, 6]
 
 
+def test_a_json_column_empty_in_the_first_chunk_becomes_text_and_a_changing_type_is_named(tiny_model_dir, tmp_path,
+                                                                                          capsys):
+    src, out = tmp_path / "late.jsonl", tmp_path / "out.parquet"
+    src.write_text('{"text": "good", "extra": null}\n{"text": "bad", "extra": 5}\n{"text": "ok", "extra": [1]}\n')
+    assert predict(tiny_model_dir, "--input", src, "--output", out, "--chunk", "1") == 0
+    assert pq.read_table(out).column("extra").to_pylist() == [None, "5", "[1]"]  # before: a pyarrow error
+    src.write_text('{"text": "good", "extra": 3}\n{"text": "bad", "extra": "x"}\n')
+    assert predict(tiny_model_dir, "--input", src, "--output", out, "--chunk", "1", "--overwrite") == 2
+    assert (f"{out}: cannot write the rows to Parquet (column 'extra' is int64 from the first rows, but output row 2 "
+            "holds a str; a Parquet column has one type: write CSV or JSON lines)") in capsys.readouterr().err
+    assert pq.read_table(out).column("extra").to_pylist() == [None, "5", "[1]"]  # the old output is kept
+
+
 def test_bad_rows_are_named_by_their_line(tiny_model_dir, tmp_path, capsys):
     src = tmp_path / "m.csv"
     src.write_text('text,id\n"two\nlines",1\n"",2\n')

@@ -280,17 +280,36 @@ class RowWriter:
         self._file.write("\t".join(cells) + "\n")
 
     def _write_parquet(self, rows: list[dict]) -> None:
+        records = [{c: r.get(c) for c in self.columns} for r in rows]
         try:
             if self._schema is None:
-                table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows])
+                table = pa.Table.from_pylist(records)
+                # a column empty in the first rows: its known type, else string, later values written as text
+                self._as_text = {f.name for f in table.schema if pa.types.is_null(f.type) and f.name not in self.types}
                 fields = [f.with_type(self.types.get(f.name, pa.string())) if pa.types.is_null(f.type) else f
                           for f in table.schema]
                 self._schema = pa.schema(fields)
                 self._pq = pq.ParquetWriter(self.tmp, self._schema)
-            table = pa.Table.from_pylist([{c: r.get(c) for c in self.columns} for r in rows], schema=self._schema)
-            self._pq.write_table(table)
+            for r in records:
+                for c in self._as_text:
+                    if r[c] is not None and not isinstance(r[c], str):
+                        r[c] = _cell(r[c])
+            self._pq.write_table(pa.Table.from_pylist(records, schema=self._schema))
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"{self.path}: cannot write the rows to Parquet ({one_line(exc)})") from None
+            raise DataError(f"{self.path}: cannot write the rows to Parquet ({self._misfit(records) or one_line(exc)})"
+                            ) from None
+
+    def _misfit(self, records: list[dict]) -> str | None:
+        """Which column holds a value its Parquet type (set by the first rows) cannot take, if one does."""
+        for field in self._schema or []:
+            for i, r in enumerate(records):
+                try:
+                    pa.array([r[field.name]], type=field.type)
+                except (pa.ArrowException, TypeError, ValueError):
+                    got = type(r[field.name]).__name__
+                    return (f"column {quote(field.name)} is {field.type} from the first rows, but output row "
+                            f"{self.rows + i + 1} holds a {got}; a Parquet column has one type: write CSV or JSON lines")
+        return None
 
     def close(self) -> Path:
         """Finish the file and move it to ``path`` (an empty file if nothing was written)."""
