@@ -74,6 +74,13 @@ def test_a_json_column_empty_in_the_first_chunk_becomes_text_and_a_changing_type
     assert pq.read_table(out).column("extra").to_pylist() == [None, "5", "[1]"]  # the old output is kept
 
 
+def test_the_text_column_of_json_lines_is_found_in_any_row_of_the_first_chunk(tiny_model_dir, tmp_path, capsys):
+    src = tmp_path / "k.jsonl"
+    src.write_text('{"id": 1}\n{"id": 2, "review": "good"}\n')
+    assert predict(tiny_model_dir, "--input", src) == 2  # the first row is the one without a text, not the file
+    assert f"{src}:1: no text in column 'review'" in capsys.readouterr().err
+
+
 def test_bad_rows_are_named_by_their_line(tiny_model_dir, tmp_path, capsys):
     src = tmp_path / "m.csv"
     src.write_text('text,id\n"two\nlines",1\n"",2\n')

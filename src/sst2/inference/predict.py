@@ -128,7 +128,8 @@ def predict_table(cfg: PredictConfig, clf, fmt: str | None = None) -> int:
                   dynamic_ncols=True) as bar:
             for rows in iter_numbered(path, fmt, cfg.chunk):
                 if column is None:
-                    column, _ = pick_columns(list(rows[0].row), path, cfg.text_column, require_labels=False)
+                    keys = dict.fromkeys(k for r in rows for k in r.row)  # JSON lines: any row's keys count
+                    column, _ = pick_columns(list(keys), path, cfg.text_column, require_labels=False)
                 texts = [_row_text(r.row, column, where(path, r.line, unit)) for r in rows]
                 preds = [_prediction_columns(p, clf.labels) for p in clf.predict_details(texts)]
                 seen.update((k, None) for r in rows for k in r.row)  # JSON lines may add columns as they go
