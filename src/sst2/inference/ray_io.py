@@ -69,10 +69,10 @@ def _format(path: Path, fmt: str | None) -> str:
 def _columns(path: Path, fmt: str) -> list[str]:
     if fmt == LINES:
         return ["text"]
-    for numbered in iter_numbered(path, fmt, 1, keep_bad=True):
-        for r in numbered:
-            if r.row is not None:
-                return list(r.row)
+    for numbered in iter_numbered(path, fmt, 1024, keep_bad=True):  # JSON lines: the keys of any row of the first chunk
+        keys = list(dict.fromkeys(k for r in numbered if r.row is not None for k in r.row))
+        if keys:
+            return keys
     return []
 
 
