@@ -211,6 +211,19 @@ def test_max_connections_caps_open_connections_with_a_logged_and_counted_503(cap
     assert lines[1][2].endswith(" request_id=over-1")
 
 
+def test_a_request_the_http_parser_refuses_is_logged_and_counted(caplog):
+    caplog.set_level(logging.INFO, logger="sst2.serve")
+    with running_server(create_app(EchoClassifier(), LIMITS)) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"NOT AN HTTP REQUEST\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 400 ")  # uvicorn's own answer
+        counted = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert 'sst2_requests_total{path="other",status="400"} 1.0' in counted
+    assert 'sst2_errors_total{kind="client"} 1.0' in counted
+    lines = [r.getMessage() for r in caplog.records if r.name == "sst2.serve.access"]
+    assert lines[0] == "- - 400 texts=0 latency_ms=0.0 request_id=- (not a valid HTTP request)"
+
+
 @pytest.fixture(scope="module")
 def keyed():
     with client_for(create_app(EchoClassifier(), LIMITS, api_key=KEY)) as client:

@@ -69,6 +69,14 @@ class Metrics:
     def model_error(self) -> None:
         self.errors.labels("model").inc()
 
+    def malformed_request(self) -> None:
+        """A request the HTTP parser refused (uvicorn's own 400, before any app sees it): counted and logged."""
+        self.requests.labels("other", "400").inc()
+        self.errors.labels("client").inc()
+        access_log.info("- - 400 texts=0 latency_ms=0.0 request_id=- (not a valid HTTP request)",
+                        extra={"method": "-", "path": "-", "status": 400, "texts": 0, "latency_ms": 0.0,
+                               "request_id": "-"})
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

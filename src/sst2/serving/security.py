@@ -201,6 +201,12 @@ class TimedH11Protocol(H11Protocol):
         if state is h11.SEND_BODY or (state is h11.IDLE and self.conn.trailing_data[0]):
             self._arm()  # part of a pipelined request is in: the rest gets the same deadline
 
+    def send_400_response(self, msg: str) -> None:  # uvicorn's answer to what h11 cannot parse
+        super().send_400_response(msg)
+        metrics = getattr(getattr(self.config.app, "state", None), "metrics", None)
+        if metrics is not None:  # else the 400 would be missing from the access log and /metrics
+            metrics.malformed_request()
+
     def pause_writing(self) -> None:  # the client's receive buffer is full: it is not reading its responses
         super().pause_writing()
         self._stalled = self.loop.call_later(self.request_timeout, self._unread)
