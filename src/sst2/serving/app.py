@@ -164,13 +164,16 @@ def create_app(classifier, limits: Limits | None = None, *, api_key: str | None 
                            expose_headers=["X-Request-ID"], max_age=600)
     app.add_middleware(AccessMiddleware, metrics=metrics)  # added last = outermost: sees every request
 
-    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what load balancers and curl -I send
+    @app.get("/health")
     async def health():
         b = app.state.batcher
         return {"status": "ok", "runtime": getattr(classifier, "runtime", None),
                 "max_length": getattr(classifier, "max_length", None),
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "served": {"batches": b.batches, "texts": b.texts, "model_seconds": round(b.model_seconds, 3)}}
+
+    # HEAD (what load balancers and curl -I send): the same answer without the body, not in the schema
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metrics", dependencies=guarded)
     async def prometheus_metrics():
