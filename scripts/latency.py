@@ -31,7 +31,8 @@ import numpy as np
 
 from sst2.data.splits import read_split, resolve_data_dir
 from sst2.inference.classifier import SentimentClassifier
-from sst2.inference.runtimes import RUNTIMES, physical_cores
+from sst2.inference.runtimes import RUNTIMES, physical_cores, runtimes_for
+from sst2.modeling.modeldir import read_spec
 from sst2.system import environment, peak_rss_mb, set_threads
 
 SENTENCE_TOKENS = 12
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", default="runs/efficient/model")
     ap.add_argument("--data", default=None, help="data folder with dev.tsv (default: as sst2 train)")
-    ap.add_argument("--runtimes", nargs="+", default=list(RUNTIMES), choices=RUNTIMES)
+    ap.add_argument("--runtimes", nargs="+", default=None, choices=RUNTIMES,
+                    help="default: every runtime that can run this model (numpy: the static tier only)")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     ap.add_argument("--calls", type=int, default=300, help="timed batch-1 calls (>= 200)")
     ap.add_argument("--warmup", type=int, default=30)
@@ -137,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="write JSON here (and the table beside it as .md)")
     args = ap.parse_args(argv)
     args.threads = args.threads or physical_cores()
+    args.runtimes = args.runtimes or list(runtimes_for(read_spec(args.model_dir)))
     set_threads(args.threads)
 
     dev = read_split(resolve_data_dir(args.data) / "dev.tsv", "dev")

@@ -84,6 +84,10 @@ def test_the_numpy_runtime_folds_the_convolutions_and_matches_torch(static_run, 
     with pytest.raises(RuntimeUnavailableError, match=r"runtime 'numpy' runs the static tier \(a static model with a "
                                                       r"cnn head\); this model is 'efficient' with a 'lstm' head"):
         SentimentClassifier.from_pretrained(tiny_model_dir, runtime="numpy")
+    from sst2.inference.runtimes import runtimes_for
+    from sst2.modeling.modeldir import read_spec
+    assert runtimes_for(read_spec(out / "model")) == ("torch", "onnx", "onnx-int8", "numpy")
+    assert runtimes_for(read_spec(tiny_model_dir)) == ("torch", "onnx", "onnx-int8")  # what scripts/latency.py runs
 
 
 def test_compare_times_each_run_with_its_own_runtime(static_run, tiny_model_dir, tiny_data_dir, tmp_path):

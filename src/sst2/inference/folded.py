@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from sst2.errors import one_line
-from sst2.inference.runtimes import RuntimeUnavailableError
+from sst2.inference.runtimes import RuntimeUnavailableError, runtimes_for
 
 
 class FoldedStaticRunner:
@@ -36,7 +36,7 @@ class FoldedStaticRunner:
 
         model_dir = Path(model_dir)
         head = spec.get("head") or {}
-        if spec.get("model") != "static" or head.get("kind") != "cnn":
+        if "numpy" not in runtimes_for(spec):
             raise RuntimeUnavailableError(
                 f"{model_dir}: runtime 'numpy' runs the static tier (a static model with a cnn head); this model "
                 f"is {spec.get('model')!r} with a {head.get('kind')!r} head: choose torch, onnx or onnx-int8")

@@ -20,6 +20,13 @@ ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 EXPORT_COMMANDS = {"onnx": "sst2 export --model-dir {dir}", "onnx-int8": "sst2 export --model-dir {dir} --int8"}
 
 
+def runtimes_for(spec: dict) -> tuple[str, ...]:
+    """The runtimes that can run a model of this ``sst2_model.json`` spec: ``numpy`` only for the static
+    tier (a static model with a cnn head), the others for every model."""
+    static = spec.get("model") == "static" and (spec.get("head") or {}).get("kind") == "cnn"
+    return RUNTIMES if static else tuple(r for r in RUNTIMES if r != "numpy")
+
+
 class RuntimeUnavailableError(UserError, RuntimeError):
     """The requested runtime cannot be used with this model directory or environment."""
 
