@@ -179,6 +179,20 @@ def test_failed_run_leaves_no_partial_directory(tiny_backbone_dir, tiny_data_dir
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial-*"))
 
 
+def test_a_value_of_the_wrong_type_is_named_not_taken_for_another():
+    with pytest.raises(ConfigError) as exc:  # "False" is no TOML boolean: it used to be the (true) string "False"
+        resolve(sets=["run.overwrite=False", "optim.epochs=2.5", "optim.lr=abc", "data.labels=neg,pos"])
+    assert str(exc.value) == ("invalid training config:\n"
+                              "  data.labels: expected a list of strings, got 'neg,pos'\n"
+                              "  optim.epochs: expected an integer, got 2.5\n"
+                              "  optim.lr: expected a number, got 'abc'\n"
+                              "  run.overwrite: expected true or false, got 'False' (TOML writes them in lower case)")
+    import numpy as np
+    from pathlib import Path
+    cfg = resolve(overrides={"run.seed": np.int64(3), "run.cache_dir": Path("/tmp/c"), "optim.lr": 1})
+    assert (type(cfg.run.seed), cfg.run.cache_dir, cfg.optim.lr) == (int, "/tmp/c", 1)  # what TOML can save
+
+
 def test_config_reports_every_problem_at_once():
     with pytest.raises(ConfigError) as exc:
         resolve(sets=["optim.epochs=0", "optim.lr=-1.0", "model.layers=a,b", "model.pooling=huge",

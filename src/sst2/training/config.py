@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from sst2.config import ConfigError, type_problems
 from sst2.data.text import NORMALIZERS
-from sst2.errors import UserError
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_PRESET = "improved"
@@ -27,10 +27,6 @@ RECIPES = ("efficient", "vanilla", "partial", "lora", "static")
 RECIPE_PRESETS = {"efficient": DEFAULT_PRESET, "vanilla": "vanilla", "partial": "partial", "lora": "lora",
                   "static": "static"}
 POOLINGS = ("last", "maxmean", "mean", "cls")
-
-
-class ConfigError(UserError, ValueError):
-    pass
 
 
 @dataclass
@@ -167,7 +163,9 @@ def _positive(problems, name, v, minimum=1):
 
 def validate(cfg: TrainConfig) -> list[str]:
     """Every problem of ``cfg``, as ``group.field: ...`` lines."""
-    problems: list[str] = []
+    problems = [p for group in GROUPS for p in type_problems(getattr(cfg, group), f"{group}.")]
+    if problems:
+        return problems  # the checks below compare values: they need the right types
     for group in GROUPS:
         for f in fields(GROUPS[group]):
             v = getattr(getattr(cfg, group), f.name)
