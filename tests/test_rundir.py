@@ -53,6 +53,27 @@ def test_overwrite_replaces_a_real_run(train_cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run"]  # no temporaries left
 
 
+def test_overwrite_refuses_a_run_holding_what_it_did_not_write_or_what_this_run_reads(train_cli, tmp_path,
+                                                                                        tiny_backbone_dir):
+    import shutil
+
+    out = tmp_path / "run"
+    assert train_cli(out)[0] == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "compare").mkdir()
+    status, err = train_cli(out, "--overwrite")
+    assert status == 2 and err.strip() == (f"sst2 train: error: refusing to replace {out}: it holds what the run did "
+                                           "not write (compare/, notes.txt); move it elsewhere first")
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    (out / "compare").rmdir()
+    shutil.copytree(tiny_backbone_dir, out / "model" / "encoder-copy")
+    status, err = train_cli(out, "--overwrite", "--backbone", str(out / "model" / "encoder-copy"))
+    assert status == 2 and err.strip() == (f"sst2 train: error: refusing to write the run into {out}: it holds the "
+                                           f"encoder (model.backbone) ({out / 'model' / 'encoder-copy'})")
+    assert (out / "model" / "encoder-copy" / "config.json").is_file()
+
+
 @pytest.mark.parametrize("where", ["cwd", "parent"])
 def test_out_is_never_the_working_directory_or_a_parent(train_cli, tmp_path, monkeypatch, where):
     work = tmp_path / "work"

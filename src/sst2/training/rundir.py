@@ -4,9 +4,10 @@ A run is written into a fresh temporary folder beside ``OUT`` (``.OUT.partial-XX
 process) and renamed to ``OUT`` only when it is complete. Every folder sst2 writes this way carries a
 marker file, ``.sst2-run``; the rules that follow from it:
 
-* ``--overwrite`` replaces ``OUT`` only if it is empty or carries the marker; anything else is refused
-  with a message naming what is in it. It never replaces the working directory or one of its
-  parents, nor a folder holding the data or the feature cache.
+* ``--overwrite`` replaces ``OUT`` only if it is empty or carries the marker of a finished run and holds
+  only what that run wrote (the marker lists it); anything else is refused with a message naming what
+  is in it. It never replaces the working directory or one of its parents, nor a folder holding the
+  data, the feature cache, a local encoder, the teacher or a transfer file.
 * Only temporaries that carry the marker are ever removed: the run's own, on failure, and stale ones
   left by a process that was killed (their marker names a process id that no longer runs).
 """
@@ -35,8 +36,11 @@ class RunDirError(UserError, OSError):
 
 
 def write_marker(path: Path, state: str) -> None:
+    """The marker; a complete one lists what the folder holds, so that what is added later is not replaced."""
     info = {"format": MARKER_FORMAT, "state": state, "pid": os.getpid(), "host": socket.gethostname(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if state == "complete":
+        info["files"] = sorted({p.name for p in path.iterdir()} | {MARKER})
     (path / MARKER).write_text(json.dumps(info) + "\n")
 
 
@@ -85,6 +89,18 @@ def check_out(out: Path, overwrite: bool, protected: dict[str, Path]) -> None:
     if marker.get("state") != "complete":
         raise RunDirError(f"refusing to replace {out}: its {MARKER} marker says {marker.get('state')!r}, not a "
                           f"finished run")
+    added = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not _wrote(p.name, marker))
+    if added:
+        shown = ", ".join(added[:MAX_LISTED]) + (f" and {len(added) - MAX_LISTED} more" if len(added) > MAX_LISTED else "")
+        raise RunDirError(f"refusing to replace {out}: it holds what the run did not write ({shown}); move it "
+                          "elsewhere first")
+
+
+def _wrote(name: str, marker: dict) -> bool:
+    """Whether a finished run wrote ``name`` (its marker's list; markers before the list: the run's usual files)."""
+    if "files" in marker:
+        return name in marker["files"]
+    return name in RUN_FILES or name in ("confusion.png", "summary.json", "splits.json") or name.startswith("seed-")
 
 
 LEGACY_FILES = {"config.json", "history.csv", "epochs.csv", "metrics.json", "plot.png", "model"}
@@ -167,6 +183,12 @@ def prepare(out: Path, cfg, data_dir: Path | None, log=lambda msg: None) -> Path
     train_file = cfg.data.train_file
     protected = {"the data folder": data_dir, "the training file": Path(train_file) if train_file else None,
                  "the feature cache": Path(cfg.run.cache_dir) if cfg.run.cache_dir else default_cache_dir()}
+    if Path(cfg.model.backbone).exists():  # a local encoder (else a hub name)
+        protected["the encoder (model.backbone)"] = Path(cfg.model.backbone)
+    for i, teacher in enumerate(cfg.distill.teacher_dirs()):
+        protected[f"the teacher{f' {i + 1}' if i else ''}"] = Path(teacher)
+    for i, path in enumerate(cfg.distill.transfer_files):
+        protected[f"transfer file {i + 1}"] = Path(path)
     check_out(out, cfg.run.overwrite, protected)
     clean_stale(out, log=log)
     return begin(out)
