@@ -444,3 +444,20 @@ def test_cli_evaluate_scores_any_labelled_file(tiny_model_dir, tiny_data_dir, tm
     assert main(["evaluate", "--model-dir", str(tiny_model_dir), "--file", str(tmp_path / "bad.csv")]) == 2
     assert capsys.readouterr().err.strip() == (f"sst2 evaluate: error: {tmp_path / 'bad.csv'}:2: label 'neutral' is "
                                                f"not one of the training labels (negative, positive)")
+
+
+def test_a_model_trained_with_its_labels_reversed_scores_and_reports_positive(tiny_backbone_dir, tiny_data_dir,
+                                                                             tmp_path, capsys):
+    out = tmp_path / "rev"
+    assert main(["train", "--data", str(tiny_data_dir), "--backbone", str(tiny_backbone_dir), "--labels", "1,0",
+                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1", "--batch-size", "8",
+                 "--max-length", "32", "--threads", "1", "--quiet"]) == 0
+    trained = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", "--model-dir", str(out / "model"), "--data", str(tiny_data_dir), "--split", "dev",
+                 "--json"]) == 0  # before: "label '0' is not one of the training labels (positive, negative)"
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(trained["dev_accuracy"])
+    clf = SentimentClassifier.from_pretrained(out / "model")
+    assert clf.labels == ["positive", "negative"]
+    p = clf.predict_details(["good film"])[0]
+    assert p.to_dict()["positive_prob"] == p.probabilities["positive"] != p.probabilities["negative"]

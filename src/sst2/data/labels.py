@@ -79,8 +79,8 @@ class LabelSet:
         """The label set of a trained model from its label names: "negative" / "positive" stand for 0 / 1,
         digit names for their integers, other names for themselves."""
         names = tuple(names)
-        if names == tuple(LABEL_NAMES):
-            return cls(names, (0, 1))
+        if sorted(names) == sorted(LABEL_NAMES):  # in either order (--labels 1,0 gives positive, negative)
+            return cls(names, tuple(LABEL_NAMES.index(n) for n in names))
         return cls(names, tuple(int(n) if n.lstrip("-").isdigit() else n for n in names))
 
     @classmethod

@@ -45,7 +45,9 @@ class Prediction:
 
     @property
     def positive_prob(self) -> float:
-        """Two classes: the probability of the second label ("positive" for SST-2)."""
+        """Two classes: the probability of "positive" (SST-2's labels, in either order), else of the second label."""
+        if "positive" in self.probabilities:
+            return self.probabilities["positive"]
         return list(self.probabilities.values())[-1]
 
     def to_dict(self) -> dict:
