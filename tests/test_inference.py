@@ -461,3 +461,27 @@ def test_a_model_trained_with_its_labels_reversed_scores_and_reports_positive(ti
     assert clf.labels == ["positive", "negative"]
     p = clf.predict_details(["good film"])[0]
     assert p.to_dict()["positive_prob"] == p.probabilities["positive"] != p.probabilities["negative"]
+
+
+def test_evaluate_on_a_single_file_scores_the_rows_the_run_split_off(tiny_backbone_dir, tmp_path, capsys):
+    from conftest import write_tsv
+
+    data = write_tsv(tmp_path / "all.tsv", make_sentences(60, 4))
+    out = tmp_path / "one"
+    assert main(["train", "--data", str(data), "--backbone", str(tiny_backbone_dir), "--dev-ratio", "0.25",
+                 "--test-ratio", "0.2", "--seed", "3", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--threads", "1", "--quiet"]) == 0
+    trained = json.loads((out / "metrics.json").read_text())
+    rows = json.loads((out / "splits.json").read_text())["rows"]
+    for split in ("dev", "test"):
+        capsys.readouterr()
+        assert main(["evaluate", "--model-dir", str(out / "model"), "--data", str(data), "--split", split,
+                     "--json"]) == 0  # before: the file split again at ratio 0.1, seed 0 (training rows among them)
+        got = json.loads(capsys.readouterr().out)
+        assert got["n"] == len(rows[split]) and got["accuracy"] == pytest.approx(trained[f"{split}_accuracy"])
+    bare = tmp_path / "bare"
+    shutil.copytree(out / "model", bare / "model")
+    assert main(["evaluate", "--model-dir", str(bare / "model"), "--data", str(data), "--split", "dev"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"sst2 evaluate: error: {data}: a single file's dev rows are the ones the run split off, and "
+        f"{bare / 'model'} has no splits.json beside it; score a file of its own with --file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from sst2.config import EvaluateConfig, window_options
 from sst2.data.dataset import load_splits
@@ -21,7 +22,10 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
     if cfg.file is not None:
         table = read_table(cfg.file, cfg.format, cfg.text_column, cfg.label_column)
         return table.texts, LabelSet.of_model(model_labels).encode_table(table), str(cfg.file)
-    splits = load_splits(resolve_data_dir(cfg.data))
+    data = resolve_data_dir(cfg.data)
+    if data.is_file():
+        return _split_of_file(cfg, data, model_labels)
+    splits = load_splits(data)
     if cfg.split not in splits:
         raise UserError(f"{resolve_data_dir(cfg.data)}: no {cfg.split} split to score")
     split = splits[cfg.split]
@@ -31,6 +35,31 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
         table = read_table(split.path)
         return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split
     return split.texts, split.labels, cfg.split
+
+
+def _split_of_file(cfg: EvaluateConfig, path: Path, model_labels: list[str]) -> tuple[list[str], list[int], str]:
+    """The ``--split`` rows of a single data file as the run that trained the model split it (its
+    ``splits.json``, beside the model directory or one level up for a multi-seed run); anything else
+    would score rows the model may have trained on."""
+    from sst2.data.labels import LabelSet
+    from sst2.data.readers import read_table
+
+    model_dir = Path(cfg.model_dir).resolve()
+    record = next((p for p in (model_dir.parent / "splits.json", model_dir.parent.parent / "splits.json")
+                   if p.is_file()), None)
+    if record is None:
+        raise UserError(f"{path}: a single file's {cfg.split} rows are the ones the run split off, and "
+                        f"{cfg.model_dir} has no splits.json beside it; score a file of its own with --file")
+    info = json.loads(record.read_text())
+    table = read_table(path, cfg.format, cfg.text_column, cfg.label_column)
+    if info.get("sha256") != table.sha256:
+        raise UserError(f"{path}: not the file {record} records ({info.get('file')}), or it changed since the run")
+    if cfg.split not in info["rows"]:
+        raise UserError(f"{path}: the run split no {cfg.split} rows off it (splits: {', '.join(info['rows'])})")
+    rows = info["rows"][cfg.split]
+    labels = LabelSet.of_model(model_labels).encode([table.labels[i] for i in rows], str(path),
+                                                    [table.lines[i] for i in rows], table.unit)
+    return [table.texts[i] for i in rows], labels, cfg.split
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
