@@ -61,6 +61,26 @@ def test_predict_proba_rows_sum_to_one_in_label_order(fitted):
     assert clf.predict_proba("a great film").shape == (1, 2)
 
 
+def test_save_pretrained_drops_the_old_models_exports_and_refuses_a_folder_of_other_files(fitted, tmp_path):
+    from sst2 import SentimentClassifier
+    from sst2.modeling.modeldir import ModelDirError
+
+    clf = fitted[0]
+    clf.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.onnx").write_bytes(b"the previous model's export")
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    clf.save_pretrained(tmp_path / "m")  # over a model directory: its export would serve the old weights
+    assert not (tmp_path / "m" / "model.onnx").exists() and (tmp_path / "m" / "notes.txt").read_text() == "mine"
+    assert SentimentClassifier.from_pretrained(tmp_path / "m").predict("a great film") == clf.predict("a great film")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "README.md").write_text("my project")
+    with pytest.raises(ModelDirError, match=f"^refusing to write a model into {proj}: it is not empty and not an "
+                                            r"sst2 model directory \(its files would be replaced\)$"):
+        clf.save_pretrained(proj)
+    assert (proj / "README.md").read_text() == "my project"
+
+
 def test_save_and_load_round_trip_the_predictions_exactly(fitted, tmp_path):
     from sst2 import SentimentClassifier
 

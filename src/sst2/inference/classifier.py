@@ -154,12 +154,17 @@ class SentimentClassifier:
         return cls(model.tokenizer, TorchRunner(model), model.spec, "torch", None, batch_size, model=model, card=card)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write a self-contained model directory (weights, tokenizer, spec, model card ``README.md``)."""
+        """Write a self-contained model directory (weights, tokenizer, spec, model card ``README.md``) into a
+        new or empty folder, or over an sst2 model directory (whose ONNX exports go: they were the old model's);
+        another folder is refused."""
         path = Path(path)
         if self.model is not None:
             return self.model.save(path, card=self.card)
         src = Path(self.model_dir)  # an ONNX-loaded classifier: its directory is the model
         if path.resolve() != src.resolve():
+            from sst2.modeling.modeldir import clear_for_model
+
+            clear_for_model(path)
             shutil.copytree(src, path, dirs_exist_ok=True)
         return path
 

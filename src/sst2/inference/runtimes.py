@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from sst2.errors import UserError, one_line
+from sst2.modeling.modeldir import ONNX_FILES
 
 RUNTIMES = ("torch", "onnx", "onnx-int8", "numpy")
-ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}
 # The command that writes each ONNX file, for the error message when it is missing.
 EXPORT_COMMANDS = {"onnx": "sst2 export --model-dir {dir}", "onnx-int8": "sst2 export --model-dir {dir} --int8"}
 

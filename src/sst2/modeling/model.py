@@ -25,7 +25,7 @@ from sst2.errors import UserError, one_line
 from sst2.modeling.heads import HeadConfig, build_head
 from sst2.modeling.static import StaticBackbone
 from sst2.modeling.modeldir import (CARD_FILE, ENCODER_DIR, FORMAT, HEAD_FILE, SPEC_FILE, ModelDirError,
-                                    read_spec)
+                                    clear_for_model, read_spec)
 
 
 
@@ -60,6 +60,7 @@ class SentimentModel(nn.Module):
         from sst2.modeling.card import render
 
         path = Path(path)
+        clear_for_model(path)
         path.mkdir(parents=True, exist_ok=True)
         if isinstance(self.backbone, StaticBackbone):
             self.backbone.save(path / ENCODER_DIR)

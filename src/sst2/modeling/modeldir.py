@@ -17,6 +17,7 @@ HEAD_FILE = "head.safetensors"
 ENCODER_DIR = "encoder"
 CARD_FILE = "README.md"
 FORMAT = "sst2-model/1"
+ONNX_FILES = {"onnx": "model.onnx", "onnx-int8": "model.int8.onnx"}  # written by sst2 export, beside the rest
 
 
 class ModelDirError(UserError, RuntimeError):
@@ -24,6 +25,23 @@ class ModelDirError(UserError, RuntimeError):
 
 
 SPEC_FIELDS = {"model": str, "layers": list, "max_length": int, "head": dict}
+
+
+def clear_for_model(path: Path) -> None:
+    """Make ``path`` ready for a model to be written: a new or empty folder as it is; an sst2 model directory
+    loses the files of its old model that the new one would not replace (its ONNX exports, its encoder
+    folder), so they cannot be served with the new weights; any other folder is refused."""
+    import shutil
+
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    if not (path / SPEC_FILE).is_file():
+        what = "a file" if not path.is_dir() else "not empty and not an sst2 model directory"
+        raise ModelDirError(f"refusing to write a model into {path}: it is {what} (its files would be replaced)")
+    for name in ONNX_FILES.values():
+        (path / name).unlink(missing_ok=True)
+    if (path / ENCODER_DIR).is_dir():
+        shutil.rmtree(path / ENCODER_DIR)
 
 
 def read_spec(path: str | Path) -> dict:
