@@ -81,6 +81,27 @@ def test_save_pretrained_drops_the_old_models_exports_and_refuses_a_folder_of_ot
     assert (proj / "README.md").read_text() == "my project"
 
 
+def test_careless_inputs_to_the_classifier_get_an_error_not_a_wrong_answer(fitted, tiny_backbone_dir):
+    from sst2 import fit
+    from sst2.data.splits import DataError
+    from sst2.inference.classifier import OptionError
+
+    clf, _, dev_x, _ = fitted
+    for bad in (-1, 0, 2.5):  # -1 returned [] for any texts; 0 and 2.5 crashed inside the batching
+        with pytest.raises(OptionError, match=f"^batch_size must be an integer >= 1, got {bad}$"):
+            clf.predict(dev_x[:3], batch_size=bad)
+    arr = np.array(dev_x[:3])
+    assert [p.label for p in clf.predict_details(arr)] == clf.predict(list(arr))  # an array was "ambiguous"
+    with pytest.raises(TypeError, match=r"^texts must be strings, not bytes: decode them first"):
+        clf.predict(b"good film")
+    class Table(list):  # stands for a DataFrame, which iterates over its column names
+        columns = ["text"]
+    with pytest.raises(TypeError, match=r"^texts is a table \(Table\): pass one of its columns, such as df\['text'\]$"):
+        clf.predict_proba(Table(["text"]))
+    with pytest.raises(DataError, match="^train_labels: training needs a label for every text, got None$"):
+        fit(["good", "bad"], None, backbone=str(tiny_backbone_dir))
+
+
 def test_save_and_load_round_trip_the_predictions_exactly(fitted, tmp_path):
     from sst2 import SentimentClassifier
 

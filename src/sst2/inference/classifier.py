@@ -11,6 +11,7 @@ and returned in input order.
 
 from __future__ import annotations
 
+import numbers
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ class SentimentClassifier:
         training texts score best (docs/experiments/long-documents.md)."""
         if workers < 1:
             raise OptionError(f"workers must be >= 1, got {workers}")
+        _check_batch_size(batch_size)
         if long_texts not in LONG_TEXTS:
             raise OptionError(f"long_texts must be one of {', '.join(LONG_TEXTS)}, got {long_texts!r}")
         self.long_texts = long_texts
@@ -197,7 +199,7 @@ class SentimentClassifier:
     def logits_from_ids(self, ids: list[list[int]], batch_size: int | None = None, progress=None) -> np.ndarray:
         """Logits ``(N,)`` in input order: length-sorted batches of ``batch_size``, each split further
         where its lengths spread so much that padding would cost more than another model call."""
-        return score([len(x) for x in ids], batch_size or self.batch_size,
+        return score([len(x) for x in ids], self.batch_size if batch_size is None else _check_batch_size(batch_size),
                      lambda idx: self.runner(*pad_batch([ids[i] for i in idx], self.pad_id)),
                      split=True, progress=progress, workers=self.workers).astype(np.float32, copy=False)
 
@@ -238,7 +240,7 @@ class SentimentClassifier:
 
     def predict_proba(self, texts: str | list[str], batch_size: int | None = None) -> np.ndarray:
         """Calibrated class probabilities ``(N, n_classes)``, columns in :attr:`labels` order; rows sum to 1."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = [texts] if isinstance(texts, str) else text_list(texts)
         if not texts:
             return np.empty((0, len(self.labels)))
         return self.score(texts, batch_size)[0]
@@ -255,6 +257,7 @@ class SentimentClassifier:
         ``progress(n)`` is called after each model call with its number of texts (or windows)."""
         if isinstance(texts, str):
             raise TypeError("predict_details expects a list of texts, not a single string")
+        texts = text_list(texts)
         if not texts:
             return []
         probs, truncated, counts = self.score(texts, batch_size, progress)
@@ -284,10 +287,26 @@ class Classifier(SentimentClassifier):
         return self.predict_details(texts, batch_size, progress)
 
 
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise OptionError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    return int(batch_size)
+
+
+def text_list(texts) -> list:
+    """``texts`` (a list, tuple, generator, NumPy array or pandas Series of strings) as a list; a table or bytes
+    are a TypeError rather than iterated (a DataFrame yields its column names, bytes their integers)."""
+    if isinstance(texts, (bytes, bytearray)):
+        raise TypeError("texts must be strings, not bytes: decode them first (texts.decode('utf-8'))")
+    if hasattr(texts, "columns"):
+        raise TypeError(f"texts is a table ({type(texts).__name__}): pass one of its columns, such as df['text']")
+    return list(texts)
+
+
 def checked_texts(texts) -> list[str]:
     """``texts`` as a list; a text that is not a string is a TypeError and one that cannot be classified (empty,
     not valid Unicode) a ValueError, each naming its index: no made-up prediction for it."""
-    texts = list(texts)
+    texts = text_list(texts)
     for i, t in enumerate(texts):
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}]: expected a string, got {type(t).__name__}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sst2.data.dataset import load_data
-from sst2.data.splits import Split, resolve_data_dir, split_from_lists
+from sst2.data.splits import DataError, Split, resolve_data_dir, split_from_lists
 from sst2.data.text import normalize_texts
 from sst2.stats import format_pm, seed_stat
 from sst2.features.encode import prepare_features
@@ -349,6 +349,8 @@ def fit_model(train_texts, train_labels, dev_texts=None, dev_labels=None, test_t
         raise ConfigError("fit trains one seed; use sst2.train (or sst2 train --seeds N) for several")
     t_start = time.perf_counter()
     set_threads(cfg.run.threads)
+    if train_labels is None:
+        raise DataError("train_labels: training needs a label for every text, got None")
     splits = {"train": split_from_lists("train", train_texts, train_labels)}
     for name, texts, labels in (("dev", dev_texts, dev_labels), ("test", test_texts, test_labels)):
         if texts is not None:
