@@ -147,6 +147,24 @@ def test_export_leaves_the_model_attention_as_it_was(tiny_model_dir, tmp_path):
     assert model.backbone.encoder.config._attn_implementation == before
 
 
+def test_an_export_that_fails_its_check_or_is_interrupted_keeps_the_earlier_files(tiny_model_dir, tmp_path,
+                                                                                     monkeypatch, capsys):
+    import sst2.inference.export as export_module
+
+    model_dir = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / "model.onnx").write_bytes(b"an earlier export")
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the int8 file is written
+    monkeypatch.setattr(export_module, "quantize_int8", stop)
+    assert main(["export", "--model-dir", str(model_dir), "--int8"]) == 130  # sst2: "interrupted"
+    assert (model_dir / "model.onnx").read_bytes() == b"an earlier export"  # the new one was not yet checked
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted([p.name for p in tiny_model_dir.iterdir()] + ["model.onnx"])
+    assert main(["export", "--model-dir", str(model_dir), "--opset", "24"]) == 2
+    assert "opset: must be from 14 to 20 (the TorchScript exporter's newest), got 24" in capsys.readouterr().err
+
+
 def test_onnx_int8_stays_close_to_pytorch(exported_dir, torch_clf):
     """int8 weights cost a little precision, never a clear-cut label. On the tiny model the measured max
     |probability difference| from PyTorch was 4.0e-4 over these 32 sentences; the bound allows 5x that."""

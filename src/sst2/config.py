@@ -133,6 +133,7 @@ def to_dict(cfg) -> dict:
     return asdict(cfg)
 
 
+MAX_OPSET = 20  # torch 2.13's TorchScript exporter (torch.onnx._constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
 RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8", "numpy"]  # = sst2.inference.RUNTIMES (not imported: heavier)
 
 
@@ -241,8 +242,8 @@ class ExportConfig:
 
     def __post_init__(self):
         problems = choices_problems(self)
-        if self.opset < 14:
-            problems.append(f"opset: must be >= 14, got {self.opset}")
+        if not 14 <= self.opset <= MAX_OPSET:
+            problems.append(f"opset: must be from 14 to {MAX_OPSET} (the TorchScript exporter's newest), got {self.opset}")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads: must be >= 1, got {self.threads}")
         check(problems, "export")

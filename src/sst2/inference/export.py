@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 import warnings
@@ -156,6 +157,37 @@ def parity(reference: SentimentClassifier, candidate: SentimentClassifier, texts
     }
 
 
+def _write_checked(cfg: ExportConfig, model, reference, model_dir: Path, tmp: Path, threads, report: dict) -> None:
+    """Write each ONNX file into ``tmp``, check it against PyTorch, then move it into ``model_dir``: an
+    interrupted or failed export leaves no unchecked file and keeps the earlier export."""
+    t0 = time.perf_counter()
+    fp32, final = tmp / ONNX_FILES["onnx"], model_dir / ONNX_FILES["onnx"]
+    fused: dict[str, int] = {}
+    if cfg.fuse and getattr(model.backbone, "encoder", None) is None:
+        raise ExportError("--fuse fuses a transformer encoder's subgraphs; this static model has no encoder")
+    if cfg.fuse:
+        traced = export_onnx(model, tmp / "traced.onnx", cfg.opset, eager=True)
+        enc_cfg = model.backbone.encoder.config
+        fused = fuse_transformer(traced, fp32, enc_cfg.num_attention_heads, enc_cfg.hidden_size)
+    else:
+        export_onnx(model, fp32, cfg.opset)
+    check = parity(reference, SentimentClassifier(model.tokenizer, OnnxRunner(fp32, threads), model.spec, "onnx"))
+    if check["same_labels"] != check["n"] or check["max_abs_prob_diff"] > FP32_TOLERANCE:
+        raise ExportError(f"the exported graph does not match the PyTorch model ({check}); nothing was written")
+    report["files"]["onnx"] = {"path": str(final), "mb": round(fp32.stat().st_size / 2**20, 2),
+                               "seconds": round(time.perf_counter() - t0, 2), "fused_ops": fused, "parity": check}
+    if cfg.int8:
+        t0 = time.perf_counter()
+        q = quantize_int8(fp32, tmp / ONNX_FILES["onnx-int8"], per_channel=cfg.per_channel,
+                          reduce_range=cfg.reduce_range)
+        check = parity(reference, SentimentClassifier(model.tokenizer, OnnxRunner(q, threads), model.spec, "onnx-int8"))
+        # int8 is approximate by design: its accuracy change is measured on dev by scripts/latency.py.
+        report["files"]["onnx-int8"] = {"path": str(model_dir / q.name), "mb": round(q.stat().st_size / 2**20, 2),
+                                        "seconds": round(time.perf_counter() - t0, 2), "parity": check}
+        os.replace(q, model_dir / q.name)
+    os.replace(fp32, final)
+
+
 def export(cfg: ExportConfig) -> dict:
     from sst2.modeling.model import SentimentModel
     from sst2.system import set_threads
@@ -166,33 +198,8 @@ def export(cfg: ExportConfig) -> dict:
     reference = SentimentClassifier(model.tokenizer, TorchRunner(model), model.spec, "torch", model_dir)
     report: dict = {"model_dir": str(model_dir), "files": {}}
 
-    t0 = time.perf_counter()
-    fp32 = model_dir / ONNX_FILES["onnx"]
-    fused: dict[str, int] = {}
-    if cfg.fuse and getattr(model.backbone, "encoder", None) is None:
-        raise ExportError("--fuse fuses a transformer encoder's subgraphs; this static model has no encoder")
-    if cfg.fuse:
-        with tempfile.TemporaryDirectory() as tmp:
-            traced = export_onnx(model, Path(tmp) / "traced.onnx", cfg.opset, eager=True)
-            enc_cfg = model.backbone.encoder.config
-            fused = fuse_transformer(traced, fp32, enc_cfg.num_attention_heads, enc_cfg.hidden_size)
-    else:
-        export_onnx(model, fp32, cfg.opset)
-    check = parity(reference, SentimentClassifier(model.tokenizer, OnnxRunner(fp32, threads), model.spec, "onnx"))
-    report["files"]["onnx"] = {"path": str(fp32), "mb": round(fp32.stat().st_size / 2**20, 2),
-                               "seconds": round(time.perf_counter() - t0, 2), "fused_ops": fused, "parity": check}
-    if check["same_labels"] != check["n"] or check["max_abs_prob_diff"] > FP32_TOLERANCE:
-        fp32.unlink()
-        raise ExportError(f"the exported graph does not match the PyTorch model ({check}); {fp32} was removed")
-
-    if cfg.int8:
-        t0 = time.perf_counter()
-        q = quantize_int8(fp32, model_dir / ONNX_FILES["onnx-int8"], per_channel=cfg.per_channel,
-                          reduce_range=cfg.reduce_range)
-        check = parity(reference, SentimentClassifier(model.tokenizer, OnnxRunner(q, threads), model.spec, "onnx-int8"))
-        # int8 is approximate by design: its accuracy change is measured on dev by scripts/latency.py.
-        report["files"]["onnx-int8"] = {"path": str(q), "mb": round(q.stat().st_size / 2**20, 2),
-                                        "seconds": round(time.perf_counter() - t0, 2), "parity": check}
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=model_dir) as tmp:  # renamed into place once checked
+        _write_checked(cfg, model, reference, model_dir, Path(tmp), threads, report)
     if not cfg.quiet:
         for name, info in report["files"].items():
             p = info["parity"]
