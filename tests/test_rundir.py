@@ -51,6 +51,11 @@ def test_overwrite_replaces_a_real_run(train_cli, tmp_path):
     assert json.loads((out / ".sst2-run").read_text())["state"] == "complete"
     assert (out / "model" / "head.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "run"]  # no temporaries left
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path, full in ((out, 0o777), (out / "model", 0o777), (out / "model" / "head.safetensors", 0o666),
+                       *((p, 0o666) for p in (out / "model" / "encoder").glob("*.safetensors"))):
+        assert oct(path.stat().st_mode & 0o777) == oct(full & ~mask), path  # readable by others, as the umask allows
 
 
 def test_overwrite_refuses_a_run_holding_what_it_did_not_write_or_what_this_run_reads(train_cli, tmp_path,

@@ -123,6 +123,15 @@ def _line_bar():
     return LineBar
 
 
+def as_umask_allows(path, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open``/``mkdir`` would (0666 / 0777 less the umask): ``mkdtemp`` makes
+    folders 0700 and safetensors writes files 0600, so a model could not be read by another user or a
+    container's user."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~mask)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` runs on this machine (for recognising what a killed process left)."""
     if pid <= 0:

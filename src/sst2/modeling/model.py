@@ -22,6 +22,7 @@ from torch import nn
 
 from sst2.modeling.backbone import Backbone, load_backbone_parts
 from sst2.errors import UserError, one_line
+from sst2.system import as_umask_allows
 from sst2.modeling.heads import HeadConfig, build_head
 from sst2.modeling.static import StaticBackbone
 from sst2.modeling.modeldir import (CARD_FILE, ENCODER_DIR, FORMAT, HEAD_FILE, SPEC_FILE, ModelDirError,
@@ -69,6 +70,8 @@ class SentimentModel(nn.Module):
             self.backbone.tokenizer.save_pretrained(path / ENCODER_DIR)
         state = {k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
         save_file(state, path / HEAD_FILE, metadata={"format": FORMAT})
+        for weights in path.rglob("*.safetensors"):  # safetensors writes them 0600
+            as_umask_allows(weights)
         (path / SPEC_FILE).write_text(json.dumps({"format": FORMAT, **self.spec}, indent=2) + "\n")
         (path / CARD_FILE).write_text(render(self.spec, card))
         return path

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from sst2.errors import UserError
-from sst2.system import pid_alive
+from sst2.system import as_umask_allows, pid_alive
 
 MARKER = ".sst2-run"
 MARKER_FORMAT = "sst2-run/1"
@@ -137,6 +137,7 @@ def begin(out: Path) -> Path:
     """A new, marked temporary folder beside ``out`` for this process's run."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}{PARTIAL_INFIX}", dir=out.parent))
+    as_umask_allows(tmp, directory=True)  # it becomes OUT
     write_marker(tmp, "writing")
     return tmp
 
