@@ -96,6 +96,11 @@ def test_bad_run_directories_are_clear_errors(runs, tmp_path):
     (single / "metrics.json").write_text("{not json")
     with pytest.raises(UserError, match=r"metrics\.json: cannot read run metrics"):
         load_run(single)
+    for other in ("{}", "[]", '{"split": "dev", "accuracy": 0.9}'):  # each was a TypeError / AttributeError
+        (single / "metrics.json").write_text(other)
+        with pytest.raises(UserError, match=r"metrics\.json: not the metrics of an sst2 train run \(no model, "
+                                            r"dev_accuracy, .*\); an 'sst2 evaluate --json' output, for one, is not$"):
+            load_run(single)
 
 
 def test_compare_checks_every_path_before_measuring(runs, tmp_path):

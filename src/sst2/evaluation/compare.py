@@ -56,11 +56,19 @@ class RunSet:
         return self.runs[0]
 
 
+RUN_KEYS = ("model", "dev_accuracy", "trainable_params", "total_params", "train_seconds", "total_seconds")
+
+
 def _read_metrics(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        metrics = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CompareError(f"{path}: cannot read run metrics ({exc})") from exc
+    missing = [k for k in RUN_KEYS if k not in metrics] if isinstance(metrics, dict) else list(RUN_KEYS)
+    if missing:
+        raise CompareError(f"{path}: not the metrics of an sst2 train run (no {', '.join(missing)}); an "
+                           "'sst2 evaluate --json' output, for one, is not")
+    return metrics
 
 
 def load_run(path: str | os.PathLike) -> RunSet:
