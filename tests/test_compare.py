@@ -79,7 +79,27 @@ def test_compare_times_inference_on_the_saved_models(tiny_model_dir, tiny_data_d
         assert row["inference_model_dir"] == str(run / "model")
     assert (out / "compare.png").stat().st_size > 0
     assert "in 2 rounds, every model once a round" in (out / "compare.md").read_text()
-    assert "--rounds 2" in json.loads((out / "compare.json").read_text())["conditions"]["command"]
+    assert json.loads((out / "compare.json").read_text())["conditions"]["command"] == (
+        f"sst2 compare {run} {run} --labels a b --out {out} --data {tiny_data_dir} --calls 5 --warmup 1 --repeats 1 "
+        "--rounds 2 --threads 1")  # every option given, so that it re-runs the same comparison
+
+
+def test_compare_reads_a_data_folder_of_any_labels_and_fasttext_needs_no_timing(tiny_model_dir, tmp_path):
+    from conftest import write_tsv
+    from sst2.cli import main
+
+    data = tmp_path / "three"
+    data.mkdir()
+    for name, n in (("train", 30), ("dev", 9), ("test", 9)):
+        write_tsv(data / f"{name}.tsv", [(f"text {i} good" if i % 3 else f"text {i}", i % 3) for i in range(n)])
+    out = tmp_path / "cmp"
+    # before: "label must be 0 or 1, got '2'" (dev read as SST-2), and a ZeroDivisionError with --no-latency
+    assert main(["compare", str(tiny_model_dir.parent), "--data", str(data), "--out", str(out), "--no-latency",
+                 "--fasttext", "--quiet"]) == 0
+    anchor = json.loads((out / "compare.json").read_text())["rows"][-1]
+    assert anchor["model"] == "fasttext" and 0 <= anchor["dev_accuracy_mean"] <= 1 and "b1_calls" not in anchor
+    assert main(["compare", str(tiny_model_dir.parent), "--data", str(data), "--out", str(out), "--calls", "3",
+                 "--warmup", "1", "--repeats", "1", "--quiet"]) == 0
 
 
 def test_bad_run_directories_are_clear_errors(runs, tmp_path):

@@ -50,6 +50,8 @@ def fasttext_row(splits: dict, texts: list[str], calls: int, warmup: int, batch_
         ok = s is not None and s.labelled
         acc = sum(p == y for p, y in zip(labels_of(s.texts), s.labels)) / len(s) if ok else None
         row[f"{name}_accuracy_mean"], row[f"{name}_accuracy_std"] = acc, 0.0 if ok else None
+    if not texts:  # --no-latency: the models are not timed either
+        return row
     single = texts[:calls]
     for t in single[:warmup]:
         labels_of([t])

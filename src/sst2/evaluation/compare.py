@@ -18,6 +18,7 @@ in key names) and ``compare.png`` into ``--out``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import math
@@ -261,6 +262,7 @@ def markdown(rows: list[dict], conditions: dict) -> str:
 
 
 def command_line(cfg: CompareConfig) -> str:
+    """The command that re-runs this comparison: every option that differs from its default."""
     parts = ["sst2", "compare", *cfg.runs]
     if cfg.labels:
         parts += ["--labels", *cfg.labels]
@@ -271,17 +273,20 @@ def command_line(cfg: CompareConfig) -> str:
         parts += ["--runtimes", *cfg.runtimes]
     elif cfg.runtime != "torch":
         parts += ["--runtime", cfg.runtime]
-    if cfg.batch_size != 64:
-        parts += ["--batch-size", str(cfg.batch_size)]
-    if cfg.rounds != 1:
-        parts += ["--rounds", str(cfg.rounds)]
+    if cfg.data is not None:
+        parts += ["--data", cfg.data]
+    defaults = {f.name: f.default for f in dataclasses.fields(CompareConfig)}
+    for name in ("calls", "warmup", "batch_size", "repeats", "rounds", "threads"):  # every one that was changed
+        if getattr(cfg, name) != defaults[name]:
+            parts += ["--" + name.replace("_", "-"), str(getattr(cfg, name))]
     if cfg.fasttext:
         parts.append("--fasttext")
     return shlex.join(parts)
 
 
 def compare(cfg: CompareConfig) -> dict:
-    from sst2.data.splits import read_split, resolve_data_dir
+    from sst2.data.dataset import load_splits
+    from sst2.data.splits import resolve_data_dir
     from sst2.system import environment, set_threads
 
     sets = [load_run(p) for p in cfg.runs]  # every path checked before anything is measured
@@ -294,8 +299,11 @@ def compare(cfg: CompareConfig) -> dict:
                   "warmup": cfg.warmup, "repeats": cfg.repeats, "rounds": cfg.rounds, "batch_size": cfg.batch_size,
                   "load_average_before": list(os.getloadavg()), "environment": environment()}
     texts: list[str] = []
+    splits = load_splits(resolve_data_dir(cfg.data)) if cfg.latency or cfg.fasttext else {}  # any format, k classes
     if cfg.latency:
-        dev = read_split(resolve_data_dir(cfg.data) / "dev.tsv", "dev")
+        if "dev" not in splits:
+            raise CompareError(f"{resolve_data_dir(cfg.data)}: no dev split to time the models on")
+        dev = splits["dev"]
         texts = dev.texts
         conditions["dev_sentences"] = len(texts)
         conditions["data"] = str(dev.path)
@@ -307,12 +315,11 @@ def compare(cfg: CompareConfig) -> dict:
     if cfg.latency:
         time_models(sets, rows, cfg.runtimes or [cfg.runtime] * len(sets), texts, cfg)
     if cfg.fasttext:
-        from sst2.data.dataset import load_splits
         from sst2.evaluation.anchors import fasttext_row
 
         if not cfg.quiet:
             print("training and measuring fastText (external anchor)", flush=True)
-        row = fasttext_row(load_splits(resolve_data_dir(cfg.data)), texts or [], cfg.calls, cfg.warmup,
+        row = fasttext_row(splits, texts, cfg.calls, cfg.warmup,
                            cfg.batch_size, cfg.repeats, threads)
         rows.append({**row, "run": None, "peak_rss_mb_max": None,
                      **{f"{k}_{s}": row.get(f"{k}_{s}") for k in STATS for s in ("mean", "std")
