@@ -193,6 +193,12 @@ def test_a_value_of_the_wrong_type_is_named_not_taken_for_another():
     assert (type(cfg.run.seed), cfg.run.cache_dir, cfg.optim.lr) == (int, "/tmp/c", 1)  # what TOML can save
 
 
+def test_a_pooling_the_recipes_head_cannot_do_is_a_config_error():
+    with pytest.raises(ConfigError, match="model.pooling: 'last' \\(the LSTM's last state\\) goes with the efficient "
+                                          "recipe; vanilla pools cls, mean or maxmean"):
+        resolve(preset="seed", recipe="vanilla")  # was a ValueError from the head, after loading the encoder
+
+
 def test_config_reports_every_problem_at_once():
     with pytest.raises(ConfigError) as exc:
         resolve(sets=["optim.epochs=0", "optim.lr=-1.0", "model.layers=a,b", "model.pooling=huge",

@@ -187,6 +187,9 @@ def validate(cfg: TrainConfig) -> list[str]:
         problems.append(f"model.combine: must be concat or mix, got {m.combine!r}")
     if m.pooling not in POOLINGS:
         problems.append(f"model.pooling: must be one of {', '.join(POOLINGS)}, got {m.pooling!r}")
+    elif m.pooling == "last" and m.recipe in ("vanilla", "partial", "lora"):  # their linear head has no LSTM
+        problems.append(f"model.pooling: 'last' (the LSTM's last state) goes with the efficient recipe; {m.recipe} "
+                        "pools cls, mean or maxmean")
     if m.layers != "all" and (not isinstance(m.layers, list) or not m.layers
                               or not all(isinstance(i, int) and not isinstance(i, bool) for i in m.layers)
                               or len(set(m.layers)) != len(m.layers)):
