@@ -81,3 +81,11 @@ def test_garbage_onnx_file_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"sst2 predict: error: {d / 'model.int8.onnx'}: not a loadable ONNX model (")
     assert err.endswith("re-run 'sst2 export' to write it again")
+
+
+def test_a_run_directory_given_as_the_model_names_its_model(tiny_model_dir, capsys):
+    run = tiny_model_dir.parent
+    assert main(["predict", "--model-dir", str(run), "good film"]) == 2
+    assert capsys.readouterr().err.strip() == (f"sst2 predict: error: {run}: not an sst2 model directory "
+                                               f"(sst2_model.json not found); a run directory: its model is "
+                                               f"{run / 'model'}")

@@ -384,7 +384,7 @@ class CompareConfig:
     labels: list[str] | None = opt(None, "row names, one per run directory (default: model and preset)")
     latency: bool = opt(True, "measure inference ms per sentence at batch 1 and batch --batch-size on the saved "
                               "models (--no-latency: only read the runs' metrics)")
-    data: str | None = opt(None, "data folder whose dev.tsv sentences are timed (default: $SST2_DATA, "
+    data: str | None = opt(None, "data folder whose dev split is timed (any format) (default: $SST2_DATA, "
                                  "else ../shared/data/sst2-sentences)")
     runtime: str = opt("torch", "inference runtime for the timing (onnx / onnx-int8 need 'sst2 export' first)",
                        choices=RUNTIME_CHOICES)

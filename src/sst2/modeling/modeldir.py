@@ -50,7 +50,8 @@ def read_spec(path: str | Path) -> dict:
     path = Path(path)
     spec_file = path / SPEC_FILE
     if not spec_file.is_file():
-        raise ModelDirError(f"{path}: not an sst2 model directory ({SPEC_FILE} not found)")
+        hint = f"; a run directory: its model is {path / 'model'}" if (path / "model" / SPEC_FILE).is_file() else ""
+        raise ModelDirError(f"{path}: not an sst2 model directory ({SPEC_FILE} not found){hint}")
     try:
         spec = json.loads(spec_file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
