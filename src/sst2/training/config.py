@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from sst2.config import ConfigError, type_problems
+from sst2.config import ConfigError
+from sst2.typed import type_problems
 from sst2.data.text import NORMALIZERS
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
