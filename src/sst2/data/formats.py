@@ -77,6 +77,15 @@ def check_utf8(path: Path, raw: bytes) -> None:
 class DuplicateKey(Exception):
     """A key twice in one JSON object (``args[0]``)."""
 
+    def __str__(self) -> str:
+        return f"the key {quote(self.args[0])} appears twice in one object"
+
+
+def duplicates(names: list[str]) -> str | None:
+    """The names that appear more than once, quoted and comma-separated, or None."""
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    return ", ".join(map(quote, dupes)) if dupes else None
+
 
 def unique_keys(pairs: list) -> dict:
     """A ``json.loads`` ``object_pairs_hook`` raising ``DuplicateKey`` where Python would keep the last value."""
@@ -98,7 +107,7 @@ def json_row(path, lineno: int, line: bytes) -> tuple[dict | None, str | None]:
             return None, utf8_problems(path, [b""] * (lineno - 1) + [line])[0]
         return None, f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})"
     except DuplicateKey as exc:
-        return None, f"{path}:{lineno}: the key {quote(exc.args[0])} appears twice in one object"
+        return None, f"{path}:{lineno}: {exc}"
     if not isinstance(row, dict):
         kind = {list: "an array", str: "a string"}.get(type(row), "a " + type(row).__name__)
         return None, f"{path}:{lineno}: expected a JSON object, got {kind} (JSON lines: one object a line)"
@@ -138,9 +147,8 @@ def open_csv(path, source, fmt: str, bad: dict | None):
             raise
         source = _header_only(path, source, fmt)
         names = pacsv.open_csv(source(), read_options=read, parse_options=parse).schema.names
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DataError(f"{path}:1: duplicate column name(s) in the header: {', '.join(map(quote, dupes))}")
+    if dupes := duplicates(names):
+        raise DataError(f"{path}:1: duplicate column name(s) in the header: {dupes}")
     read, parse = csv_options(fmt, bad)
     convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names})
     return names, pacsv.open_csv(source(), read_options=read, parse_options=parse, convert_options=convert)
@@ -200,8 +208,6 @@ def open_parquet(path: Path) -> pq.ParquetFile:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise parquet_error(path, exc) from None
-    names = pf.schema_arrow.names
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise DataError(f"{path}: duplicate column name(s): {', '.join(map(quote, dupes))}")
+    if dupes := duplicates(pf.schema_arrow.names):
+        raise DataError(f"{path}: duplicate column name(s): {dupes}")
     return pf

@@ -75,11 +75,8 @@ def _finite(text: str) -> float:
 def _load_json(body: bytes):
     try:
         return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite, object_pairs_hook=unique_keys)
-    except (_NotJSON, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (_NotJSON, DuplicateKey, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
-    except DuplicateKey as exc:
-        raise RequestError(400, f"request body is not valid JSON: the key {exc.args[0][:100]!r} appears twice "
-                                "in one object") from None
     except ValueError:  # an integer of more digits than sys.get_int_max_str_digits()
         raise RequestError(400, "request body has a number too long to parse "
                                 f"(over {sys.get_int_max_str_digits()} digits)") from None
@@ -125,6 +122,15 @@ def parse_request(body: bytes, limits: Limits) -> list[str]:
     return texts
 
 
+def health_report(classifier, limits: Limits, batcher: MicroBatcher) -> dict:
+    """What ``GET /health`` answers: the runtime, the limits and what has been served."""
+    return {"status": "ok", "runtime": getattr(classifier, "runtime", None),
+            "max_length": getattr(classifier, "max_length", None),
+            "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
+            "served": {"batches": batcher.batches, "texts": batcher.texts,
+                       "model_seconds": round(batcher.model_seconds, 3)}}
+
+
 def create_app(classifier, limits: Limits | None = None, *, api_key: str | None = None,
                cors_origins: list[str] | tuple[str, ...] = ()):
     """The FastAPI application serving ``classifier`` (any object with ``predict_details(texts)``).
@@ -166,11 +172,7 @@ def create_app(classifier, limits: Limits | None = None, *, api_key: str | None 
 
     @app.get("/health")
     async def health():
-        b = app.state.batcher
-        return {"status": "ok", "runtime": getattr(classifier, "runtime", None),
-                "max_length": getattr(classifier, "max_length", None),
-                "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
-                "served": {"batches": b.batches, "texts": b.texts, "model_seconds": round(b.model_seconds, 3)}}
+        return health_report(classifier, limits, app.state.batcher)
 
     # HEAD (what load balancers and curl -I send): the same answer without the body, not in the schema
     app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)

@@ -53,8 +53,9 @@ def read_marker(path: Path) -> dict | None:
     return info if isinstance(info, dict) and info.get("format") == MARKER_FORMAT else None
 
 
-def _listing(path: Path) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+def _listing(path: Path, keep=lambda name: True) -> str:
+    """The names in ``path`` (those ``keep`` accepts), folders with a slash, the first ``MAX_LISTED`` of them."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if keep(p.name))
     shown = ", ".join(names[:MAX_LISTED])
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
@@ -89,10 +90,8 @@ def check_out(out: Path, overwrite: bool, protected: dict[str, Path]) -> None:
     if marker.get("state") != "complete":
         raise RunDirError(f"refusing to replace {out}: its {MARKER} marker says {marker.get('state')!r}, not a "
                           f"finished run")
-    added = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir() if not _wrote(p.name, marker))
-    if added:
-        shown = ", ".join(added[:MAX_LISTED]) + (f" and {len(added) - MAX_LISTED} more" if len(added) > MAX_LISTED else "")
-        raise RunDirError(f"refusing to replace {out}: it holds what the run did not write ({shown}); move it "
+    if added := _listing(out, lambda name: not _wrote(name, marker)):
+        raise RunDirError(f"refusing to replace {out}: it holds what the run did not write ({added}); move it "
                           "elsewhere first")
 
 
