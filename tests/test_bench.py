@@ -115,9 +115,15 @@ def test_a_failing_case_becomes_an_error_row_and_the_status_says_so(tiny_backbon
 
 
 def test_lengths_beyond_the_encoders_positions_are_refused(tiny_backbone_dir, tmp_path, capsys):
-    assert main(["bench", "--backbone", str(tiny_backbone_dir), "--out", str(tmp_path), *FAST,
+    out = tmp_path / "b"
+    assert main(["bench", "--backbone", str(tiny_backbone_dir), "--out", str(out), *FAST,
                  "--lengths", "16", "1024"]) == 2
     assert capsys.readouterr().err.strip() == (f"sst2 bench: error: lengths: 1024 is more than the encoder's 64 "
+                                               f"positions ({tiny_backbone_dir}); use lengths up to 64")
+    assert not out.exists()  # an empty folder was left behind
+    assert main(["bench", "--backbone", str(tiny_backbone_dir), "--out", str(out), *FAST, "--lengths", "16",
+                 "--step-length", "100"]) == 2  # was an index error inside the training-step case
+    assert capsys.readouterr().err.strip() == (f"sst2 bench: error: step_length: 100 is more than the encoder's 64 "
                                                f"positions ({tiny_backbone_dir}); use lengths up to 64")
 
 

@@ -87,15 +87,17 @@ def bench(cfg: BenchConfig) -> dict:
     if s["device"] == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available to torch")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
     say = (lambda msg: None) if cfg.quiet else (lambda msg: print(msg, flush=True))
 
     encoders = Encoders(cfg.backbone, s["device"])
     encoder, _ = encoders.get(cfg.backbone)  # fail early (a UserError) if the backbone cannot be loaded
     limit = getattr(encoder.config, "max_position_embeddings", None)
-    if isinstance(limit, int) and max(s["lengths"]) > limit:
-        raise UserError(f"lengths: {max(s['lengths'])} is more than the encoder's {limit} positions "
-                        f"({cfg.backbone}); use lengths up to {limit}")
+    for key, length in (("lengths", max(s["lengths"])), ("step_length", s["step_length"])):
+        if isinstance(limit, int) and length > limit:
+            raise UserError(f"{key}: {length} is more than the encoder's {limit} positions "
+                            f"({cfg.backbone}); use lengths up to {limit}")
     # Everything loaded so far lives to the end: keep it out of the per-case gc.collect() (0.25 s each
     # with transformers imported, otherwise).
     gc.freeze()
@@ -119,6 +121,7 @@ def bench(cfg: BenchConfig) -> dict:
         "config": to_dict(cfg), "rows": rows,
         "slopes": fit_slopes(rows, s["fit_from"]), "cache_speedup": cache_speedups(rows),
     }
+    out.mkdir(parents=True, exist_ok=True)  # only now: a bench that fails early leaves no empty folder
     (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, out)
     (out / "bench.md").write_text(render_markdown(result))
