@@ -84,6 +84,29 @@ def test_compare_times_inference_on_the_saved_models(tiny_model_dir, tiny_data_d
         "--rounds 2 --threads 1")  # every option given, so that it re-runs the same comparison
 
 
+def test_a_model_that_cannot_be_timed_is_named_with_its_reason_and_the_exit_is_an_error(tiny_model_dir,
+                                                                                       tiny_data_dir, tmp_path, capsys):
+    import shutil
+
+    from sst2.cli import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir.parent, broken)
+    for weights in (broken / "model").glob("*.safetensors"):
+        weights.unlink()
+    out = tmp_path / "cmp"
+    code = main(["compare", str(tiny_model_dir.parent), str(broken), "--labels", "good", "bad", "--data",
+                 str(tiny_data_dir), "--out", str(out), "--calls", "3", "--warmup", "1", "--repeats", "1",
+                 "--threads", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2  # was 0, with only "error" in the table and the reason in compare.json
+    assert err.startswith(f"sst2 compare: error: wrote {out}/, but 1 model(s) could not be timed: bad (")
+    md = (out / "compare.md").read_text()
+    assert "\nbad: not timed (" in md and "| error | error |" in md
+    rows = json.loads((out / "compare.json").read_text())["rows"]
+    assert rows[0]["b1_ms_p50"] > 0 and "inference_error" in rows[1]
+
+
 def test_compare_reads_a_data_folder_of_any_labels_and_fasttext_needs_no_timing(tiny_model_dir, tmp_path):
     from conftest import write_tsv
     from sst2.cli import main

@@ -255,6 +255,7 @@ def markdown(rows: list[dict], conditions: dict) -> str:
             f"{conditions['calls']} dev sentences, one call each{per_round}; batch {bs} is the median over "
             f"{conditions['repeats']} passes over the {conditions['dev_sentences']} dev sentences{per_round}, "
             f"length-sorted, per sentence.")
+    notes += [f"{r['label']}: not timed ({r['inference_error']})." for r in rows if "inference_error" in r]
     notes.append(f"{env['cpu_model']}, {env['cpu_count']} CPUs; torch {env['versions'].get('torch')}, "
                  f"transformers {env['versions'].get('transformers')}; load average before "
                  f"{conditions['load_average_before'][0]:.2f}.")
@@ -343,6 +344,9 @@ def compare(cfg: CompareConfig) -> dict:
     if not cfg.quiet:
         print(md, end="")
         print(f"wrote {out}/ ({', '.join(files)})")
+    failed = [f"{r['label']} ({r['inference_error']})" for r in rows if "inference_error" in r]
+    if failed:  # the table is written with the others' figures, but the comparison is not complete
+        raise CompareError(f"wrote {out}/, but {len(failed)} model(s) could not be timed: " + "; ".join(failed))
     return {"conditions": conditions, "rows": rows}
 
 
