@@ -190,9 +190,19 @@ def test_train_refuses_a_distillation_config(tiny_model_dir, tiny_data_dir, tiny
         train(cfg)
 
 
-def test_distill_needs_a_teacher_with_the_same_labels(tiny_model_dir, tiny_backbone_dir, tmp_path):
+def test_distill_needs_a_teacher_with_the_same_labels(tiny_model_dir, tiny_backbone_dir, tiny_data_dir, tmp_path,
+                                                      monkeypatch):
+    import sst2.distillation.api as api
     from sst2.distillation.api import distill
     from sst2.errors import UserError
+
+    def never(*args, **kwargs):
+        raise AssertionError("the transfer set was built before the teacher was checked")
+
+    monkeypatch.setattr(api, "build_transfer", never)  # it took about 9.5 s on the real data before the error
+    cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, tiny_model_dir.parent / "nope", tmp_path)
+    with pytest.raises(UserError, match=r"nope: not an sst2 model directory \(sst2_model.json not found\)"):
+        distill(cfg)
 
     d = tmp_path / "abc"
     d.mkdir()

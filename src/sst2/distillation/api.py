@@ -16,11 +16,13 @@ import time
 import numpy as np
 import torch
 
+from sst2.data.splits import LABEL_NAMES
 from sst2.distillation.loss import DistillLoss, pack_targets
 from sst2.distillation.teacher import teacher_logits
 from sst2.distillation.transfer import build_transfer
 from sst2.errors import UserError
 from sst2.inference.classifier import SentimentClassifier
+from sst2.modeling.modeldir import read_spec
 from sst2.training.api import SoftTargets, train
 from sst2.training.config import ConfigError, TrainConfig
 from sst2.training.engine import predicted
@@ -35,12 +37,9 @@ def _encoder_vocab(cfg: TrainConfig):
     return tokenizer.get_vocab(), embeddings, tokenizer.mask_token or "[MASK]"
 
 
-def _teacher(cfg: TrainConfig, model_dir: str, label_names) -> SentimentClassifier:
+def _teacher(cfg: TrainConfig, model_dir: str) -> SentimentClassifier:
     teacher = SentimentClassifier.from_pretrained(model_dir, runtime=cfg.distill.teacher_runtime,
                                                   threads=cfg.run.threads, batch_size=128)
-    if list(teacher.labels) != list(label_names):
-        raise UserError(f"distill.teacher: {model_dir} predicts the labels {', '.join(teacher.labels)}, "
-                        f"but the training data has {', '.join(label_names)}")
     return teacher
 
 
@@ -53,11 +52,10 @@ def _accuracy(logits: np.ndarray | None, split) -> float | None:
 def _label(cfg: TrainConfig, splits: dict, transfer, ctx) -> tuple[np.ndarray, dict, dict]:
     """The teacher's logits over the transfer set (an ensemble: the mean of its members' raw logits, each
     cached on its own), its dev/test logits, and the labelling report. One member is loaded at a time."""
-    names = splits["train"].label_names
     scored = [k for k in ("dev", "test") if k in splits and splits[k].labelled]
     transfer_logits, held_out, members, reports = [], {k: [] for k in scored}, [], []
     for model_dir in cfg.distill.teacher_dirs():
-        teacher = _teacher(cfg, model_dir, names)
+        teacher = _teacher(cfg, model_dir)
         logits, report = teacher_logits(teacher, transfer.texts, transfer.sha256, cfg.run.cache_dir, ctx.bar, ctx.log)
         transfer_logits.append(logits)
         reports.append(report)
@@ -78,6 +76,11 @@ def soft_targets(cfg: TrainConfig, splits: dict, ctx) -> tuple[dict, SoftTargets
     """The transfer set as the training split, and the teacher's logits over it as its targets."""
     t = cfg.distill
     train_split = splits["train"]
+    for model_dir in t.teacher_dirs():  # before the transfer set is built: a wrong teacher fails at once
+        labels = read_spec(model_dir).get("labels", list(LABEL_NAMES))
+        if list(labels) != list(train_split.label_names):
+            raise UserError(f"distill.teacher: {model_dir} predicts the labels {', '.join(labels)}, "
+                            f"but the training data has {', '.join(train_split.label_names)}")
     t0 = time.perf_counter()
     vocab, embeddings, mask = _encoder_vocab(cfg)
     transfer = build_transfer(cfg, train_split, vocab, embeddings, mask, ctx.log)
