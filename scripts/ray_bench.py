@@ -95,13 +95,12 @@ def bench_predict(args) -> None:
 
 def _glue_split(limit: int):
     from sst2.data.readers import read_table
-    from sst2.data.splits import split_from_lists
+    from sst2.data.dataset import from_lists
     from sst2.data.text import normalize_texts
 
     table = read_table(GLUE)
     n = limit or len(table)
-    split = split_from_lists("train", normalize_texts(table.texts[:n], "contractions"), table.labels[:n])
-    return split
+    return from_lists({"train": (normalize_texts(table.texts[:n], "contractions"), table.labels[:n])})["train"]
 
 
 def bench_encode(args) -> None:

@@ -15,7 +15,8 @@ import argparse
 import json
 import time
 
-from sst2.training.api import config_for, train
+from sst2.training.api import train
+from sst2.training.config import config_for
 
 BASE = dict(proj_size=256, lstm_size=128, epochs=10, schedule="constant", warmup_ratio=0.0)
 LINEAR = dict(schedule="linear", warmup_ratio=0.1)

@@ -144,7 +144,7 @@ class ActorKiller:
 def train_config(preset=None, model=None, data=None, layers=None, **kw):
     """A resolved training config from flat names (``epochs=2``, ``layers="-2,-1"``), as a test writes
     them; ``model`` is the recipe and ``data`` the data folder."""
-    from sst2.training.api import config_for
+    from sst2.training.config import config_for
 
     if data is not None:
         kw["path"] = str(data)

@@ -122,14 +122,54 @@ def test_fit_rejects_bad_labels_with_their_index(tiny_backbone_dir):
     from sst2 import fit
     from sst2.data.splits import DataError
 
-    with pytest.raises(DataError, match=r"^train text 2: empty text\n"
-                                        r"train label 1: expected 0, 1, 'negative' or 'positive', got 'meh'$"):
+    with pytest.raises(DataError, match=r"^train_texts\[2\]: empty text\n"
+                                        r"train_labels: the labels mix integers and strings \(integer 1 at index 0, "
+                                        r"string 'meh' at index 1\); use one kind$"):
         fit(["good", "bad", " "], [1, "meh", 0], backbone=str(tiny_backbone_dir))
-    with pytest.raises(DataError, match=r"^train text 0: not valid Unicode text \(a lone surrogate at character 4\)\n"
-                                        r"train text 1: empty text \(only invisible characters such as U\+FEFF\)$"):
+    with pytest.raises(DataError, match=r"^train_texts\[0\]: not valid Unicode text \(a lone surrogate at character 4\)\n"
+                                        r"train_texts\[1\]: empty text \(only invisible characters such as U\+FEFF\)$"):
         fit(["bad\ud800", "\ufeff"], [0, 1], backbone=str(tiny_backbone_dir))
+    with pytest.raises(DataError, match=r"^dev_labels\[1\]: label 'neu' is not one of the training labels \(neg, pos\)$"):
+        fit(["good", "bad"], ["pos", "neg"], ["fine", "so-so"], ["pos", "neu"], backbone=str(tiny_backbone_dir))
+    with pytest.raises(DataError, match=r"^train_texts: expected a list, got a single str \('a good film'\)$"):
+        fit("a good film", [1], backbone=str(tiny_backbone_dir))
     with pytest.raises(Exception, match=r"^unknown option 'epoch' \(known: "):
         fit(["good"], [1], epoch=3)
+
+
+def test_fit_refuses_options_it_would_ignore(tiny_backbone_dir, tmp_path):
+    from sst2 import fit
+    from sst2.config import ConfigError
+    from sst2.data.splits import DataError
+
+    x, y = texts_labels(16, 3)
+    for key in ("path", "train_file", "dev_ratio", "data.text_column"):  # all were ignored without a word
+        with pytest.raises(ConfigError, match=rf"^{key}: fit trains on the lists it is given; data files are for "
+                                              r"sst2.train \(sst2 train --data\)$"):
+            fit(x, y, **{key: "x"})
+    with pytest.raises(ConfigError, match=r"^recipe='vanilla' and config= both given: a config names its own recipe"):
+        fit(x, y, recipe="vanilla", config=str(tmp_path / "any.toml"))  # the recipe was dropped
+    with pytest.raises(DataError, match=r"^dev_labels given without dev_texts: the dev split picks the kept epoch"):
+        fit(x, y, dev_labels=y)
+    with pytest.raises(ConfigError, match=r"^distill.teacher is set \(t\): fit trains on labels; a student of a "
+                                          r"teacher is sst2.distill$"):
+        fit(x, y, teacher="t")
+
+
+def test_fit_trains_named_classes_in_the_given_order_from_numpy_labels(tiny_backbone_dir, tmp_path):
+    from sst2 import fit
+
+    words = {"neg": "awful", "neu": "film", "pos": "superb"}
+    rows = [(f"the {words[k]} story {i % 7}", k) for i in range(40) for k in ("neg", "neu", "pos")]
+    x, y = [t for t, _ in rows], np.array([k for _, k in rows])  # a DataFrame column's values
+    clf, report = fit(x, y, x[:30], list(y[:30]), labels=["pos", "neu", "neg"], backbone=str(tiny_backbone_dir),
+                      epochs=6, batch_size=16, lr=3e-3, max_length=32, cache_dir=str(tmp_path), threads=1)
+    assert clf.labels == ["pos", "neu", "neg"] and report["labels"] == ["pos", "neu", "neg"]
+    assert clf.predict_proba(["the superb story"]).shape == (1, 3)
+    assert clf.predict(["the superb story 3", "the awful story 2"]) == ["pos", "neg"]
+    _, ints = fit(x, np.array([len(k) * 0 + "neg neu pos".split().index(k) for k in y]), x[:30],
+                  [0] * 30, backbone=str(tiny_backbone_dir), epochs=1, max_length=32, cache_dir=str(tmp_path), threads=1)
+    assert ints["labels"] == ["0", "1", "2"]  # NumPy integers were "not an integer or a string"
 
 
 def test_fit_accepts_label_names_and_trains_like_integers(tiny_backbone_dir, tmp_path):
@@ -141,6 +181,31 @@ def test_fit_accepts_label_names_and_trains_like_integers(tiny_backbone_dir, tmp
     _, a = fit(x, y, x[:8], y[:8], **kw)
     _, b = fit(x, [("negative", "positive")[k] for k in y], x[:8], y[:8], **kw)
     assert a["dev_accuracy"] == b["dev_accuracy"] and a["dev_loss"] == b["dev_loss"]
+
+
+@pytest.mark.parametrize("with_dev", [True, False])
+def test_a_fit_runs_config_toml_re_runs_it_from_the_data_it_saved(with_dev, tiny_backbone_dir, tmp_path):
+    from sst2 import fit
+
+    x, y = texts_labels(48, 5)
+    dev = (x[:16], y[:16]) if with_dev else (None, None)
+    _, report = fit(x, y, *dev, x[16:24], y[16:24], backbone=str(tiny_backbone_dir), epochs=2, batch_size=8,
+                    max_length=32, cache_dir=str(tmp_path / "cache"), threads=1, out=tmp_path / "a")
+    lines = (tmp_path / "a" / "data" / "train.jsonl").read_text().splitlines()
+    assert len(lines) == 48 and json.loads(lines[0]) == {"text": x[0], "label": ("negative", "positive")[y[0]]}
+    assert sorted(p.name for p in (tmp_path / "a" / "data").iterdir()) == ["dev.jsonl"] * with_dev + ["test.jsonl",
+                                                                                                      "train.jsonl"]
+    # it trained on the default data folder instead, without a word
+    assert main(["train", "--config", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b"),
+                 "--quiet"]) == 0
+    again = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert (again["train_size"], again["dev_accuracy"], again["test_accuracy"]) == (
+        48, report["dev_accuracy"], report["test_accuracy"])
+    assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
+    assert (report["dev_accuracy"] is None) == (not with_dev)
+    if not with_dev:  # the scorer read the whole folder, and a folder without dev was an error
+        assert main(["evaluate", "--model-dir", str(tmp_path / "a" / "model"), "--data", str(tmp_path / "a" / "data"),
+                     "--split", "test", "--json"]) == 0
 
 
 def _train(tiny_backbone_dir, tiny_data_dir, tmp_path, out, *flags):

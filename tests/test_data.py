@@ -29,8 +29,8 @@ def test_glue_trailing_space_is_stripped_and_unlabelled_test_is_allowed(tmp_path
 
 def test_missing_file(tmp_path):
     write_tsv(tmp_path / "train.tsv", [("ok", 1), ("bad", 0)])
-    with pytest.raises(DataError, match=re.escape(f"{tmp_path}: no dev file; add one, or split the training file "
-                                                  "with --dev-ratio")):
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path}: no dev file; add one, split the training file "
+                                                  "with --dev-ratio, or train without dev with --dev-ratio 0")):
         load_splits(tmp_path)
     (tmp_path / "train.tsv").unlink()
     with pytest.raises(DataError, match=re.escape(f"{tmp_path}: no train file")):
@@ -39,6 +39,21 @@ def test_missing_file(tmp_path):
     write_tsv(tmp_path / "dev.tsv", [("fine", 1)])
     splits = load_splits(tmp_path)  # test is optional
     assert sorted(splits) == ["dev", "train"] and splits["train"].label_names == ("negative", "positive")
+
+
+def test_dev_ratio_0_trains_without_dev_and_a_ratio_the_folder_makes_moot_is_refused(tmp_path):
+    rows = [("ok", 1), ("fine", 1), ("good", 1), ("bad", 0), ("dull", 0), ("flat", 0)]
+    write_tsv(tmp_path / "train.tsv", rows)
+    assert sorted(load_splits(tmp_path, dev_ratio=0)) == ["train"]  # was "no dev file"
+    one = tmp_path / "train.tsv"
+    assert [len(s) for s in load_splits(one, dev_ratio=0).values()] == [6]  # was split at 0.1
+    assert {k: len(s) for k, s in load_splits(one, dev_ratio=0, test_ratio=0.34).items()} == {"train": 4, "test": 2}
+    write_tsv(tmp_path / "dev.tsv", rows[:2])
+    write_tsv(tmp_path / "test.tsv", rows[2:4])
+    for key, split in (("dev_ratio", "dev"), ("test_ratio", "test")):  # the ratio was ignored without a word
+        with pytest.raises(DataError, match="^" + re.escape(f"{tmp_path}: data.{key} is 0.2, but the folder has its "
+                                                            f"own {split} file ({split}.tsv); drop one of them")):
+            load_splits(tmp_path, **{key: 0.2})
 
 
 def test_a_file_too_small_to_split_by_ratio_is_named(tmp_path):

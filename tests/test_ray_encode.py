@@ -56,12 +56,12 @@ def test_an_encoder_actor_that_keeps_dying_fails_the_encode_after_its_retries(lo
     import functools
     import time
 
-    from sst2.data.splits import split_from_lists
+    from sst2.data.dataset import from_lists
     from sst2.features.ray_encode import encode_splits_ray
 
     bb = Backbone.load(str(tiny_backbone_dir), layers=(-2, -1))
     rows = make_sentences(400, 31)
-    splits = {"train": split_from_lists("train", [s for s, _ in rows], [y for _, y in rows])}
+    splits = from_lists({"train": ([s for s, _ in rows], [y for _, y in rows])})
     encode = functools.partial(encode_splits_ray, actors=1, retries=1)
     cache = tmp_path / "cache"
     t0 = time.monotonic()

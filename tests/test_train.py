@@ -214,6 +214,16 @@ def test_config_reports_every_problem_at_once():
         resolve(preset="huge")
 
 
+def test_a_preset_named_in_a_file_or_set_as_a_table_is_an_error_naming_where(tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text('preset = "nope"\n')
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: unknown preset 'nope': choose one of distill, "):
+        resolve(config=bad)  # the message did not say which file named it
+    with pytest.raises(ConfigError, match=r"^--set preset.epochs: the preset is not a table of settings; choose it "
+                                          r"with --preset"):
+        resolve(sets=["preset.epochs=1"])  # was ignored without a word
+
+
 def test_cli_end_to_end(tiny_backbone_dir, tiny_data_dir, tmp_path):
     out = tmp_path / "cli-run"
     cmd = [sys.executable, "-m", "sst2.cli", "train", "--data", str(tiny_data_dir), "--backbone",

@@ -4,18 +4,20 @@ trains a student of a saved model on data files."""
 from __future__ import annotations
 
 from sst2.inference.classifier import SentimentClassifier
-from sst2.training.api import fit_model
+from sst2.training.inmemory import fit_model
 
 
 def fit(train_texts, train_labels, dev_texts=None, dev_labels=None, test_texts=None, test_labels=None, *,
-        recipe: str = "efficient", config=None, out=None, **overrides) -> tuple[SentimentClassifier, dict]:
-    """Train a classifier on in-memory texts and labels (0 / 1 or "negative" / "positive").
+        recipe: str | None = None, config=None, out=None, **overrides) -> tuple[SentimentClassifier, dict]:
+    """Train a classifier on in-memory texts and labels: integers or strings, two classes or more (0 / 1
+    are named "negative" / "positive"; ``labels=[...]`` gives the order, else they are sorted).
 
-    ``recipe``: efficient (default), vanilla, partial or lora, each with its preset
+    ``recipe``: efficient (the default), vanilla, partial or lora, each with its preset
     (``sst2/configs/*.toml``); ``config``: a TOML file or a ``TrainConfig`` instead; ``overrides`` by
     field name (``epochs=3``, ``lr=2e-3``, ``backbone="path/to/encoder"``). With ``dev_*`` the epoch
     with the best dev accuracy is kept, else the last. ``out``: also write a run directory there, as
-    ``sst2 train`` does. Returns ``(classifier, report)``; the report is the run's metrics dict.
+    ``sst2 train`` does, with the lists in ``OUT/data/`` so that its ``config.toml`` re-runs it. Returns
+    ``(classifier, report)``; the report is the run's metrics dict.
     """
     trained, card = fit_model(train_texts, train_labels, dev_texts, dev_labels, test_texts, test_labels,
                               recipe=recipe, config=config, out=out, **overrides)
@@ -32,7 +34,7 @@ def distill(teacher, *, preset: str = "distill", config=None, out=None,
     from pathlib import Path
 
     from sst2.distillation.api import distill as run
-    from sst2.training.api import config_for
+    from sst2.training.config import config_for
 
     overrides["teacher"] = str(teacher) if isinstance(teacher, (str, Path)) else [str(t) for t in teacher]
     if out is not None:

@@ -5,7 +5,9 @@
   ``../shared/data`` are such folders. ``--train-file`` replaces the folder's train split.
 * A single labelled file is split into train, dev (``dev_ratio``, default 0.1) and optionally test
   (``test_ratio``): stratified by label and seeded; the row indexes of each split are returned so the
-  run directory records them (``splits.json``).
+  run directory records them (``splits.json``). A folder without a dev file is split the same way.
+  ``dev_ratio = 0`` trains without a dev split (the last epoch is kept, as ``sst2.fit`` does without dev).
+* ``from_lists`` makes the same splits from in-memory lists (``sst2.fit``).
 
 The label set comes from the training split (``sst2.data.labels``); dev and test labels are encoded
 against it, so a label training never saw is an error naming the file and line.
@@ -14,13 +16,15 @@ against it, so a label training never saw is an error naming the file and line.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 from pathlib import Path
 
 from sst2.data.labels import LabelSet, stratified_split
-from sst2.data.formats import EXTENSIONS
+from sst2.data.formats import EXTENSIONS, raise_problems
 from sst2.data.readers import RawTable, read_table
-from sst2.data.splits import DATA_ENV, DEFAULT_DATA_HINT, DataError, Split
+from sst2.data.splits import DATA_ENV, DEFAULT_DATA_HINT, DataError, Split, quote
+from sst2.data.text import text_problem
 
 SPLITS = ("train", "dev", "test")
 DEFAULT_DEV_RATIO = 0.1
@@ -57,13 +61,20 @@ def _from_folder(folder: Path, opts: dict, train_file: str | None) -> tuple[dict
                         f"{', '.join('train' + e for e in ('.tsv', '.csv', '.jsonl', '.parquet'))})")
     train = _read(paths["train"], opts)
     labels = LabelSet.from_table(train, opts.get("labels"))
-    if paths["dev"] is None:
-        if not opts.get("dev_ratio"):
-            raise DataError(f"{folder}: no dev file; add one, or split the training file with --dev-ratio")
-        return _by_ratio(train, labels, opts, test=_maybe_test(paths["test"], opts, labels))
-    splits = {"train": _split("train", train, labels)}
-    splits["dev"] = _split("dev", _read(paths["dev"], opts), labels)
+    for split, key in (("dev", "dev_ratio"), ("test", "test_ratio")):
+        if paths[split] is not None and opts.get(key) is not None:
+            raise DataError(f"{folder}: data.{key} is {opts[key]}, but the folder has its own {split} file "
+                            f"({paths[split].name}); drop one of them")
     test = _maybe_test(paths["test"], opts, labels)
+    if paths["dev"] is None:
+        if opts.get("dev_ratio") is None:
+            raise DataError(f"{folder}: no dev file; add one, split the training file with --dev-ratio, or "
+                            "train without dev with --dev-ratio 0")
+        if opts["dev_ratio"] or opts.get("test_ratio"):
+            return _by_ratio(train, labels, opts, test=test)
+    splits = {"train": _split("train", train, labels)}
+    if paths["dev"] is not None:
+        splits["dev"] = _split("dev", _read(paths["dev"], opts), labels)
     if test is not None:
         splits["test"] = test
     return splits, None
@@ -76,12 +87,14 @@ def _maybe_test(path: Path | None, opts: dict, labels: LabelSet) -> Split | None
 
 
 def _by_ratio(table: RawTable, labels: LabelSet, opts: dict, test: Split | None = None):
-    ratios = {"dev": opts.get("dev_ratio") or DEFAULT_DEV_RATIO}
+    dev_ratio = DEFAULT_DEV_RATIO if opts.get("dev_ratio") is None else opts["dev_ratio"]
+    ratios = {"dev": dev_ratio} if dev_ratio else {}  # 0: no dev split (the last epoch is kept)
     if opts.get("test_ratio"):
         ratios["test"] = opts["test_ratio"]
     encoded = labels.encode_table(table)
     try:
-        rows = stratified_split(encoded, ratios, opts.get("seed", 0), list(labels.names))
+        rows = (stratified_split(encoded, ratios, opts.get("seed", 0), list(labels.names)) if ratios
+                else {"train": list(range(len(table)))})
     except DataError as exc:
         raise DataError(f"{table.path}: {exc}") from None
     # each split's own fingerprint: the file's and the rows it took (the feature cache keys on it)
@@ -114,3 +127,58 @@ def load_data(path: str | os.PathLike, train_file: str | None = None, **opts) ->
 def load_splits(path: str | os.PathLike, train_file: str | None = None, **opts) -> dict[str, Split]:
     """:func:`load_data` without the split record."""
     return load_data(path, train_file, **opts)[0]
+
+
+# --- in memory -------------------------------------------------------------------------------------------
+
+def _plain(label):
+    """A label as a file would hold it: NumPy integers (a DataFrame column's values) become ``int``."""
+    if isinstance(label, numbers.Integral) and not isinstance(label, bool):
+        return int(label)
+    return str(label) if isinstance(label, str) else label
+
+
+def from_lists(lists: dict[str, tuple], order=None) -> dict[str, Split]:
+    """Splits from in-memory ``(texts, labels)`` by split name: ``train`` (labelled), and ``dev`` and ``test``
+    (labels may be None). The labels are integers or strings, as in a file: the label set comes from the
+    training labels (sorted, or in ``order``) and the other splits are encoded against it. Every problem is
+    reported by list and index (``train_texts[3]``, ``dev_labels[0]``); nothing is dropped."""
+    problems, raw = [], {}
+    for name, (texts, labels) in lists.items():
+        for what, values in (("texts", texts), ("labels", labels)):
+            if isinstance(values, (str, bytes)):
+                raise DataError(f"{name}_{what}: expected a list, got a single {type(values).__name__} "
+                                f"({quote(values if isinstance(values, str) else repr(values))})")
+        texts = list(texts)
+        labels = None if labels is None else [_plain(y) for y in labels]
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                problems.append(f"{name}_texts[{i}]: expected a string, got {type(t).__name__}")
+            elif problem := text_problem(t):
+                problems.append(f"{name}_texts[{i}]: {problem}")
+        if not texts:
+            problems.append(f"{name}_texts: no texts")
+        if labels is not None and len(labels) != len(texts):
+            problems.append(f"{name}_labels: {len(texts)} texts but {len(labels)} labels")
+        raw[name] = texts, labels
+    try:
+        label_set, ints = _encoded(raw, order)
+    except DataError as exc:  # the label problems after the text problems, in one error
+        raise_problems(problems + [str(exc)])
+        raise
+    raise_problems(problems)
+    splits = {}
+    for name, (texts, _) in raw.items():
+        blob = "\n".join(f"{t}\t{y}" for t, y in zip(texts, ints[name] or [""] * len(texts)))
+        splits[name] = Split(name, None, [t.strip() for t in texts], ints[name],
+                             hashlib.sha256(f"{label_set.names}\n{blob}".encode()).hexdigest(), label_set.names)
+    return splits
+
+
+def _encoded(raw: dict[str, tuple], order) -> tuple[LabelSet, dict[str, list[int] | None]]:
+    """The label set of the training labels and every split's labels as class indexes."""
+    train_labels = raw["train"][1]
+    label_set = LabelSet.from_training(train_labels, order, "train_labels", range(len(train_labels)), "index")
+    return label_set, {name: None if labels is None else
+                       label_set.encode(labels, f"{name}_labels", range(len(labels)), "index")
+                       for name, (_, labels) in raw.items()}

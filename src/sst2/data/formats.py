@@ -45,7 +45,10 @@ def detect_format(path: str | os.PathLike, fmt: str | None = None) -> str:
 
 
 def where(path, n: int, unit: str = "line") -> str:
-    """``path:LINE``, or ``path: row N`` for Parquet (``unit="row"``), to start a message."""
+    """``path:LINE``, ``path: row N`` for Parquet (``unit="row"``) or ``name[N]`` for an in-memory list
+    (``unit="index"``), to start a message."""
+    if unit == "index":
+        return f"{path}[{n}]"
     return f"{path}: row {n}" if unit == "row" else f"{path}:{n}"
 
 

@@ -90,6 +90,8 @@ class LabelSet:
     def _index(self) -> dict:
         index = {v: i for i, v in enumerate(self.values)}
         index.update((n, i) for i, n in enumerate(self.names))  # "negative" / "positive", or "3" for 3
+        if sorted(self.names) == sorted(LABEL_NAMES) and all(isinstance(v, str) for v in self.values):
+            index.update((LABEL_NAMES.index(n), i) for i, n in enumerate(self.names))  # and 0 / 1 for them
         return index
 
     def encode(self, raw_labels, where="the data", lines=None, unit: str = "line") -> list[int]:

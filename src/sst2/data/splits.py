@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sst2.data.text import text_problem
 from sst2.errors import UserError
 
 SPLITS = ("train", "dev", "test")
@@ -39,7 +38,7 @@ class DataError(UserError, ValueError):
 @dataclass(frozen=True)
 class Split:
     name: str
-    path: Path | None  # None for texts given in memory (``split_from_lists``)
+    path: Path | None  # None for texts given in memory (``sst2.data.dataset.from_lists``)
     texts: list[str]
     labels: list[int] | None  # class indexes into ``label_names``; None for an unlabelled split (GLUE test)
     sha256: str
@@ -143,36 +142,3 @@ def _parse_rows(lines: list[bytes], labelled: bool, decode, problem) -> tuple[li
             labels.append(int(label))
 
     return texts, labels
-
-
-def split_from_lists(name: str, texts, labels=None) -> Split:
-    """A split from in-memory texts and labels (0 / 1 or the label names); the same checks as a file:
-    every problem is reported with its index, nothing is dropped."""
-    texts = list(texts)
-    problems = []
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            problems.append(f"{name} text {i}: expected a string, got {type(t).__name__}")
-        elif problem := text_problem(t):
-            problems.append(f"{name} text {i}: {problem}")
-    ints = None
-    if labels is not None:
-        labels = list(labels)
-        if len(labels) != len(texts):
-            problems.append(f"{name}: {len(texts)} texts but {len(labels)} labels")
-        ints = []
-        for i, y in enumerate(labels):
-            if isinstance(y, str) and y in LABEL_NAMES:
-                ints.append(LABEL_NAMES.index(y))
-            elif not isinstance(y, bool) and y in (0, 1):
-                ints.append(int(y))
-            else:
-                problems.append(f"{name} label {i}: expected 0, 1, {' or '.join(map(repr, LABEL_NAMES))}, got {y!r}")
-    if not texts:
-        problems.append(f"{name}: no texts")
-    if problems:
-        shown = problems[:MAX_REPORTED]
-        more = len(problems) - len(shown)
-        raise DataError("\n".join(shown) + (f"\n... and {more} more problem(s)" if more else ""))
-    blob = "\n".join(f"{t}\t{y}" for t, y in zip(texts, ints or [""] * len(texts)))
-    return Split(name, None, [t.strip() for t in texts], ints, hashlib.sha256(blob.encode()).hexdigest())

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from sst2.config import EvaluateConfig, window_options
-from sst2.data.dataset import load_splits
+from sst2.data.dataset import find_split_file, load_splits
 from sst2.data.splits import resolve_data_dir
 from sst2.errors import UserError
 from sst2.evaluation.metrics import classification_metrics, format_metrics
@@ -25,16 +25,14 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
     data = resolve_data_dir(cfg.data)
     if data.is_file():
         return _split_of_file(cfg, data, model_labels)
-    splits = load_splits(data)
-    if cfg.split not in splits:
-        raise UserError(f"{resolve_data_dir(cfg.data)}: no {cfg.split} split to score")
-    split = splits[cfg.split]
-    if not split.labelled:
-        raise UserError(f"{split.path}: split '{cfg.split}' has no labels, so it cannot be scored")
-    if list(split.label_names) != list(model_labels):  # the folder's own label set may differ from the model's
-        table = read_table(split.path)
-        return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split
-    return split.texts, split.labels, cfg.split
+    path = find_split_file(data, cfg.split) if data.is_dir() else None
+    if path is None:  # only the split scored is read: a folder without dev (--dev-ratio 0) scores its test
+        load_splits(data)  # the folder's own error (not found, no train file), else:
+        raise UserError(f"{data}: no {cfg.split} split to score")
+    table = read_table(path, require_labels=False)
+    if table.labels is None:
+        raise UserError(f"{path}: split '{cfg.split}' has no labels, so it cannot be scored")
+    return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split
 
 
 def _split_of_file(cfg: EvaluateConfig, path: Path, model_labels: list[str]) -> tuple[list[str], list[int], str]:

@@ -1,9 +1,9 @@
-"""Training entry points: :func:`fit` on in-memory lists and :func:`train` on data files.
+"""Training from data files: :func:`train` (``sst2 train``), and :func:`run_one`, one seed of one recipe.
 
-Both run one recipe (``sst2.training.recipes``) through the engine (``sst2.training.engine``) and
-score the kept epoch on dev and test. :func:`train` writes a complete run directory
-(``sst2.training.rundir``); :func:`fit` returns the classifier, and writes a run directory too when
-``out`` is given.
+:func:`run_one` runs a recipe (``sst2.training.recipes``) through the engine (``sst2.training.engine``)
+and scores the kept epoch on dev and test; :func:`train` reads the data, writes a complete run directory
+(``sst2.training.rundir``) and trains every seed. Training on in-memory lists (``sst2.fit``) is
+``sst2.training.inmemory``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from sst2.data.dataset import load_data
-from sst2.data.splits import DataError, Split, resolve_data_dir, split_from_lists
+from sst2.data.splits import Split, resolve_data_dir
 from sst2.data.text import normalize_texts
 from sst2.stats import format_pm, seed_stat
 from sst2.features.encode import prepare_features
@@ -27,7 +27,7 @@ from sst2.modeling.heads import count_parameters
 from sst2.system import environment, peak_rss_mb, progress_bar, progress_enabled, seed_everything, set_threads
 from sst2.training import distributed, engine, recipes, rundir
 from sst2.calibration import calibration_report, fit_temperature
-from sst2.training.config import GROUPS, ConfigError, TrainConfig, resolve
+from sst2.training.config import ConfigError, TrainConfig
 from sst2.training.recipes.common import label_names, num_outputs
 
 SUMMARY_KEYS = ("dev_accuracy", "test_accuracy", "best_epoch", "train_seconds", "seconds_per_epoch", "total_seconds",
@@ -307,67 +307,3 @@ def summarize_seeds(runs: list[dict]) -> dict:
         s = seed_stat([r[key] for r in runs])
         out[key] = None if s is None else {k: s[k] for k in ("mean", "std", "values")}
     return out
-
-
-# --- in memory -------------------------------------------------------------------------------------
-_FIELD_GROUP: dict[str, str] = {}
-for _g, _cls in GROUPS.items():
-    for _f in dataclasses.fields(_cls):
-        if _f.name in _FIELD_GROUP:  # a field name must say which group it sets
-            raise AssertionError(f"config field {_f.name!r} is in groups {_FIELD_GROUP[_f.name]} and {_g}")
-        _FIELD_GROUP[_f.name] = _g
-
-
-def config_for(recipe: str | None = None, config=None, preset: str | None = None, **overrides) -> TrainConfig:
-    """A resolved config: ``preset``, else the recipe's preset (or ``config``, a file or a
-    :class:`TrainConfig`), then ``overrides`` by field name (``epochs=3``, ``lr=2e-3``) or dotted key
-    (``{"optim.lr": 2e-3}``)."""
-    dotted = {}
-    for key, value in overrides.items():
-        key = key.replace("__", ".")
-        if "." not in key:
-            if key not in _FIELD_GROUP:
-                raise ConfigError(f"unknown option {key!r} (known: {', '.join(sorted(_FIELD_GROUP))})")
-            key = f"{_FIELD_GROUP[key]}.{key}"
-        dotted[key] = value
-    if isinstance(config, TrainConfig):
-        base = config.to_dict()
-        for key, value in dotted.items():
-            group, _, name = key.partition(".")
-            base.setdefault(group, {})[name] = value
-        from sst2.training.config import build
-
-        return build({g: v for g, v in base.items() if g in GROUPS}, config.preset)
-    return resolve(preset=preset, config=config, recipe=recipe if config is None else None, overrides=dotted)
-
-
-def fit_model(train_texts, train_labels, dev_texts=None, dev_labels=None, test_texts=None, test_labels=None, *,
-              recipe: str = "efficient", config=None, out: str | None = None, **overrides) -> tuple[Trained, dict]:
-    """:func:`sst2.fit` without the classifier wrapper: ``(Trained, model card info)``."""
-    cfg = config_for(recipe, config, quiet=overrides.pop("quiet", True), **overrides)
-    if cfg.run.seeds != 1:
-        raise ConfigError("fit trains one seed; use sst2.train (or sst2 train --seeds N) for several")
-    t_start = time.perf_counter()
-    set_threads(cfg.run.threads)
-    if train_labels is None:
-        raise DataError("train_labels: training needs a label for every text, got None")
-    splits = {"train": split_from_lists("train", train_texts, train_labels)}
-    for name, texts, labels in (("dev", dev_texts, dev_labels), ("test", test_texts, test_labels)):
-        if texts is not None:
-            splits[name] = split_from_lists(name, texts, labels)
-    splits = _normalized(splits, cfg.data.normalize)
-    ctx = Context(cfg)
-    command = "sst2.fit(...)"
-    if out is None:
-        trained = run_one(cfg, splits, ctx, t_start)
-    else:
-        cfg = cfg.with_run(out=str(out))
-        tmp = rundir.prepare(Path(out), cfg, None, ctx.log)
-        try:
-            trained = run_one(cfg, splits, ctx, t_start)
-            rundir.write_run(tmp, cfg, trained, splits, command)
-        except BaseException:
-            rundir.abort(tmp)
-            raise
-        rundir.finish(Path(out), tmp)
-    return trained, rundir.card_info(cfg, trained.metrics, splits, command)

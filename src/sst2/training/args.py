@@ -40,7 +40,8 @@ class TrainArgs:
     label_column: str | None = opt(None, "the label column (default: the first of label, labels, sentiment)")
     labels: str | None = opt(None, "the label order, comma-separated (default: the training labels, sorted)")
     dev_ratio: float | None = opt(None, "split this share of the training file off as dev (stratified, seeded; a "
-                                        "single data file: default 0.1); the rows go to RUN/splits.json")
+                                        "single data file: default 0.1; 0: no dev, the last epoch is kept); the rows go "
+                                        "to RUN/splits.json")
     test_ratio: float | None = opt(None, "split this share off as test too")
     backbone: str | None = opt(None, "encoder: a local directory or a Hugging Face name (default: the packaged "
                                      "all-MiniLM-L6-v2, fully offline)")

@@ -39,7 +39,7 @@ class DataConfig:
     text_column: str | None = None  # default: the first of sentence, text, review
     label_column: str | None = None  # default: the first of label, labels, sentiment
     labels: list[str] | None = None  # the label order (default: the training labels, sorted)
-    dev_ratio: float | None = None  # split dev off the training file (a single file: default 0.1)
+    dev_ratio: float | None = None  # split dev off the training file (a single file: default 0.1; 0: no dev)
     test_ratio: float | None = None  # split test off it too
     normalize: str = "contractions"  # text normalization before tokenization (sst2.data.text)
     max_length: int = 128  # tokens per text, special tokens included; longer texts are truncated
@@ -176,10 +176,10 @@ def validate(cfg: TrainConfig) -> list[str]:
     if d.normalize not in NORMALIZERS:
         problems.append(f"data.normalize: must be one of {', '.join(NORMALIZERS)}, got {d.normalize!r}")
     _positive(problems, "data.max_length", d.max_length, 3)
-    for name in ("dev_ratio", "test_ratio"):
-        v = getattr(d, name)
-        if v is not None and not 0 < v < 1:
-            problems.append(f"data.{name}: must be in (0, 1), got {v}")
+    if d.dev_ratio is not None and not 0 <= d.dev_ratio < 1:
+        problems.append(f"data.dev_ratio: must be in [0, 1) (0: no dev split), got {d.dev_ratio}")
+    if d.test_ratio is not None and not 0 < d.test_ratio < 1:
+        problems.append(f"data.test_ratio: must be in (0, 1), got {d.test_ratio}")
     if d.format is not None and d.format not in ("tsv", "csv", "jsonl", "parquet"):
         problems.append(f"data.format: must be one of tsv, csv, jsonl, parquet, got {d.format!r}")
     if m.recipe not in RECIPES:
@@ -337,12 +337,55 @@ def resolve(preset: str | None = None, config: str | Path | None = None, recipe:
     name = preset or file_values.get("preset") or RECIPE_PRESETS.get(recipe or "", DEFAULT_PRESET)
     if not isinstance(name, str):
         raise ConfigError(f"{config}: preset must be a string, got {name!r}")
-    base = _merge({}, read_toml(preset_path(name)), str(preset_path(name)))
+    try:
+        base = _merge({}, read_toml(preset_path(name)), str(preset_path(name)))
+    except ConfigError as exc:
+        if preset or "preset" not in file_values:
+            raise
+        raise ConfigError(f"{config}: {exc}") from None  # the name came from the file
     values = _merge(base, file_values, str(config)) if config is not None else base
     if recipe is not None:
         values["model"]["recipe"] = recipe
     assignments = list((overrides or {}).items()) + [parse_assignment(s) for s in sets]
     for key, value in assignments:
         group, _, name_ = key.partition(".")
+        if group == "preset":
+            raise ConfigError(f"--set {key}: the preset is not a table of settings; choose it with --preset "
+                              f"(or preset = \"...\" in a config file)")
         values = _merge(values, {group: {name_: value}}, f"--set {key}")
     return build(values, name)
+
+
+def _field_groups() -> dict[str, str]:
+    """Each config field's group, by field name (``lr`` -> ``optim``); a field name must say which group it sets."""
+    out: dict[str, str] = {}
+    for group, cls in GROUPS.items():
+        for f in fields(cls):
+            if f.name in out:
+                raise AssertionError(f"config field {f.name!r} is in groups {out[f.name]} and {group}")
+            out[f.name] = group
+    return out
+
+
+FIELD_GROUP = _field_groups()
+
+
+def config_for(recipe: str | None = None, config=None, preset: str | None = None, **overrides) -> TrainConfig:
+    """A resolved config for the Python API: ``preset``, else the recipe's preset (or ``config``, a file or a
+    :class:`TrainConfig`), then ``overrides`` by field name (``epochs=3``, ``lr=2e-3``) or dotted key
+    (``{"optim.lr": 2e-3}``)."""
+    dotted = {}
+    for key, value in overrides.items():
+        key = key.replace("__", ".")
+        if "." not in key:
+            if key not in FIELD_GROUP:
+                raise ConfigError(f"unknown option {key!r} (known: {', '.join(sorted(FIELD_GROUP))})")
+            key = f"{FIELD_GROUP[key]}.{key}"
+        dotted[key] = value
+    if isinstance(config, TrainConfig):
+        base = config.to_dict()
+        for key, value in dotted.items():
+            group, _, name = key.partition(".")
+            base.setdefault(group, {})[name] = value
+        return build({g: v for g, v in base.items() if g in GROUPS}, config.preset)
+    return resolve(preset=preset, config=config, recipe=recipe if config is None else None, overrides=dotted)
