@@ -108,6 +108,10 @@ def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, t
     before = model_fingerprint(teacher)
     (teacher / "model.onnx").write_bytes(b"not read by the torch runtime")
     assert model_fingerprint(teacher) == before != model_fingerprint(teacher, "onnx")
+    onnx = model_fingerprint(teacher, "onnx")
+    (teacher / ".export-999999-x").mkdir()  # what an export killed with -9 leaves: not part of the model
+    (teacher / ".export-999999-x" / "model.onnx").write_bytes(b"half written")
+    assert (model_fingerprint(teacher), model_fingerprint(teacher, "onnx")) == (before, onnx)
     again = distill(cfg.with_run(out=str(tmp_path / "student2")))
     assert again["distill"]["teacher_cache_hit"] and again["dev_accuracy"] == metrics["dev_accuracy"]
 

@@ -154,13 +154,16 @@ def test_an_export_that_fails_its_check_or_is_interrupted_keeps_the_earlier_file
     model_dir = tmp_path / "m"
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "model.onnx").write_bytes(b"an earlier export")
+    (model_dir / ".export-999999-x").mkdir()  # left by an export killed with -9: its process is gone
+    (model_dir / ".export-1-y").mkdir()  # process 1 runs: an export in progress, kept
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while the int8 file is written
     monkeypatch.setattr(export_module, "quantize_int8", stop)
     assert main(["export", "--model-dir", str(model_dir), "--int8"]) == 130  # sst2: "interrupted"
     assert (model_dir / "model.onnx").read_bytes() == b"an earlier export"  # the new one was not yet checked
-    assert sorted(p.name for p in model_dir.iterdir()) == sorted([p.name for p in tiny_model_dir.iterdir()] + ["model.onnx"])
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted([p.name for p in tiny_model_dir.iterdir()]
+                                                                 + ["model.onnx", ".export-1-y"])
     assert main(["export", "--model-dir", str(model_dir), "--opset", "24"]) == 2
     assert "opset: must be from 14 to 20 (the TorchScript exporter's newest), got 24" in capsys.readouterr().err
 

@@ -25,10 +25,13 @@ def _skipped(runtime: str) -> set[str]:
 
 
 def model_fingerprint(model_dir: str | Path, runtime: str = "torch") -> str:
-    """sha256 over the names and contents of the files of a model directory that ``runtime`` reads."""
+    """sha256 over the names and contents of the files of a model directory that ``runtime`` reads (hidden
+    files and folders left out: an export's temporary, ``.export-*``, is not part of the model)."""
     h = hashlib.sha256()
     skip = _skipped(runtime)
-    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file() and p.name not in skip):
+    files = (p for p in Path(model_dir).rglob("*") if p.is_file() and p.name not in skip
+             and not any(part.startswith(".") for part in p.relative_to(model_dir).parts))  # temporaries
+    for path in sorted(files):
         h.update(str(path.relative_to(model_dir)).encode() + b"\0")
         with open(path, "rb") as f:
             while chunk := f.read(1 << 24):

@@ -29,6 +29,8 @@ from sst2.errors import UserError
 from sst2.inference.classifier import SentimentClassifier
 from sst2.inference.runtimes import ONNX_FILES, OnnxRunner, TorchRunner
 
+EXPORT_PREFIX = ".export-"  # MODEL/.export-PID-XXXX: an export's files until their parity checks pass
+
 # Fixed sentences for the parity check: short and long, positive and negative, one with padding
 # to a much longer neighbour in its batch.
 PARITY_SENTENCES = [
@@ -188,6 +190,18 @@ def _write_checked(cfg: ExportConfig, model, reference, model_dir: Path, tmp: Pa
     os.replace(fp32, final)
 
 
+def _remove_stale_temporaries(model_dir: Path) -> None:
+    """The temporary folders of exports that were killed (``kill -9``): their process no longer runs."""
+    import shutil
+
+    from sst2.system import pid_alive
+
+    for tmp in model_dir.glob(f"{EXPORT_PREFIX}*"):
+        pid = tmp.name[len(EXPORT_PREFIX):].split("-")[0]
+        if tmp.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def export(cfg: ExportConfig) -> dict:
     from sst2.modeling.model import SentimentModel
     from sst2.system import set_threads
@@ -198,7 +212,9 @@ def export(cfg: ExportConfig) -> dict:
     reference = SentimentClassifier(model.tokenizer, TorchRunner(model), model.spec, "torch", model_dir)
     report: dict = {"model_dir": str(model_dir), "files": {}}
 
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=model_dir) as tmp:  # renamed into place once checked
+    _remove_stale_temporaries(model_dir)
+    # the files are renamed into place once checked; the folder's name carries this process's id
+    with tempfile.TemporaryDirectory(prefix=f"{EXPORT_PREFIX}{os.getpid()}-", dir=model_dir) as tmp:
         _write_checked(cfg, model, reference, model_dir, Path(tmp), threads, report)
     if not cfg.quiet:
         for name, info in report["files"].items():
