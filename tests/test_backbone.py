@@ -20,6 +20,9 @@ def test_missing_local_directory():
 def test_layer_out_of_range(tiny_backbone_dir):
     with pytest.raises(BackboneError, match=r"layers: index -4 is out of range for an encoder with 3 hidden states"):
         Backbone.load(str(tiny_backbone_dir), layers=(-4,))
+    with pytest.raises(BackboneError, match=r"^layers: \[0, -3\] names hidden state 0 twice on an encoder with 3 "
+                                            r"hidden states \(0 = embeddings, negative = from the top\)$"):
+        Backbone.load(str(tiny_backbone_dir), layers=(0, -3))  # the head read the embeddings twice
 
 
 def test_backbone_returns_kept_layers(tiny_backbone_dir):

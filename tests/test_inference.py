@@ -72,8 +72,11 @@ def test_concurrent_workers_give_the_same_predictions_in_input_order(exported_di
     assert [p.label for p in got] == [p.label for p in ref]
     np.testing.assert_allclose([p.positive_prob for p in got], [p.positive_prob for p in ref], atol=1e-6)
     assert sum(calls) == len(SENTENCES) and len(calls) >= len(SENTENCES) // 4  # one report per model call
-    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="^workers must be an integer >= 1, got 0$"):
         SentimentClassifier.from_pretrained(exported_dir, runtime=runtime, workers=0)
+    for bad in (0, -1, 1.5):  # 0 was taken as the default, -1 failed inside torch or onnxruntime
+        with pytest.raises(ValueError, match=f"^threads must be an integer >= 1, got {bad}$"):
+            SentimentClassifier.from_pretrained(exported_dir, runtime=runtime, threads=bad)
 
 
 def test_truncation_is_reported(torch_clf):

@@ -72,8 +72,7 @@ class SentimentClassifier:
         ``max_length`` for a model saved without one), overlapping by ``window_overlap``
         (default: a quarter of a window), and averages their probabilities. Windows about as long as the
         training texts score best (docs/experiments/long-documents.md)."""
-        if workers < 1:
-            raise OptionError(f"workers must be >= 1, got {workers}")
+        _check_count("workers", workers)
         _check_batch_size(batch_size)
         if long_texts not in LONG_TEXTS:
             raise OptionError(f"long_texts must be one of {', '.join(LONG_TEXTS)}, got {long_texts!r}")
@@ -119,8 +118,9 @@ class SentimentClassifier:
         on large inputs. ``spin=False``: idle onnx pool threads sleep (see ``onnx_session_options``)."""
         if runtime not in RUNTIMES:
             raise RuntimeUnavailableError(f"unknown runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        workers = _check_count("workers", workers)
+        if threads is not None:  # 0 was taken as "torch's choice", -1 failed inside torch
+            threads = _check_count("threads", threads)
         if threads is None and workers > 1:
             threads = max(1, physical_cores() // workers)
         path = Path(path)
@@ -287,10 +287,14 @@ class Classifier(SentimentClassifier):
         return self.predict_details(texts, batch_size, progress)
 
 
+def _check_count(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise OptionError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise OptionError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    return int(batch_size)
+    return _check_count("batch_size", batch_size)
 
 
 def text_list(texts) -> list:

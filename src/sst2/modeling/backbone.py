@@ -107,6 +107,9 @@ def normalize_layers(layers: tuple[int, ...] | list[int] | str, num_states: int)
                 f"layers: index {i} is out of range for an encoder with {num_states} hidden states "
                 f"(0 = embeddings, 1..{num_states - 1} = transformer layers, negative = from the top)"
             )
+        if j in out:  # [0, -3] on a 2-layer encoder: the head would read one state twice
+            raise BackboneError(f"layers: {list(layers)} names hidden state {j} twice on an encoder with "
+                                f"{num_states} hidden states (0 = embeddings, negative = from the top)")
         out.append(j)
     return tuple(out)
 
