@@ -17,6 +17,16 @@ def test_missing_local_directory():
         resolve_backbone("./no/such/dir")
 
 
+def test_a_folder_that_is_not_an_encoder_is_named_with_a_hint(tiny_model_dir, tmp_path):
+    run = tiny_model_dir.parent
+    assert resolve_backbone(tiny_model_dir) == str((tiny_model_dir / "encoder").resolve())  # a model's encoder
+    with pytest.raises(BackboneError, match=rf"^backbone directory {run} holds no encoder \(no config.json\); "
+                                            rf"a run directory: its model is {run / 'model'}$"):
+        resolve_backbone(run)  # was the tokenizer loader's message about backends
+    with pytest.raises(BackboneError, match=rf"^backbone directory {tmp_path} holds no encoder \(no config.json\)$"):
+        resolve_backbone(tmp_path)
+
+
 def test_layer_out_of_range(tiny_backbone_dir):
     with pytest.raises(BackboneError, match=r"layers: index -4 is out of range for an encoder with 3 hidden states"):
         Backbone.load(str(tiny_backbone_dir), layers=(-4,))

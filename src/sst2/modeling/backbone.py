@@ -53,6 +53,14 @@ def resolve_backbone(name_or_dir: str | os.PathLike | None) -> str:
         path = Path(name).expanduser().resolve()
         if (path / SPEC_FILE).is_file() and (path / ENCODER_DIR).is_dir():
             return str(path / ENCODER_DIR)
+        if not (path / "config.json").is_file():  # else the tokenizer's loader fails with a message about backends
+            if (path / "model" / SPEC_FILE).is_file():
+                hint = f"; a run directory: its model is {Path(name) / 'model'}"
+            elif (path / SPEC_FILE).is_file():
+                hint = "; an sst2 model without an encoder of its own (the static tier) cannot be one"
+            else:
+                hint = ""
+            raise BackboneError(f"backbone directory {name} holds no encoder (no config.json){hint}")
         return str(path)
     if Path(name).expanduser().exists() or name.startswith((".", "/", "~")):
         raise BackboneError(f"backbone directory {name} not found")
