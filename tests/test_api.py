@@ -151,9 +151,19 @@ def test_fit_refuses_options_it_would_ignore(tiny_backbone_dir, tmp_path):
         fit(x, y, recipe="vanilla", config=str(tmp_path / "any.toml"))  # the recipe was dropped
     with pytest.raises(DataError, match=r"^dev_labels given without dev_texts: the dev split picks the kept epoch"):
         fit(x, y, dev_labels=y)
-    with pytest.raises(ConfigError, match=r"^distill.teacher is set \(t\): fit trains on labels; a student of a "
-                                          r"teacher is sst2.distill$"):
-        fit(x, y, teacher="t")
+    for key in ("teacher", "copies", "distill.loss"):
+        with pytest.raises(ConfigError, match=rf"^{key}: a distillation option; fit trains on labels"):
+            fit(x, y, **{key: "x"})
+    with pytest.raises(ConfigError, match=r"^run__out: pass out=DIR, the run directory fit writes$"):
+        fit(x, y, run__out=str(tmp_path / "zz"))  # returned without writing anything
+    with pytest.raises(ConfigError, match=r"^overwrite: goes with out=DIR \(without it fit writes nothing\)$"):
+        fit(x, y, overwrite=True)
+    import pandas as pd
+
+    df = pd.DataFrame({"text": x, "label": y})
+    with pytest.raises(DataError, match=r"^train_texts is a table \(DataFrame\): pass one of its columns, such as "
+                                        r"df\['text'\]$"):
+        fit(df, df["label"])  # trained on the two column names
 
 
 def test_fit_trains_named_classes_in_the_given_order_from_numpy_labels(tiny_backbone_dir, tmp_path):
@@ -167,9 +177,17 @@ def test_fit_trains_named_classes_in_the_given_order_from_numpy_labels(tiny_back
     assert clf.labels == ["pos", "neu", "neg"] and report["labels"] == ["pos", "neu", "neg"]
     assert clf.predict_proba(["the superb story"]).shape == (1, 3)
     assert clf.predict(["the superb story 3", "the awful story 2"]) == ["pos", "neg"]
-    _, ints = fit(x, np.array([len(k) * 0 + "neg neu pos".split().index(k) for k in y]), x[:30],
-                  [0] * 30, backbone=str(tiny_backbone_dir), epochs=1, max_length=32, cache_dir=str(tmp_path), threads=1)
-    assert ints["labels"] == ["0", "1", "2"]  # NumPy integers were "not an integer or a string"
+    kw = dict(backbone=str(tiny_backbone_dir), epochs=1, max_length=32, cache_dir=str(tmp_path), threads=1)
+    ints = np.array(["neg neu pos".split().index(k) for k in y])
+    _, report = fit(x, ints, x[:30], [str(k) for k in ints[:30]], labels=np.array([2, 1, 0]), **kw)
+    assert report["labels"] == ["2", "1", "0"]  # NumPy integers were "not an integer or a string", and an order
+    #                                              of integers or dev labels as digit strings were refused
+    _, report = fit(x, [f" {k} " for k in y], x[:3], ["pos", "neg", "neu"], labels=["neg", " pos", "neu"], **kw)
+    assert report["labels"] == ["neg", "pos", "neu"]  # stripped, as a file's labels are
+    from sst2.data.splits import DataError
+
+    with pytest.raises(DataError, match=r"^train_labels\[0\]: no label\ntrain_labels\[1\]: no label$"):
+        fit(x[:3], ["", " ", "pos"], **kw)  # an empty label trained, and its saved run could not be re-read
 
 
 def test_fit_accepts_label_names_and_trains_like_integers(tiny_backbone_dir, tmp_path):
@@ -181,6 +199,26 @@ def test_fit_accepts_label_names_and_trains_like_integers(tiny_backbone_dir, tmp
     _, a = fit(x, y, x[:8], y[:8], **kw)
     _, b = fit(x, [("negative", "positive")[k] for k in y], x[:8], y[:8], **kw)
     assert a["dev_accuracy"] == b["dev_accuracy"] and a["dev_loss"] == b["dev_loss"]
+
+
+def test_fit_with_an_earlier_runs_config_saves_one_that_re_runs_from_any_directory(tiny_backbone_dir, tmp_path,
+                                                                                     monkeypatch):
+    from sst2 import fit
+
+    earlier = tmp_path / "earlier.toml"  # what a run of sst2 train on a CSV file saves
+    earlier.write_text(f'preset = "improved"\n[data]\npath = "/nonexistent/reviews.csv"\nformat = "csv"\n'
+                       f'text_column = "body"\nlabel_column = "stars"\ndev_ratio = 0.3\n'
+                       f'[model]\nbackbone = "{tiny_backbone_dir}"\n')
+    x, y = texts_labels(32, 7)
+    monkeypatch.chdir(tmp_path)
+    _, report = fit(x, y, x[:8], y[:8], config=str(earlier), epochs=1, batch_size=8, max_length=32,
+                    cache_dir=str(tmp_path / "cache"), threads=1, out="a")  # a relative out
+    saved = (tmp_path / "a" / "config.toml").read_text()
+    assert "body" not in saved and "csv" not in saved and f'path = "{tmp_path / "a" / "data"}"' in saved
+    monkeypatch.chdir(tmp_path / "a")  # the config re-ran only from where fit ran (and not with the CSV options)
+    assert main(["train", "--config", str(tmp_path / "a" / "config.toml"), "--out", str(tmp_path / "b"),
+                 "--quiet"]) == 0
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["dev_accuracy"] == report["dev_accuracy"]
 
 
 @pytest.mark.parametrize("with_dev", [True, False])

@@ -509,3 +509,34 @@ def test_evaluate_on_a_single_file_scores_the_rows_the_run_split_off(tiny_backbo
     assert capsys.readouterr().err.strip() == (
         f"sst2 evaluate: error: {data}: a single file's dev rows are the ones the run split off, and "
         f"{bare / 'model'} has no splits.json beside it; score a file of its own with --file")
+
+
+def test_evaluate_on_a_folder_scores_the_dev_rows_the_run_split_off_and_names_a_missing_split(
+        tiny_backbone_dir, tmp_path, capsys):
+    from conftest import write_tsv
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    write_tsv(folder / "train.tsv", make_sentences(60, 4))
+    write_tsv(folder / "test.tsv", make_sentences(12, 5))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--backbone", str(tiny_backbone_dir), "--dev-ratio", "0.25",
+                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1", "--batch-size", "8",
+                 "--max-length", "32", "--threads", "1", "--quiet"]) == 0
+    trained = json.loads((out / "metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", "--model-dir", str(out / "model"), "--data", str(folder), "--split", "dev",
+                 "--json"]) == 0  # before: "no dev file; add one, split the training file with --dev-ratio ..."
+    got = json.loads(capsys.readouterr().out)
+    assert got["n"] == trained["dev_size"] == 15 and got["accuracy"] == pytest.approx(trained["dev_accuracy"])
+    (folder / "test.tsv").unlink()
+    shutil.copytree(out / "model", tmp_path / "bare" / "model")
+    assert main(["evaluate", "--model-dir", str(tmp_path / "bare" / "model"), "--data", str(folder),
+                 "--split", "test"]) == 2
+    assert capsys.readouterr().err.strip() == (f"sst2 evaluate: error: {folder}: no test file to score (the folder "
+                                               f"has train.tsv)")
+    assert main(["evaluate", "--model-dir", str(out / "model"), "--file", str(folder / "train.tsv"), "--data",
+                 str(folder), "--split", "dev"]) == 2  # both were ignored
+    assert capsys.readouterr().err.strip() == (
+        f"sst2 evaluate: error: invalid evaluate options:\n  --data {folder}: --file scores that file alone; drop one "
+        f"of them\n  --split dev: --file scores that file alone; drop one of them")

@@ -44,7 +44,7 @@ def test_overwrite_replaces_a_real_run(train_cli, tmp_path):
     assert train_cli(out)[0] == 0
     first = json.loads((out / "metrics.json").read_text())
     status, err = train_cli(out)
-    assert status == 2 and "already exists and is not empty (pass --overwrite to replace it)" in err
+    assert status == 2 and "already exists and is not empty (pass --overwrite, in Python overwrite=True, to " in err
     assert train_cli(out, "--overwrite", "--seed", "1")[0] == 0
     second = json.loads((out / "metrics.json").read_text())
     assert first["seed"] == 0 and second["seed"] == 1

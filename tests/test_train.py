@@ -162,7 +162,8 @@ def test_glue_style_unlabelled_test_reports_null(tiny_backbone_dir, tmp_path):
 def test_existing_run_directory_is_not_overwritten(tiny_backbone_dir, tiny_data_dir, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("x")
-    with pytest.raises(UserError, match="already exists and is not empty \\(pass --overwrite to replace it\\)"):
+    with pytest.raises(UserError, match="already exists and is not empty \\(pass --overwrite, in Python "
+                                        "overwrite=True, to replace it\\)"):
         train(tiny_cfg(tiny_backbone_dir, tiny_data_dir, tmp_path))
     assert (tmp_path / "run" / "keep.txt").exists()
 

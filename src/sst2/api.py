@@ -36,6 +36,10 @@ def distill(teacher, *, preset: str = "distill", config=None, out=None,
     from sst2.distillation.api import distill as run
     from sst2.training.config import config_for
 
+    if teacher is None or (not isinstance(teacher, (str, Path)) and not hasattr(teacher, "__iter__")):
+        from sst2.config import ConfigError
+
+        raise ConfigError(f"teacher: a model directory or a list of them, got {teacher!r}")
     overrides["teacher"] = str(teacher) if isinstance(teacher, (str, Path)) else [str(t) for t in teacher]
     if out is not None:
         overrides["out"] = str(out)

@@ -82,7 +82,7 @@ RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8", "numpy"]  # = sst2.inference.RU
 class EvaluateConfig:
     model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
     data: str | None = opt(None, "data folder (default: $SST2_DATA, else ../shared/data/sst2-sentences)")
-    split: str = opt("test", "which split to score", choices=["train", "dev", "test"])
+    split: str | None = opt(None, "which split of --data to score (default: test)", choices=["train", "dev", "test"])
     file: str | None = opt(None, "score this labelled file (.tsv .csv .jsonl .parquet) instead of a split of --data")
     format: str | None = opt(None, "the file's format when its extension does not say",
                              choices=["tsv", "csv", "jsonl", "parquet"])
@@ -100,7 +100,11 @@ class EvaluateConfig:
     def __post_init__(self):
         problems = choices_problems(self)
         problems += below(self, ("batch_size", "threads"))
+        if self.file is not None:  # both were ignored without a word
+            problems += [f"--{name} {v}: --file scores that file alone; drop one of them"
+                         for name, v in (("data", self.data), ("split", self.split)) if v is not None]
         check(problems, "evaluate")
+        self.split = self.split or "test"
 
 
 @dataclass

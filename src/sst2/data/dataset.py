@@ -16,13 +16,12 @@ against it, so a label training never saw is an error naming the file and line.
 from __future__ import annotations
 
 import hashlib
-import numbers
 import os
 from pathlib import Path
 
 from sst2.data.labels import LabelSet, stratified_split
 from sst2.data.formats import EXTENSIONS, raise_problems
-from sst2.data.readers import RawTable, read_table
+from sst2.data.readers import RawTable, label_value, read_table
 from sst2.data.splits import DATA_ENV, DEFAULT_DATA_HINT, DataError, Split, quote
 from sst2.data.text import text_problem
 
@@ -131,11 +130,20 @@ def load_splits(path: str | os.PathLike, train_file: str | None = None, **opts) 
 
 # --- in memory -------------------------------------------------------------------------------------------
 
-def _plain(label):
-    """A label as a file would hold it: NumPy integers (a DataFrame column's values) become ``int``."""
-    if isinstance(label, numbers.Integral) and not isinstance(label, bool):
-        return int(label)
-    return str(label) if isinstance(label, str) else label
+def _labels(labels) -> list | None:
+    """The labels as a file's reader reads them (``sst2.data.readers.label_value``: NumPy integers, whole
+    floats and integer strings are ints, strings are stripped, ``""`` and NaN are no label); a value it
+    refuses is kept as it is, for the label set's checks to name."""
+    if labels is None:
+        return None
+    out = []
+    for y in labels:
+        y = y.item() if hasattr(y, "item") and not isinstance(y, (str, bytes)) else y  # NumPy scalars
+        try:
+            out.append(label_value(y))
+        except (TypeError, ValueError):
+            out.append(y)
+    return out
 
 
 def from_lists(lists: dict[str, tuple], order=None) -> dict[str, Split]:
@@ -149,8 +157,12 @@ def from_lists(lists: dict[str, tuple], order=None) -> dict[str, Split]:
             if isinstance(values, (str, bytes)):
                 raise DataError(f"{name}_{what}: expected a list, got a single {type(values).__name__} "
                                 f"({quote(values if isinstance(values, str) else repr(values))})")
+            if hasattr(values, "columns"):  # a DataFrame iterates over its column names
+                columns = list(values.columns)
+                raise DataError(f"{name}_{what} is a table ({type(values).__name__}): pass one of its columns"
+                                + (f", such as df[{columns[0]!r}]" if columns else ""))
         texts = list(texts)
-        labels = None if labels is None else [_plain(y) for y in labels]
+        labels = _labels(labels)
         for i, t in enumerate(texts):
             if not isinstance(t, str):
                 problems.append(f"{name}_texts[{i}]: expected a string, got {type(t).__name__}")

@@ -79,8 +79,11 @@ def soft_targets(cfg: TrainConfig, splits: dict, ctx) -> tuple[dict, SoftTargets
     for model_dir in t.teacher_dirs():  # before the transfer set is built: a wrong teacher fails at once
         labels = read_spec(model_dir).get("labels", list(LABEL_NAMES))
         if list(labels) != list(train_split.label_names):
+            hint = (f" (the same labels in another order: give the student the teacher's, --labels "
+                    f"{','.join(labels)}, in Python labels={list(labels)!r})"
+                    if sorted(labels) == sorted(train_split.label_names) else "")
             raise UserError(f"distill.teacher: {model_dir} predicts the labels {', '.join(labels)}, "
-                            f"but the training data has {', '.join(train_split.label_names)}")
+                            f"but the training data has {', '.join(train_split.label_names)}{hint}")
     t0 = time.perf_counter()
     vocab, embeddings, mask = _encoder_vocab(cfg)
     transfer = build_transfer(cfg, train_split, vocab, embeddings, mask, ctx.log)

@@ -25,14 +25,27 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
     data = resolve_data_dir(cfg.data)
     if data.is_file():
         return _split_of_file(cfg, data, model_labels)
-    path = find_split_file(data, cfg.split) if data.is_dir() else None
-    if path is None:  # only the split scored is read: a folder without dev (--dev-ratio 0) scores its test
-        load_splits(data)  # the folder's own error (not found, no train file), else:
-        raise UserError(f"{data}: no {cfg.split} split to score")
+    if not data.is_dir():
+        load_splits(data)  # its own error: not found, with the hint where the data lives
+    path = find_split_file(data, cfg.split)  # only the split scored is read
+    if path is None:
+        train = find_split_file(data, "train")
+        if train is not None and _record(cfg) is not None:  # a folder whose dev (or test) the run split off
+            return _split_of_file(cfg, train, model_labels)
+        raise UserError(f"{data}: no {cfg.split} file to score (the folder has "
+                        f"{', '.join(sorted(p.name for p in data.iterdir() if p.is_file())) or 'no files'})")
     table = read_table(path, require_labels=False)
     if table.labels is None:
         raise UserError(f"{path}: split '{cfg.split}' has no labels, so it cannot be scored")
     return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split
+
+
+def _record(cfg: EvaluateConfig) -> Path | None:
+    """The ``splits.json`` of the run that trained the model: beside its model directory, or one level up
+    for a multi-seed run."""
+    model_dir = Path(cfg.model_dir).resolve()
+    return next((p for p in (model_dir.parent / "splits.json", model_dir.parent.parent / "splits.json")
+                 if p.is_file()), None)
 
 
 def _split_of_file(cfg: EvaluateConfig, path: Path, model_labels: list[str]) -> tuple[list[str], list[int], str]:
@@ -42,9 +55,7 @@ def _split_of_file(cfg: EvaluateConfig, path: Path, model_labels: list[str]) -> 
     from sst2.data.labels import LabelSet
     from sst2.data.readers import read_table
 
-    model_dir = Path(cfg.model_dir).resolve()
-    record = next((p for p in (model_dir.parent / "splits.json", model_dir.parent.parent / "splits.json")
-                   if p.is_file()), None)
+    record = _record(cfg)
     if record is None:
         raise UserError(f"{path}: a single file's {cfg.split} rows are the ones the run split off, and "
                         f"{cfg.model_dir} has no splits.json beside it; score a file of its own with --file")

@@ -26,17 +26,30 @@ DATA_FOLDER = "data"  # OUT/data: the lists, as the files the saved config reads
 FILE_FIELDS = ("path", "train_file", "format", "text_column", "label_column", "dev_ratio", "test_ratio")
 
 
-def _check_options(recipe: str | None, config, overrides: dict) -> None:
-    """Refuse what fit would otherwise ignore without a word."""
+def _check_options(recipe: str | None, config, out, overrides: dict) -> dict:
+    """Refuse what fit would otherwise ignore without a word; returns the overrides with a label order
+    of any kind (``[1, 0]``, an array, ``"b,a"``) as the list of strings the config holds."""
     if recipe is not None and config is not None:
         raise ConfigError(f"recipe={recipe!r} and config= both given: a config names its own recipe "
                           f"(model.recipe); to change it, pass **{{'model.recipe': {recipe!r}}}")
-    for key in overrides:
-        dotted = key.replace("__", ".")
-        group, _, name = dotted.rpartition(".")
-        if (group or FIELD_GROUP.get(name)) == "data" and name in FILE_FIELDS:
+    overrides = dict(overrides)
+    for key, value in list(overrides.items()):
+        group, _, name = key.replace("__", ".").rpartition(".")
+        group = group or FIELD_GROUP.get(name)
+        if group == "data" and name in FILE_FIELDS:
             raise ConfigError(f"{key}: fit trains on the lists it is given; data files are for sst2.train "
                               f"(sst2 train --data)")
+        if group == "distill":
+            raise ConfigError(f"{key}: a distillation option; fit trains on labels (sst2.distill trains a student "
+                              "of a teacher)")
+        if (group, name) == ("run", "out"):
+            raise ConfigError(f"{key}: pass out=DIR, the run directory fit writes")
+        if (group, name) == ("run", "overwrite") and out is None:
+            raise ConfigError(f"{key}: goes with out=DIR (without it fit writes nothing)")
+        if (group, name) == ("data", "labels") and value is not None:
+            values = value.split(",") if isinstance(value, str) else list(value)
+            overrides[key] = [str(v.item() if hasattr(v, "item") else v) for v in values]
+    return overrides
 
 
 def _pairs(train_texts, train_labels, dev_texts, dev_labels, test_texts, test_labels) -> dict[str, tuple]:
@@ -59,8 +72,10 @@ def _pairs(train_texts, train_labels, dev_texts, dev_labels, test_texts, test_la
 def fit_model(train_texts, train_labels, dev_texts=None, dev_labels=None, test_texts=None, test_labels=None, *,
               recipe: str | None = None, config=None, out: str | None = None, **overrides) -> tuple[Trained, dict]:
     """:func:`sst2.fit` without the classifier wrapper: ``(Trained, model card info)``."""
-    _check_options(recipe, config, overrides)
+    overrides = _check_options(recipe, config, out, overrides)
     cfg = config_for(recipe, config, quiet=overrides.pop("quiet", True), **overrides)
+    # the lists are the data: a config file's data-file settings (an earlier run's config.toml) do not apply
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **dict.fromkeys(FILE_FIELDS)))
     if cfg.run.seeds != 1:
         raise ConfigError("fit trains one seed; use sst2.train (or sst2 train --seeds N) for several")
     if cfg.distill.teacher is not None:
@@ -91,9 +106,10 @@ def fit_model(train_texts, train_labels, dev_texts=None, dev_labels=None, test_t
 
 
 def _as_files(cfg: TrainConfig, out: Path, splits: dict[str, Split]) -> TrainConfig:
-    """The config that trains this run again from ``OUT/data``: its label order, and no dev split if none was given."""
-    data = dataclasses.replace(cfg.data, path=str(out / DATA_FOLDER), labels=list(splits["train"].label_names),
-                               dev_ratio=None if "dev" in splits else 0.0)
+    """The config that trains this run again from ``OUT/data`` (an absolute path, so that it re-runs from any
+    working directory): its label order, and no dev split if none was given."""
+    data = dataclasses.replace(cfg.data, path=str(out.resolve() / DATA_FOLDER),
+                               labels=list(splits["train"].label_names), dev_ratio=None if "dev" in splits else 0.0)
     return dataclasses.replace(cfg, data=data, run=dataclasses.replace(cfg.run, out=str(out)))
 
 

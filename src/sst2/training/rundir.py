@@ -80,7 +80,7 @@ def check_out(out: Path, overwrite: bool, protected: dict[str, Path]) -> None:
     if not out.exists() or not any(out.iterdir()):
         return
     if not overwrite:
-        raise RunDirError(f"run directory {out} already exists and is not empty (pass --overwrite to replace it)")
+        raise RunDirError(f"run directory {out} already exists and is not empty (pass --overwrite, in Python overwrite=True, to replace it)")
     marker = read_marker(out)
     if marker is None and is_legacy_run(out):
         return  # a run of sst2 0.1, which wrote no marker: exactly its files and nothing else
