@@ -107,6 +107,27 @@ def test_a_model_that_cannot_be_timed_is_named_with_its_reason_and_the_exit_is_a
     assert rows[0]["b1_ms_p50"] > 0 and "inference_error" in rows[1]
 
 
+def test_compare_and_bench_keep_a_users_own_files_of_their_output_names(tiny_model_dir, tiny_backbone_dir, tmp_path,
+                                                                        capsys):
+    from sst2.cli import main
+
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "compare.md").write_text("my own compare notes\n")
+    (mine / "bench.md").write_text("my own bench notes\n")
+    run = str(tiny_model_dir.parent)
+    assert main(["compare", run, "--no-latency", "--out", str(mine), "--quiet"]) == 2  # compare.md was replaced
+    assert capsys.readouterr().err.strip() == (f"sst2 compare: error: --out {mine}: it holds compare.md, which sst2 "
+                                               f"compare did not write (no compare.json of its own beside them); "
+                                               f"move them or choose another --out")
+    assert main(["bench", "--backbone", str(tiny_backbone_dir), "--out", str(mine), "--quiet"]) == 2
+    assert "it holds bench.md, which sst2 bench did not write" in capsys.readouterr().err
+    assert (mine / "compare.md").read_text() == "my own compare notes\n" and (mine / "bench.md").exists()
+    again = tmp_path / "cmp"
+    for _ in range(2):  # an earlier compare's files are replaced
+        assert main(["compare", run, "--no-latency", "--out", str(again), "--quiet"]) == 0
+
+
 def test_compare_reads_a_data_folder_of_any_labels_and_fasttext_needs_no_timing(tiny_model_dir, tmp_path):
     from conftest import write_tsv
     from sst2.cli import main

@@ -540,3 +540,44 @@ def test_evaluate_on_a_folder_scores_the_dev_rows_the_run_split_off_and_names_a_
     assert capsys.readouterr().err.strip() == (
         f"sst2 evaluate: error: invalid evaluate options:\n  --data {folder}: --file scores that file alone; drop one "
         f"of them\n  --split dev: --file scores that file alone; drop one of them")
+
+
+def test_evaluate_reads_a_folders_split_with_the_columns_given(tiny_model_dir, tmp_path, capsys):
+    import csv
+
+    folder = tmp_path / "cust"
+    folder.mkdir()
+    both = make_sentences(60, 8)
+    rows = [r for r in both if r[1] == 1][:15] + [r for r in both if r[1] == 0][:5]  # 15 / 5: the counts tell
+    with open(folder / "test.csv", "w", newline="") as f:  # a decoy "text" column and labels under "stars"
+        w = csv.writer(f)
+        w.writerow(["text", "review", "sentiment", "stars"])
+        w.writerows([(s, s, 1 - y, y) for s, y in rows])
+    assert main(["evaluate", "--model-dir", str(tiny_model_dir), "--file", str(folder / "test.csv"), "--text-column",
+                 "review", "--label-column", "stars", "--json"]) == 0
+    from_file = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--model-dir", str(tiny_model_dir), "--data", str(folder), "--split", "test",
+                 "--text-column", "review", "--label-column", "stars", "--json"]) == 0
+    from_folder = json.loads(capsys.readouterr().out)  # the flags were dropped: the labels under "sentiment"
+    matrix = from_file["confusion"]["rows_true_cols_pred"]
+    assert from_folder["confusion"]["rows_true_cols_pred"] == matrix != matrix[::-1]  # [::-1]: the labels inverted
+
+
+def test_predict_options_that_cannot_apply_are_refused(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"sentence\tlabel\ngood\t1\n")))
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--format", "tsv"]) == 2  # was a TypeError traceback
+    assert capsys.readouterr().err.strip() == ("sst2 predict: error: invalid predict options:\n  format: goes with an "
+                                               "--input table file; arguments and standard input are read one text a "
+                                               "line")
+    (tmp_path / "a.txt").write_text("good film\n")
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--input", str(tmp_path / "a.txt"), "--text-column",
+                 "nope"]) == 2  # was ignored
+    assert "text_column: goes with an --input table" in capsys.readouterr().err
+    assert main(["predict", "--model-dir", str(tiny_model_dir), "--window-length", "16", "good film"]) == 2
+    assert capsys.readouterr().err.strip() == ("sst2 predict: error: window_length goes with long_texts='windows' "
+                                               "(--long-texts windows); long_texts is 'truncate'")
+    shutil.copytree(tiny_model_dir, tmp_path / "m")
+    assert main(["export", "--model-dir", str(tmp_path / "m"), "--json", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["files"]["onnx"]["parity"]["n"] > 0  # a text line came first

@@ -365,3 +365,10 @@ def test_real_sst_folders_read_as_read_split_reads_them():
                 names = LabelSet.from_table(table).names
                 assert names == (("0", "1", "2", "3", "4") if folder == "sst5-sentences" else ("negative", "positive"))
     assert any("\u00a0" in t for t in read_table(SHARED / "sst2-sentences" / "train.tsv").texts)
+
+
+def test_predicts_table_extensions_are_the_readers():
+    from sst2.config import TABLE_EXTENSIONS
+    from sst2.data.formats import EXTENSIONS
+
+    assert sorted(TABLE_EXTENSIONS) == sorted(EXTENSIONS)  # one list kept light for the command line's checks

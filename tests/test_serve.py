@@ -99,6 +99,8 @@ def test_predict_returns_one_prediction_per_text_in_order(server, clf):
     (b'{"texts": ["a", "b", "c", "d", "e"]}', 413, "too many texts: 5 (limit 4 per request)"),
     (b'{"texts": ["' + b"x" * 301 + b'"]}', 413, "texts[0] is too long: 301 characters (limit 300)"),
     (b'{"texts": ["' + b"x" * 20000 + b'"]}', 413, "request body too large"),
+    (b'{"texts": ["good"], "long_texts": "windows"}', 422,  # was 200, the option dropped
+     "unknown field(s) 'long_texts': the body holds only 'texts'"),
 ])
 def test_invalid_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, body, status, message):
     r = server.post("/predict", content=body, headers={"content-type": "application/json"})

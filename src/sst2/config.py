@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from sst2.errors import UserError
 from sst2.typed import type_problems
+
+# what sst2 predict reads as a table (the others are one text a line); the readers: sst2.data.formats
+TABLE_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".json", ".ndjson", ".parquet", ".pq")
 
 
 class ConfigError(UserError, ValueError):
@@ -163,6 +167,14 @@ class PredictConfig:
         else:
             if self.output is not None and (self.input is None or self.input == "-"):
                 problems.append("output: goes with an --input table")
+            text_lines = self.input in (None, "-")  # arguments and standard input: one text a line
+            if text_lines and self.format is not None:  # a traceback, or "-: file not found"
+                problems.append("format: goes with an --input table file; arguments and standard input are "
+                                "read one text a line")
+            plain = text_lines or (self.format is None and Path(self.input).suffix.lower() not in TABLE_EXTENSIONS)
+            if plain and self.text_column is not None:  # it was ignored without a word
+                problems.append("text_column: goes with an --input table (a .tsv, .csv, .jsonl or .parquet file, or "
+                                "--format); this input is one text a line")
             for name in ("ray_address", "actors", "output_format", "retries"):
                 if getattr(self, name) is not None:
                     problems.append(f"{name}: goes with --engine ray")
@@ -255,7 +267,8 @@ BENCH_CASES = ("train_step", "latency", "train_cost")
 
 @dataclass
 class BenchConfig:
-    out: str = opt("runs/bench", "folder for bench.json, bench.md and the plots (files are replaced)")
+    out: str = opt("runs/bench", "folder for bench.json, bench.md and the plots (an earlier bench's files are "
+                                 "replaced; other files of those names are refused)")
     quick: bool = opt(False, "a small sweep (lengths 16 64 128, batch 1 and 4, short budgets, no BERT-base) "
                              "that finishes in under a minute")
     backbone: str = opt("all-MiniLM-L6-v2", "encoder: a local directory or a Hugging Face name "
@@ -279,7 +292,8 @@ class BenchConfig:
     iters: int | None = opt(None, "most timed iterations per case (default: 30; --quick: 5); at least 3 always run")
     seconds: float | None = opt(None, "timing budget per case in seconds: timing stops at --iters or here, "
                                       "whichever comes first (default: 1.5; --quick: 0.25)")
-    fit_from: int = opt(128, "fit the log-log complexity slopes on lengths from this one up")
+    fit_from: int = opt(128, "fit the log-log complexity slopes on lengths from this one up (fewer than two "
+                             "lengths there: on the top three)")
     device: str = opt("cpu", "device to run on", choices=["cpu", "cuda"])
     threads: int | None = opt(None, "torch intra-op threads (default: torch's choice)")
     quiet: bool = opt(False, "no per-case progress lines")
@@ -325,7 +339,8 @@ class BenchConfig:
 class CompareConfig:
     runs: list[str] = opt([], "run directories written by 'sst2 train' (single runs or --seeds runs)",
                           positional=True)
-    out: str = opt("runs/compare", "folder for compare.md, compare.json and compare.png (files are replaced)")
+    out: str = opt("runs/compare", "folder for compare.md, compare.json and compare.png (an earlier compare's files "
+                                   "are replaced; other files of those names are refused)")
     labels: list[str] | None = opt(None, "row names, one per run directory (default: model and preset)")
     latency: bool = opt(True, "measure inference ms per sentence at batch 1 and batch --batch-size on the saved "
                               "models (--no-latency: only read the runs' metrics)")

@@ -143,3 +143,19 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def check_own_outputs(out, names, marker: str, is_ours, command: str) -> None:
+    """Refuse a folder ``out`` in which any of the files ``names`` exists but was not written by ``command``:
+    its ``marker`` file is missing, or ``is_ours(marker_path)`` says it is not that command's. A folder of an
+    earlier run of the command is replaced as before; a user's own ``compare.md`` is not."""
+    from pathlib import Path
+
+    from sst2.errors import UserError
+
+    out = Path(out)
+    existing = [n for n in names if (out / n).exists()]
+    if not existing or ((out / marker).is_file() and is_ours(out / marker)):
+        return
+    raise UserError(f"--out {out}: it holds {', '.join(existing)}, which sst2 {command} did not write (no {marker} "
+                    f"of its own beside them); move them or choose another --out")

@@ -36,7 +36,7 @@ from sst2.bench.report import cache_speedups, fit_slopes, plot, render_markdown
 from sst2.config import BenchConfig, to_dict
 from sst2.errors import PartialFailure, UserError
 from sst2.modeling.heads import count_parameters
-from sst2.system import environment, set_threads
+from sst2.system import check_own_outputs, environment, set_threads
 
 FORMAT = "sst2-bench/1"
 
@@ -78,6 +78,16 @@ def _load_avg() -> float | None:
         return None
 
 
+OUTPUT_FILES = ("bench.json", "bench.md", "latency_vs_length.png", "memory_vs_length.png")
+
+
+def _is_bench_json(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
 def bench(cfg: BenchConfig) -> dict:
     t_start = time.perf_counter()
     started = dt.datetime.now().isoformat(timespec="seconds")
@@ -89,6 +99,7 @@ def bench(cfg: BenchConfig) -> dict:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: is a file, not a folder")
+    check_own_outputs(out, OUTPUT_FILES, "bench.json", _is_bench_json, "bench")
     say = (lambda msg: None) if cfg.quiet else (lambda msg: print(msg, flush=True))
 
     encoders = Encoders(cfg.backbone, s["device"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import glob
 import json
 import os
 import re
@@ -213,7 +214,8 @@ class RowWriter:
     The rows go to a temporary file beside ``path``, renamed to ``path`` by :meth:`close`; :meth:`abort` (or
     leaving a ``with`` block by an exception) removes it. An existing ``path`` is kept unless ``overwrite``.
     The columns are those of the first rows (keys in order of appearance), or ``columns``. For Parquet,
-    ``types`` gives the type of a column that the first rows leave empty (else it is a string column)."""
+    ``types`` gives a column's type (a column the first rows leave empty and ``types`` does not name is a
+    string column; a string column takes any value, as text)."""
 
     def __init__(self, path: str | os.PathLike, fmt: str | None = None, *, overwrite: bool = False,
                  columns: list[str] | None = None, types: dict | None = None):
@@ -223,6 +225,7 @@ class RowWriter:
         if not self.path.parent.is_dir():
             raise DataError(f"{self.path}: the folder {self.path.parent} does not exist")
         self._check_target()
+        self._remove_stale()
         self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.columns = list(columns) if columns is not None else None
         self.types = types or {}
@@ -234,6 +237,15 @@ class RowWriter:
             raise DataError(f"{self.path}: is a folder; name the output file")
         if self.path.exists() and not self.overwrite:
             raise DataError(f"{self.path}: output file already exists (pass --overwrite to replace it)")
+
+    def _remove_stale(self) -> None:
+        """The temporaries of earlier writers of ``path`` that were killed (``kill -9``): their process is gone."""
+        from sst2.system import pid_alive
+
+        for tmp in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+            pid = tmp.name[len(self.path.name) + 2:-len(".tmp")]
+            if pid.isdigit() and not pid_alive(int(pid)) and tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
     def write(self, rows: list[dict]) -> None:
         rows = list(rows)
@@ -285,9 +297,11 @@ class RowWriter:
             if self._schema is None:
                 table = pa.Table.from_pylist(records)
                 # a column empty in the first rows: its known type, else string, later values written as text
-                self._as_text = {f.name for f in table.schema if pa.types.is_null(f.type) and f.name not in self.types}
-                fields = [f.with_type(self.types.get(f.name, pa.string())) if pa.types.is_null(f.type) else f
-                          for f in table.schema]
+                # a column empty in the first rows, or declared text: later values are written as text
+                self._as_text = {f.name for f in table.schema if pa.types.is_string(self.types.get(
+                    f.name, pa.string() if pa.types.is_null(f.type) else f.type))}
+                fields = [f.with_type(self.types[f.name]) if f.name in self.types else
+                          f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
                 self._schema = pa.schema(fields)
                 self._pq = pq.ParquetWriter(self.tmp, self._schema)
             for r in records:

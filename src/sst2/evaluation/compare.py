@@ -285,12 +285,24 @@ def command_line(cfg: CompareConfig) -> str:
     return shlex.join(parts)
 
 
+OUTPUT_FILES = ("compare.md", "compare.json", "compare.png", "pareto.png", "depth.png")
+
+
+def _is_compare_json(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and {"conditions", "rows"} <= set(data)
+
+
 def compare(cfg: CompareConfig) -> dict:
     from sst2.data.dataset import load_splits
     from sst2.data.splits import resolve_data_dir
-    from sst2.system import environment, set_threads
+    from sst2.system import check_own_outputs, environment, set_threads
 
     sets = [load_run(p) for p in cfg.runs]  # every path checked before anything is measured
+    check_own_outputs(cfg.out, OUTPUT_FILES, "compare.json", _is_compare_json, "compare")
     labels = cfg.labels or [default_label(s.first) for s in sets]
     threads = set_threads(cfg.threads)
     runtime_note = ("per row: " + "; ".join(f"{lab}: {rt}" for lab, rt in zip(labels, cfg.runtimes))
@@ -328,6 +340,8 @@ def compare(cfg: CompareConfig) -> dict:
         conditions["fasttext"] = row["fasttext_args"]
 
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"--out {out}: is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     md = markdown(rows, conditions)
     (out / "compare.md").write_text(md)

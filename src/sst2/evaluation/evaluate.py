@@ -34,7 +34,7 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
             return _split_of_file(cfg, train, model_labels)
         raise UserError(f"{data}: no {cfg.split} file to score (the folder has "
                         f"{', '.join(sorted(p.name for p in data.iterdir() if p.is_file())) or 'no files'})")
-    table = read_table(path, require_labels=False)
+    table = read_table(path, cfg.format, cfg.text_column, cfg.label_column, require_labels=False)
     if table.labels is None:
         raise UserError(f"{path}: split '{cfg.split}' has no labels, so it cannot be scored")
     return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split

@@ -76,6 +76,10 @@ class SentimentClassifier:
         _check_batch_size(batch_size)
         if long_texts not in LONG_TEXTS:
             raise OptionError(f"long_texts must be one of {', '.join(LONG_TEXTS)}, got {long_texts!r}")
+        for name, value in (("window_length", window_length), ("window_overlap", window_overlap)):
+            if value is not None and long_texts != "windows":  # it was ignored without a word
+                raise OptionError(f"{name} goes with long_texts='windows' (--long-texts windows); "
+                                  f"long_texts is {long_texts!r}")
         self.long_texts = long_texts
         self.tokenizer = tokenizer
         self.runner = runner

@@ -216,7 +216,7 @@ def export(cfg: ExportConfig) -> dict:
     # the files are renamed into place once checked; the folder's name carries this process's id
     with tempfile.TemporaryDirectory(prefix=f"{EXPORT_PREFIX}{os.getpid()}-", dir=model_dir) as tmp:
         _write_checked(cfg, model, reference, model_dir, Path(tmp), threads, report)
-    if not cfg.quiet:
+    if not cfg.quiet and not cfg.json:  # with --json, stdout holds the JSON alone
         for name, info in report["files"].items():
             p = info["parity"]
             fused = ", ".join(f"{n} {op}" for op, n in info.get("fused_ops", {}).items())

@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from sst2.config import PredictConfig, window_options
+from sst2.config import TABLE_EXTENSIONS, PredictConfig, window_options
 from sst2.data.splits import quote
 from sst2.data.text import text_problem
 from sst2.errors import UserError
@@ -68,7 +68,6 @@ def _open(cfg: PredictConfig) -> tuple[BinaryIO, str, int | None]:
     return open(path, "rb"), str(path), path.stat().st_size
 
 
-TABLE_EXTENSIONS = (".tsv", ".csv", ".jsonl", ".json", ".ndjson", ".parquet", ".pq")
 
 
 def _prediction_columns(p, names: list[str]) -> dict:
@@ -120,9 +119,13 @@ def predict_table(cfg: PredictConfig, clf, fmt: str | None = None) -> int:
         raise InputError(f"{path}: {'is a folder, not a file' if path.is_dir() else 'file not found'}")
     fmt = fmt or detect_format(path, cfg.format)
     unit = "row" if fmt == "parquet" else "line"
-    writer = RowWriter(cfg.output, _output_format(cfg.output, fmt), overwrite=cfg.overwrite,
-                       types=_parquet_types(path, fmt)) if cfg.output else None
-    written, column, seen = 0, None, {}
+    out_format = _output_format(cfg.output, fmt) if cfg.output else None
+    # JSON lines into a table of fixed columns: every key of the file and its type, read first (a key first
+    # seen after the first chunk failed the job after that chunk was scored)
+    fixed = out_format not in (None, "jsonl") and fmt == "jsonl"
+    seen, types = _json_columns(path, cfg.chunk) if fixed else ({}, _parquet_types(path, fmt))
+    writer = RowWriter(cfg.output, out_format, overwrite=cfg.overwrite, types=types) if cfg.output else None
+    written, column = 0, None
     try:
         with tqdm(disable=not progress_enabled(cfg.quiet), unit="row", desc="predict", leave=False,
                   dynamic_ncols=True) as bar:
@@ -134,7 +137,8 @@ def predict_table(cfg: PredictConfig, clf, fmt: str | None = None) -> int:
                 preds = [_prediction_columns(p, clf.labels) for p in clf.predict_details(texts)]
                 seen.update((k, None) for r in rows for k in r.row)  # JSON lines may add columns as they go
                 renamed = keep_input_columns(list(seen), preds[0])
-                out = [{**{renamed.get(k, k): v for k, v in r.row.items()}, **added} for r, added in zip(rows, preds)]
+                out = [{**{renamed.get(k, k): r.row.get(k) for k in (seen if fixed else r.row)}, **added}
+                       for r, added in zip(rows, preds)]
                 _emit(out, writer, where(path, rows[0].line, unit))
                 written += len(rows)
                 bar.update(len(rows))
@@ -147,6 +151,34 @@ def predict_table(cfg: PredictConfig, clf, fmt: str | None = None) -> int:
     if writer is not None:
         writer.close()
     return written
+
+
+def _json_columns(path: Path, chunk: int) -> tuple[dict, dict]:
+    """Every key of a JSON lines file, in order of appearance, and its Parquet type: that of its values, or
+    text when they are of more than one type."""
+    import pyarrow as pa
+
+    from sst2.data.rows import iter_numbered
+
+    keys, types = {}, {}
+    for rows in iter_numbered(path, "jsonl", chunk):
+        for r in rows:
+            for k, v in r.row.items():
+                keys.setdefault(k, None)
+                if v is None or types.get(k) == pa.string():
+                    continue
+                try:
+                    t = pa.array([v]).type
+                except (pa.ArrowException, OverflowError):
+                    t = pa.string()
+                first = types.get(k, t)
+                if first == t:
+                    types[k] = t
+                elif {first, t} == {pa.int64(), pa.float64()}:
+                    types[k] = pa.float64()  # 1 and 2.5: numbers
+                else:  # values of two types (5, then [1] or "x"): text, rather than an error after scoring
+                    types[k] = pa.string()
+    return keys, types
 
 
 def _parquet_types(path: Path, fmt: str) -> dict | None:

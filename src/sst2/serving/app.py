@@ -102,6 +102,10 @@ def parse_request(body: bytes, limits: Limits) -> list[str]:
     payload = _load_json(body)
     if not isinstance(payload, dict) or "texts" not in payload:
         raise RequestError(422, 'expected a JSON object {"texts": ["...", ...]}')
+    unknown = sorted(k for k in payload if k != "texts")
+    if unknown:  # a misspelt or unsupported option would otherwise be dropped without a word
+        raise RequestError(422, f"unknown field(s) {', '.join(map(repr, unknown))[:200]}: the body holds only "
+                                f"'texts'; options such as long_texts are set when the server starts")
     texts = payload["texts"]
     if not isinstance(texts, list):
         raise RequestError(422, f"'texts' must be a list of strings, got {type(texts).__name__}")
