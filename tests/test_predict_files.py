@@ -49,6 +49,10 @@ def test_the_output_extension_names_its_format_and_a_text_file_can_be_written(ti
     assert [r["text"] for r in got] == ["great movie", "dull"] and {"label", "prob_positive"} <= set(got[0])
     assert predict(tiny_model_dir, "--input", lines, "--output", tmp_path / "t.out") == 2
     assert "t.out: cannot tell the output format from the extension '.out'" in capsys.readouterr().err
+    assert predict(tiny_model_dir, "--input", src, "--output", tmp_path / "o.csv.gz") == 2  # was plain CSV
+    assert "o.csv.gz: cannot tell the output format from the extension '.gz'" in capsys.readouterr().err
+    assert predict(tiny_model_dir, "--input", src, "--output", tmp_path / "o") == 0  # no extension: the input's
+    assert (tmp_path / "o").read_text().startswith("text,label,")
     lines.write_text("great movie\n\n")
     assert predict(tiny_model_dir, "--input", lines, "--output", tmp_path / "u.jsonl") == 2
     assert f"{lines}:2: empty text" in capsys.readouterr().err and not (tmp_path / "u.jsonl").exists()

@@ -222,6 +222,24 @@ def test_serve_binds_first_so_port_0_reports_the_real_port():
         sock.close()
 
 
+def test_sigterm_stops_the_server_after_its_requests_and_exits_0(tiny_model_dir):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "sst2.cli", "serve", "--model-dir", str(tiny_model_dir), "--port",
+                             "0", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split(" on ")[1].split(";")[0].strip()  # "sst2 serve: DIR (torch) on URL"
+        assert httpx.post(f"{url}/predict", json={"texts": ["good film"]}, timeout=30).status_code == 200
+        proc.send_signal(signal.SIGTERM)  # what systemctl stop and docker stop send
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err  # was 130, "interrupted": a failed stop to a service manager
+    assert "stopped (SIGTERM) after the requests in flight" in out
+
+
 class PoisonClassifier:
     """Stands in for a Classifier whose model fails on any batch holding a text with ``POISON``; a text
     with ``SLOW`` holds the model for a while, so that requests sent meanwhile queue into one batch."""

@@ -120,7 +120,7 @@ class PredictConfig:
                                   "\\n only; one output per line, an empty line is an error), or a table "
                                   "(.tsv .csv .jsonl .parquet) whose every column is kept; with --engine ray also "
                                   "a glob (quote it: 'reviews/*.parquet')")
-    output: str | None = opt(None, "write the predictions here, in the format its extension names (else the "
+    output: str | None = opt(None, "write the predictions here, in the format its extension names (none: the "
                                    "input's; default: JSON lines on standard output); with --engine ray the "
                                    "folder to create")
     overwrite: bool = opt(False, "replace an existing --output file (--engine ray: a folder it wrote before)")

@@ -91,16 +91,17 @@ def keep_input_columns(columns, added) -> dict[str, str]:
 
 
 def _output_format(output: str, fmt: str) -> str:
-    """The output's format from its extension; an extension sst2 does not know: the input's format."""
+    """The output's format from its extension; no extension: the input's format. Another extension is an
+    error (``x.tsv.gz`` or ``x.xlsx`` would be plain text under a name that says otherwise)."""
     from sst2.data.formats import EXTENSIONS
     from sst2.data.rows import LINES
 
     suffix = Path(output).suffix.lower()
     if suffix in EXTENSIONS:
         return EXTENSIONS[suffix]
-    if fmt == LINES:
+    if fmt == LINES or suffix:
         raise InputError(f"{output}: cannot tell the output format from the extension {suffix or '(none)'!r}; "
-                         "name a .tsv, .csv, .jsonl or .parquet file")
+                         "name a .tsv, .csv, .jsonl or .parquet file (sst2 writes no compressed files)")
     return fmt
 
 

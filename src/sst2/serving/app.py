@@ -240,7 +240,22 @@ def serve(cfg: ServeConfig) -> None:
     # just as the server closes it, which surfaces as a connection error.
     config = uvicorn_config(app, log_level=cfg.log_level, max_connections=cfg.max_connections,
                             keep_alive_timeout=cfg.keep_alive_timeout, request_timeout=cfg.request_timeout)
-    uvicorn.Server(config).run(sockets=[sock])
+    run_until_stopped(uvicorn.Server(config), sock)
+
+
+def run_until_stopped(server, sock) -> None:
+    """Serve until Ctrl-C (exit 130, "interrupted") or SIGTERM, the usual stop of a service manager: uvicorn
+    finishes the requests in flight, then the command ends normally (exit 0) rather than as interrupted."""
+    import signal
+
+    stopped = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopped.append(signum))
+    try:
+        server.run(sockets=[sock])  # uvicorn takes the signal, shuts down, then raises it again: to the lambda
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if stopped:
+        print("sst2 serve: stopped (SIGTERM) after the requests in flight", flush=True)
 
 
 def bind_socket(host: str, port: int):
