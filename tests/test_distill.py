@@ -234,8 +234,12 @@ def test_distill_config_problems():
             resolve(preset="distill", overrides={"distill.teacher": teacher})
 
 
-def test_the_python_api_returns_the_student(tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path):
+def test_the_python_api_returns_the_student(tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path, capsys):
     import sst2
+    from sst2.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^teacher: a model directory or a list of them, got None$"):
+        sst2.distill(None)  # was a TypeError
 
     student, metrics = sst2.distill(tiny_model_dir, out=tmp_path / "api", path=str(tiny_data_dir),
                                     backbone=str(tiny_backbone_dir), max_length=32, layers=[-2, -1], epochs=1,
@@ -243,3 +247,4 @@ def test_the_python_api_returns_the_student(tiny_model_dir, tiny_data_dir, tiny_
                                     transfer_files=[])
     assert isinstance(student, sst2.SentimentClassifier) and student.labels == ["negative", "positive"]
     assert metrics["distill"]["transfer"]["augmented"] > 0 and (tmp_path / "api" / "model").is_dir()
+    assert capsys.readouterr().out == ""  # the command line's JSON line was printed from Python too

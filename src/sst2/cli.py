@@ -106,7 +106,18 @@ def train_command(args) -> dict:
 
         launcher = f"torchrun --nproc-per-node {os.environ.get('LOCAL_WORLD_SIZE', '?')} -m " if launched() else ""
         command = launcher + "sst2 " + shlex.join(sys.argv[1:])
-    return train(cfg, command=command)
+    return _print_quiet(cfg, train(cfg, command=command))
+
+
+def _print_quiet(cfg, result: dict | None) -> dict | None:
+    """With --quiet, one JSON line of the run's figures on stdout (under torchrun: rank 0's, the others return None)."""
+    if cfg.run.quiet and result is not None:
+        import json
+
+        from sst2.training.api import quiet_summary
+
+        print(json.dumps(quiet_summary(cfg, result)))
+    return result
 
 
 def distill_command(args) -> dict:
@@ -116,7 +127,8 @@ def distill_command(args) -> dict:
     from sst2.distillation.api import distill
 
     cfg = _train_config(args, args.preset or (None if args.config or args.model else "distill"))
-    return distill(cfg, command="sst2 " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["distill"] else None)
+    return _print_quiet(cfg, distill(cfg, command="sst2 " + shlex.join(sys.argv[1:])
+                                     if sys.argv[1:2] == ["distill"] else None))
 
 
 def _interrupt(signum, frame):

@@ -283,17 +283,22 @@ def _train(cfg: TrainConfig, command: str | None, group: distributed.Group, t_st
 
 
 def _report(cfg: TrainConfig, result: dict, out: Path, ctx: Context) -> None:
+    if cfg.run.quiet:
+        return  # the command line prints quiet_summary; the Python API prints nothing
     if cfg.run.seeds == 1:
         ctx.log(f"wrote {out}/ ({', '.join(rundir.RUN_FILES)})")
-        if cfg.run.quiet:
-            print(json.dumps({k: result[k] for k in ("model", "dev_accuracy", "test_accuracy", "total_seconds")}))
-    elif cfg.run.quiet:
-        print(json.dumps({"model": result["model"], "seeds": result["seeds"],
-                          **{k: result[k] and {s: result[k][s] for s in ("mean", "std")}
-                             for k in ("dev_accuracy", "test_accuracy")}, "total_seconds": result["total_seconds"]}))
     else:
         ctx.log(f"{cfg.run.seeds} seeds: dev accuracy {format_pm(result['dev_accuracy'])} | test accuracy "
                 f"{format_pm(result['test_accuracy'])} | wrote {out}/ (summary.json, seed-*/)")
+
+
+def quiet_summary(cfg: TrainConfig, result: dict) -> dict:
+    """The one JSON line ``sst2 train --quiet`` prints: the accuracies and the time (with seeds: mean and std)."""
+    if cfg.run.seeds == 1:
+        return {k: result[k] for k in ("model", "dev_accuracy", "test_accuracy", "total_seconds")}
+    return {"model": result["model"], "seeds": result["seeds"],
+            **{k: result[k] and {s: result[k][s] for s in ("mean", "std")} for k in ("dev_accuracy", "test_accuracy")},
+            "total_seconds": result["total_seconds"]}
 
 
 def summarize_seeds(runs: list[dict]) -> dict:
