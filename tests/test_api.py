@@ -345,3 +345,38 @@ def test_list_options_can_be_repeated():
     assert args.set == ["optim.lr=1e-3", "model.dropout=0.2", "optim.epochs=2"]
     args = build_parser().parse_args(["serve", "--cors-origin", "http://a", "--cors-origin", "http://b"])
     assert args.cors_origin == ["http://a", "http://b"]
+
+
+def test_a_seeds_config_toml_in_a_multi_seed_run_re_runs_that_seed_on_the_same_split(tiny_backbone_dir, tmp_path):
+    from conftest import write_tsv
+
+    data = write_tsv(tmp_path / "all.tsv", make_sentences(60, 4))
+    common = ["--backbone", str(tiny_backbone_dir), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1",
+              "--batch-size", "8", "--max-length", "32", "--threads", "1", "--quiet"]
+    assert main(["train", "--data", str(data), "--seeds", "2", "--out", str(tmp_path / "multi"), *common]) == 0
+    assert main(["train", "--config", str(tmp_path / "multi" / "seed-1" / "config.toml"), "--out",
+                 str(tmp_path / "again"), "--quiet"]) == 0
+    split = json.loads((tmp_path / "multi" / "splits.json").read_text())["rows"]
+    again = json.loads((tmp_path / "again" / "splits.json").read_text())["rows"]
+    assert again == split  # was split with seed 1, where every seed of the run had the base seed's split
+    assert ((tmp_path / "multi" / "seed-1" / "history.csv").read_text()
+            == (tmp_path / "again" / "history.csv").read_text())
+
+
+def test_a_runs_config_toml_holds_absolute_paths_and_re_runs_from_another_directory(tiny_backbone_dir,
+                                                                                    tiny_data_dir, tmp_path,
+                                                                                    monkeypatch):
+    import shutil
+
+    shutil.copytree(tiny_data_dir, tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "data", "--backbone", str(tiny_backbone_dir), "--out", "a", "--cache-dir",
+                 "cache", "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--threads", "1",
+                 "--quiet"]) == 0
+    saved = (tmp_path / "a" / "config.toml").read_text()
+    assert f'path = "{tmp_path / "data"}"' in saved and f'cache_dir = "{tmp_path / "cache"}"' in saved
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # was "data: data folder or file not found"
+    assert main(["train", "--config", str(tmp_path / "a" / "config.toml"), "--out", "b", "--quiet"]) == 0
+    assert ((tmp_path / "a" / "history.csv").read_text()
+            == (tmp_path / "elsewhere" / "b" / "history.csv").read_text())

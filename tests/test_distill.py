@@ -116,6 +116,22 @@ def test_distill_trains_a_student_and_records_the_transfer_set(tiny_model_dir, t
     assert again["distill"]["teacher_cache_hit"] and again["dev_accuracy"] == metrics["dev_accuracy"]
 
 
+def test_dev_and_test_texts_never_enter_the_transfer_set(tiny_model_dir, tiny_data_dir, tiny_backbone_dir, tmp_path):
+    from sst2.distillation.api import distill
+    from sst2.data.dataset import load_splits
+
+    splits = load_splits(tiny_data_dir)
+    held = set(splits["dev"].texts) | set(splits["test"].texts)
+    files = [str(tiny_data_dir / "dev.tsv"), str(tiny_data_dir / "test.tsv")]
+    cfg = _distill_config(tiny_data_dir, tiny_backbone_dir, tiny_model_dir, tmp_path,
+                          **{"distill.copies": 4, "distill.transfer_files": files, "distill.hard_weight": 0.5})
+    metrics = distill(cfg)
+    sizes = metrics["distill"]["transfer"]
+    assert sizes["held_out_texts"] == len(held - set(splits["train"].texts)) > 0
+    assert sizes["files"] == {str(tiny_data_dir / "dev.tsv"): 0, str(tiny_data_dir / "test.tsv"): 0}  # they were
+    #   all added: the student trained on the texts it is scored on, and on their labels with hard_weight
+
+
 def _other_teacher(tiny_model_dir, path):
     """A copy of the tiny model whose head weights are perturbed: a second teacher with other logits."""
     import shutil

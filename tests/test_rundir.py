@@ -72,6 +72,11 @@ def test_overwrite_refuses_a_run_holding_what_it_did_not_write_or_what_this_run_
     assert (out / "notes.txt").read_text() == "mine"
     (out / "notes.txt").unlink()
     (out / "compare").rmdir()
+    (out / "model" / "my-notes.md").write_text("mine")  # one folder down: deleted with the run
+    status, err = train_cli(out, "--overwrite")
+    assert status == 2 and err.strip() == (f"sst2 train: error: refusing to replace {out}: it holds what the run did "
+                                           "not write (model/my-notes.md); move it elsewhere first")
+    (out / "model" / "my-notes.md").unlink()
     shutil.copytree(tiny_backbone_dir, out / "model" / "encoder-copy")
     status, err = train_cli(out, "--overwrite", "--backbone", str(out / "model" / "encoder-copy"))
     assert status == 2 and err.strip() == (f"sst2 train: error: refusing to write the run into {out}: it holds the "

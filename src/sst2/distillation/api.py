@@ -86,7 +86,8 @@ def soft_targets(cfg: TrainConfig, splits: dict, ctx) -> tuple[dict, SoftTargets
                             f"but the training data has {', '.join(train_split.label_names)}{hint}")
     t0 = time.perf_counter()
     vocab, embeddings, mask = _encoder_vocab(cfg)
-    transfer = build_transfer(cfg, train_split, vocab, embeddings, mask, ctx.log)
+    held_out = [text for k in ("dev", "test") if k in splits for text in splits[k].texts]
+    transfer = build_transfer(cfg, train_split, vocab, embeddings, mask, ctx.log, held_out)
     build_seconds = time.perf_counter() - t0
     logits, held_out, report = _label(cfg, splits, transfer, ctx)
     classes = predicted(torch.from_numpy(logits)).tolist()

@@ -52,12 +52,15 @@ def _file_texts(path: str, cfg: TrainConfig, labels: LabelSet) -> tuple[list[str
 
 
 def build_transfer(cfg: TrainConfig, train: Split, vocab: dict[str, int], embeddings: np.ndarray,
-                   mask_token: str, log=lambda msg: None) -> TransferSet:
-    """The transfer set of ``cfg.distill`` over the (normalized) training split ``train``."""
+                   mask_token: str, log=lambda msg: None, held_out=()) -> TransferSet:
+    """The transfer set of ``cfg.distill`` over the (normalized) training split ``train``. A text of
+    ``held_out`` (dev and test) never enters it, from a transfer file or as an augmented copy: the student
+    would train on the texts it is scored on (and, with ``hard_weight``, on their labels)."""
     t = cfg.distill
     texts = list(train.texts)
     hard = list(train.labels) if train.labelled else [UNLABELLED] * len(texts)
-    seen = set(texts)
+    held = set(held_out) - set(texts)  # a text in train and dev too stays, as training used it anyway
+    seen = set(texts) | held
     labels = LabelSet.of_model(train.label_names)
     files = {}
     for path in t.transfer_files:
@@ -76,7 +79,7 @@ def build_transfer(cfg: TrainConfig, train: Split, vocab: dict[str, int], embedd
     texts += copies
     hard += [UNLABELLED] * len(copies)
     sizes = {"train": len(train), "files": files, "augmented": len(copies), "total": len(texts),
-             "words_with_neighbours": len(neighbours)}
+             "words_with_neighbours": len(neighbours), "held_out_texts": len(held)}
     log(f"transfer set: {len(texts):,} texts ({len(train):,} training"
         + "".join(f", {n:,} more from {p}" for p, n in files.items()) + f", {len(copies):,} augmented)")
     return TransferSet(texts, hard, sizes)

@@ -210,7 +210,9 @@ def _run_seeds(cfg: TrainConfig, splits: dict[str, Split], tmp: Path | None, ctx
         return trained.metrics if main else None
     runs = []
     for k in range(cfg.run.seeds):
-        one = cfg.with_run(seed=cfg.run.seed + k, seeds=1)
+        one = cfg.with_run(seed=cfg.run.seed + k, seeds=1)  # split as the run was: its seed-S/config.toml re-runs it
+        one = dataclasses.replace(one, data=dataclasses.replace(one.data, split_seed=cfg.data.split_seed
+                                                                if cfg.data.split_seed is not None else cfg.run.seed))
         ctx.log(f"--- seed {one.run.seed} ({k + 1}/{cfg.run.seeds}) ---")
         trained = run_one(one, splits, ctx, time.perf_counter(), soft)
         if main:
@@ -255,12 +257,13 @@ def _train(cfg: TrainConfig, command: str | None, group: distributed.Group, t_st
            targets=None) -> dict | None:
     set_threads(cfg.run.threads)
     data_dir = resolve_data_dir(cfg.data.path)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data_dir)))
+    cfg = rundir.with_absolute_paths(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data_dir))))
     ctx = Context(cfg, group)
     d = cfg.data
     splits, split_info = load_data(data_dir, d.train_file, format=d.format, text_column=d.text_column,
                                    label_column=d.label_column, labels=d.labels, dev_ratio=d.dev_ratio,
-                                   test_ratio=d.test_ratio, seed=cfg.run.seed)
+                                   test_ratio=d.test_ratio,
+                                   seed=cfg.run.seed if d.split_seed is None else d.split_seed)
     splits = _normalized(splits, d.normalize)
     out = Path(cfg.run.out)
     if not group.is_main:  # the other ranks train their shares and write nothing

@@ -41,6 +41,7 @@ class DataConfig:
     labels: list[str] | None = None  # the label order (default: the training labels, sorted)
     dev_ratio: float | None = None  # split dev off the training file (a single file: default 0.1; 0: no dev)
     test_ratio: float | None = None  # split test off it too
+    split_seed: int | None = None  # the seed of that split (default: run.seed; each seed-S of a --seeds run: the base)
     normalize: str = "contractions"  # text normalization before tokenization (sst2.data.text)
     max_length: int = 128  # tokens per text, special tokens included; longer texts are truncated
 
@@ -389,3 +390,4 @@ def config_for(recipe: str | None = None, config=None, preset: str | None = None
             base.setdefault(group, {})[name] = value
         return build({g: v for g, v in base.items() if g in GROUPS}, config.preset)
     return resolve(preset=preset, config=config, recipe=recipe if config is None else None, overrides=dotted)
+

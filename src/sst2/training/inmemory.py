@@ -23,7 +23,8 @@ from sst2.training.config import FIELD_GROUP, ConfigError, TrainConfig, config_f
 
 DATA_FOLDER = "data"  # OUT/data: the lists, as the files the saved config reads
 # data fields that describe files: sst2.fit trains on the lists it is given
-FILE_FIELDS = ("path", "train_file", "format", "text_column", "label_column", "dev_ratio", "test_ratio")
+FILE_FIELDS = ("path", "train_file", "format", "text_column", "label_column", "dev_ratio", "test_ratio",
+               "split_seed")
 
 
 def _check_options(recipe: str | None, config, out, overrides: dict) -> dict:

@@ -14,6 +14,7 @@ marker file, ``.sst2-run``; the rules that follow from it:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -39,8 +40,8 @@ def write_marker(path: Path, state: str) -> None:
     """The marker; a complete one lists what the folder holds, so that what is added later is not replaced."""
     info = {"format": MARKER_FORMAT, "state": state, "pid": os.getpid(), "host": socket.gethostname(),
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if state == "complete":
-        info["files"] = sorted({p.name for p in path.iterdir()} | {MARKER})
+    if state == "complete":  # every file, inside seed-*/ and model/ too (a file added there is the user's)
+        info["files"] = sorted({p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} | {MARKER})
     (path / MARKER).write_text(json.dumps(info) + "\n")
 
 
@@ -90,16 +91,34 @@ def check_out(out: Path, overwrite: bool, protected: dict[str, Path]) -> None:
     if marker.get("state") != "complete":
         raise RunDirError(f"refusing to replace {out}: its {MARKER} marker says {marker.get('state')!r}, not a "
                           f"finished run")
-    if added := _listing(out, lambda name: not _wrote(name, marker)):
-        raise RunDirError(f"refusing to replace {out}: it holds what the run did not write ({added}); move it "
+    if added := _added(out, marker):
+        shown = ", ".join(added[:MAX_LISTED]) + (f" and {len(added) - MAX_LISTED} more" if len(added) > MAX_LISTED
+                                                 else "")
+        raise RunDirError(f"refusing to replace {out}: it holds what the run did not write ({shown}); move it "
                           "elsewhere first")
 
 
-def _wrote(name: str, marker: dict) -> bool:
-    """Whether a finished run wrote ``name`` (its marker's list; markers before the list: the run's usual files)."""
-    if "files" in marker:
-        return name in marker["files"]
-    return name in RUN_FILES or name in ("confusion.png", "summary.json", "splits.json") or name.startswith("seed-")
+def _added(out: Path, marker: dict) -> list[str]:
+    """What is in a finished run that it did not write: against its marker's list of every file; a marker
+    of top-level names only (sst2 before that list was recursive) or none (the run's usual files) is
+    compared by top-level name."""
+    files = marker.get("files")
+    if files is not None and any("/" in f for f in files):
+        folders = {f.rsplit("/", 1)[0] for f in files if "/" in f}
+        folders |= {d.rsplit("/", i)[0] for d in folders for i in range(1, d.count("/") + 1)}
+        added: list[str] = []
+        for p in sorted(out.rglob("*")):
+            rel = p.relative_to(out).as_posix()
+            if any(rel.startswith(a) for a in added if a.endswith("/")):
+                continue  # inside a folder already named
+            if p.is_dir() and rel not in folders:
+                added.append(rel + "/")
+            elif not p.is_dir() and rel not in files:
+                added.append(rel)
+        return added
+    usual = set(RUN_FILES) | {"confusion.png", "summary.json", "splits.json"}
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                  if not (p.name in files if files is not None else p.name in usual or p.name.startswith("seed-")))
 
 
 LEGACY_FILES = {"config.json", "history.csv", "epochs.csv", "metrics.json", "plot.png", "model"}
@@ -249,3 +268,18 @@ def _write_files(run_dir: Path, cfg, trained, splits: dict, command: str) -> Non
     if len(m.get("labels", [])) > 2 and m.get(f"{split}_confusion"):
         plot_confusion(run_dir, m[f"{split}_confusion"], m["labels"], split)
     (run_dir / "metrics.json").write_text(json.dumps(trained.metrics, indent=2, allow_nan=False) + "\n")
+
+
+def with_absolute_paths(cfg):
+    """``cfg`` with its local paths absolute (the data, the training and transfer files, the cache, the
+    teacher, a local encoder), so that the ``config.toml`` a run saves re-runs it from any working directory."""
+    def absolute(p):
+        return str(Path(p).expanduser().resolve()) if p else p
+
+    replace = dataclasses.replace
+    d, m, t = cfg.data, cfg.model, cfg.distill
+    teacher = absolute(t.teacher) if isinstance(t.teacher, str) else t.teacher and [absolute(x) for x in t.teacher]
+    backbone = absolute(m.backbone) if Path(m.backbone).expanduser().exists() else m.backbone  # else a hub name
+    return replace(cfg, data=replace(d, path=absolute(d.path), train_file=absolute(d.train_file)),
+                   model=replace(m, backbone=backbone), run=replace(cfg.run, cache_dir=absolute(cfg.run.cache_dir)),
+                   distill=replace(t, teacher=teacher, transfer_files=[absolute(p) for p in t.transfer_files]))
