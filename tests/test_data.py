@@ -134,6 +134,10 @@ def test_train_file_replaces_the_folders_train_split(tmp_path):
     assert splits["dev"].texts == ["a good film"] and splits["test"].texts == ["a dull film"]
     write_tsv(folder / "train.tsv", [("ignored", 1)])
     assert load_splits(folder, other / "train.tsv")["train"].texts == ["good", "a bad film", "bad"]
+    export = tmp_path / "export.txt"  # CSV under a name that does not say: --format is for it alone
+    export.write_text("sentence,label\ngood,1\na bad film,0\n")
+    splits = load_splits(folder, export, format="csv")  # dev.tsv and test.tsv were read as CSV too
+    assert splits["train"].texts == ["good", "a bad film"] and splits["dev"].texts == ["a good film"]
 
 
 def test_train_file_errors(tmp_path):

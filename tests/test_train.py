@@ -372,3 +372,12 @@ def test_training_logged_to_a_file_reports_progress_in_whole_lines(tiny_backbone
     assert steps[-1][1] == "100"
     assert not re.search(r"^epoch \d/2: \d+%", quiet_default, re.M) and "epoch 1" in quiet_default
     assert silent == ""
+
+
+def test_the_confusion_plot_is_drawn_for_a_few_classes_and_skipped_for_very_many(tmp_path):
+    from sst2.training.plot import plot_confusion
+
+    assert plot_confusion(tmp_path, np.eye(3, dtype=int).tolist(), ["a", "b", "c"], "dev").stat().st_size > 0
+    # 150 classes drew a 20,000-pixel figure: 94 s and 12.8 GB; the matrix stays in metrics.json
+    assert plot_confusion(tmp_path / "many", np.eye(150, dtype=int).tolist(), [str(i) for i in range(150)],
+                          "dev") is None and not (tmp_path / "many").exists()

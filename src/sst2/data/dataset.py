@@ -44,9 +44,11 @@ def _split(name: str, table: RawTable, labels: LabelSet, rows: list[int] | None 
                  None if encoded is None else [encoded[i] for i in rows], sha256 or table.sha256, labels.names)
 
 
-def _read(path: Path, opts: dict, require_labels: bool = True) -> RawTable:
-    return read_table(path, opts.get("format"), opts.get("text_column"), opts.get("label_column"),
-                      require_labels=require_labels)
+def _read(path: Path, opts: dict, require_labels: bool = True, named: bool = False) -> RawTable:
+    """``path`` as a table; ``named``: a folder's own split file, whose extension names its format
+    (``--format`` is for the one file whose extension does not say: ``--train-file`` or ``--data FILE``)."""
+    return read_table(path, None if named else opts.get("format"), opts.get("text_column"),
+                      opts.get("label_column"), require_labels=require_labels)
 
 
 def _from_folder(folder: Path, opts: dict, train_file: str | None) -> tuple[dict[str, Split], dict | None]:
@@ -58,7 +60,7 @@ def _from_folder(folder: Path, opts: dict, train_file: str | None) -> tuple[dict
     if paths["train"] is None:
         raise DataError(f"{folder}: no train file (a data folder holds train, dev and test files: "
                         f"{', '.join('train' + e for e in ('.tsv', '.csv', '.jsonl', '.parquet'))})")
-    train = _read(paths["train"], opts)
+    train = _read(paths["train"], opts, named=train_file is None)
     labels = LabelSet.from_table(train, opts.get("labels"))
     for split, key in (("dev", "dev_ratio"), ("test", "test_ratio")):
         if paths[split] is not None and opts.get(key) is not None:
@@ -73,7 +75,7 @@ def _from_folder(folder: Path, opts: dict, train_file: str | None) -> tuple[dict
             return _by_ratio(train, labels, opts, test=test)
     splits = {"train": _split("train", train, labels)}
     if paths["dev"] is not None:
-        splits["dev"] = _split("dev", _read(paths["dev"], opts), labels)
+        splits["dev"] = _split("dev", _read(paths["dev"], opts, named=True), labels)
     if test is not None:
         splits["test"] = test
     return splits, None
@@ -82,7 +84,7 @@ def _from_folder(folder: Path, opts: dict, train_file: str | None) -> tuple[dict
 def _maybe_test(path: Path | None, opts: dict, labels: LabelSet) -> Split | None:
     if path is None:
         return None
-    return _split("test", _read(path, opts, require_labels=False), labels)
+    return _split("test", _read(path, opts, require_labels=False, named=True), labels)
 
 
 def _by_ratio(table: RawTable, labels: LabelSet, opts: dict, test: Split | None = None):

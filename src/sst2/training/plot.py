@@ -70,8 +70,13 @@ def plot_reliability(run_dir: str | Path, calibration: dict) -> Path:
     return out
 
 
-def plot_confusion(run_dir: str | Path, confusion: list[list[int]], labels: list[str], split: str) -> Path:
-    """``confusion.png``: the confusion matrix of ``split`` (rows true, columns predicted), for k > 2."""
+MAX_CONFUSION_CLASSES = 40  # beyond, no confusion.png: 150 classes drew for 94 s in 12.8 GB (metrics.json has it)
+COUNTED_CLASSES = 20  # up to this many classes every cell shows its count
+
+
+def plot_confusion(run_dir: str | Path, confusion: list[list[int]], labels: list[str], split: str) -> Path | None:
+    """``confusion.png``: the confusion matrix of ``split`` (rows true, columns predicted), for 2 < k <=
+    ``MAX_CONFUSION_CLASSES`` (None above: the figure would take minutes and gigabytes), at most 24 inches wide."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,8 +84,13 @@ def plot_confusion(run_dir: str | Path, confusion: list[list[int]], labels: list
     import numpy as np
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    fig, ax = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.1 * len(labels) + 1.5))
-    ConfusionMatrixDisplay(np.asarray(confusion), display_labels=labels).plot(ax=ax, colorbar=False)
+    k = len(labels)
+    if k > MAX_CONFUSION_CLASSES:
+        return None
+    fig, ax = plt.subplots(figsize=(min(1.2 * k + 2, 24), min(1.1 * k + 1.5, 22)))
+    ConfusionMatrixDisplay(np.asarray(confusion), display_labels=labels).plot(
+        ax=ax, colorbar=k > COUNTED_CLASSES, include_values=k <= COUNTED_CLASSES,
+        xticks_rotation="vertical" if k > COUNTED_CLASSES else "horizontal")
     ax.set_title(f"{split}: confusion matrix")
     fig.tight_layout()
     out = Path(run_dir) / "confusion.png"
