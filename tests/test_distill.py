@@ -264,3 +264,20 @@ def test_the_python_api_returns_the_student(tiny_model_dir, tiny_data_dir, tiny_
     assert isinstance(student, sst2.SentimentClassifier) and student.labels == ["negative", "positive"]
     assert metrics["distill"]["transfer"]["augmented"] > 0 and (tmp_path / "api" / "model").is_dir()
     assert capsys.readouterr().out == ""  # the command line's JSON line was printed from Python too
+
+
+def test_transfer_files_have_columns_of_their_own_and_text_files_are_one_text_a_line(tiny_backbone_dir, tmp_path):
+    import dataclasses
+
+    from sst2.data.splits import LABEL_NAMES, Split
+    from sst2.distillation.transfer import _file_texts
+    from sst2.data.labels import LabelSet
+    from sst2.training.config import resolve
+
+    (tmp_path / "extra.jsonl").write_text('{"text": "an extra text"}\n{"text": "one more"}\n')
+    (tmp_path / "extra.txt").write_text("a line\nanother line\n")
+    cfg = resolve(preset="distill", overrides={"data.text_column": "body", "data.label_column": "stars"})
+    labels = LabelSet.of_model(LABEL_NAMES)
+    # the training data's --text-column body: was "no text column ... found: text"
+    assert _file_texts(str(tmp_path / "extra.jsonl"), cfg, labels) == (["an extra text", "one more"], [-1, -1])
+    assert _file_texts(str(tmp_path / "extra.txt"), cfg, labels) == (["a line", "another line"], [-1, -1])

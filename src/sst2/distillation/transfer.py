@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from sst2.data.formats import EXTENSIONS
 from sst2.data.labels import LabelSet
 from sst2.data.readers import read_table
-from sst2.data.splits import Split
+from sst2.data.splits import DataError, Split
 from sst2.data.text import normalize_texts
 from sst2.distillation.augment import AugmentOptions, augment, embedding_neighbours
 from sst2.training.config import TrainConfig
@@ -42,9 +44,22 @@ class TransferSet:
 
 
 def _file_texts(path: str, cfg: TrainConfig, labels: LabelSet) -> tuple[list[str], list[int]]:
-    """A transfer file's texts (normalized like the training texts) and labels (-1 where it has none)."""
+    """A transfer file's texts (normalized like the training texts) and labels (-1 where it has none): a
+    table read with the training data's columns if it has them, else with the default names; a ``.txt``
+    file, one text a line."""
     d = cfg.data
-    table = read_table(path, d.format, d.text_column, d.label_column, require_labels=False)
+    if Path(path).suffix.lower() == ".txt":  # one text a line, as sst2 predict reads it: unlabelled
+        from sst2.data.rows import LINES, iter_numbered
+
+        lines = [r.row["text"] for rows in iter_numbered(path, LINES) for r in rows]
+        return normalize_texts([t.strip() for t in lines], d.normalize), [UNLABELLED] * len(lines)
+    fmt = None if Path(path).suffix.lower() in EXTENSIONS else d.format  # as for a folder's own files
+    try:  # the training data's columns, else the file's own (the default names)
+        table = read_table(path, fmt, d.text_column, d.label_column, require_labels=False)
+    except DataError:
+        if d.text_column is None and d.label_column is None:
+            raise
+        table = read_table(path, fmt, require_labels=False)
     texts = normalize_texts(table.texts, d.normalize)
     if table.labels is None or any(v is None for v in table.labels):
         return texts, [UNLABELLED] * len(texts)
