@@ -91,6 +91,8 @@ def test_truncation_is_reported(torch_clf):
                              "probabilities": {"negative": 0.1, "positive": 0.9}, "truncated": False, "windows": 1}
     three = Prediction("b", {"a": 0.2, "b": 0.5, "c": 0.3}, True).to_dict()
     assert "positive_prob" not in three and three["probabilities"] == {"a": 0.2, "b": 0.5, "c": 0.3}
+    other = Prediction("pos", {"pos": 0.1, "neg": 0.9}, False).to_dict()  # --labels pos,neg
+    assert "positive_prob" not in other  # it was 0.9, P(neg), named the probability of "positive"
 
 
 def test_predict_edge_cases(torch_clf, tiny_model_dir):

@@ -52,9 +52,10 @@ class Prediction:
         return list(self.probabilities.values())[-1]
 
     def to_dict(self) -> dict:
-        """``label``, ``probabilities``, ``truncated``, and for two classes ``positive_prob`` too."""
+        """``label``, ``probabilities``, ``truncated``, and ``positive_prob`` too for SST-2's two labels (for
+        other labels, such as ``pos`` / ``neg``, it would name the second label's probability "positive")."""
         out = {"label": self.label}
-        if len(self.probabilities) == 2:
+        if len(self.probabilities) == 2 and "positive" in self.probabilities:
             out["positive_prob"] = self.positive_prob
         return {**out, "probabilities": dict(self.probabilities), "truncated": self.truncated, "windows": self.windows}
 

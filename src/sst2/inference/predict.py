@@ -1,7 +1,7 @@
 """``sst2 predict``: classify texts given as arguments, one per line in a file, or on standard input.
 
 Writes one JSON object per input line, in input order: ``{"text": ..., "label": ..., "positive_prob":
-..., "probabilities": {label: p, ...}, "truncated": ...}`` (``positive_prob`` for two classes only). Input is read, scored and written in chunks (``--chunk`` lines), so memory
+..., "probabilities": {label: p, ...}, "truncated": ...}`` (``positive_prob`` for SST-2's labels only). Input is read, scored and written in chunks (``--chunk`` lines), so memory
 stays bounded and output starts after the first chunk, however long the input. Lines are split at
 ``\\n`` (a ``\\r`` before it is dropped) and nowhere else, so every input line gives one output line;
 a line that is empty or not UTF-8 is an error naming the file and the line.
