@@ -472,17 +472,28 @@ def test_cli_evaluate_scores_any_labelled_file(tiny_model_dir, tiny_data_dir, tm
                                                f"not one of the training labels (negative, positive)")
 
 
+def train_tiny(data, backbone, out, *flags) -> int:
+    """``sst2 train`` of the tiny model on ``data`` for one epoch, into ``out`` (its cache beside it)."""
+    return main(["train", "--data", str(data), "--backbone", str(backbone), "--out", str(out), "--cache-dir",
+                 str(out.parent / "cache"), "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--threads",
+                 "1", "--quiet", *flags])
+
+
+def evaluate_json(capsys, model_dir, *args) -> dict:
+    """What ``sst2 evaluate --json`` prints (it must succeed)."""
+    capsys.readouterr()
+    assert main(["evaluate", "--model-dir", str(model_dir), *map(str, args), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_a_model_trained_with_its_labels_reversed_scores_and_reports_positive(tiny_backbone_dir, tiny_data_dir,
                                                                              tmp_path, capsys):
     out = tmp_path / "rev"
-    assert main(["train", "--data", str(tiny_data_dir), "--backbone", str(tiny_backbone_dir), "--labels", "1,0",
-                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1", "--batch-size", "8",
-                 "--max-length", "32", "--threads", "1", "--quiet"]) == 0
+    assert train_tiny(tiny_data_dir, tiny_backbone_dir, out, "--labels", "1,0") == 0
     trained = json.loads((out / "metrics.json").read_text())
-    capsys.readouterr()
-    assert main(["evaluate", "--model-dir", str(out / "model"), "--data", str(tiny_data_dir), "--split", "dev",
-                 "--json"]) == 0  # before: "label '0' is not one of the training labels (positive, negative)"
-    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(trained["dev_accuracy"])
+    # before: "label '0' is not one of the training labels (positive, negative)"
+    got = evaluate_json(capsys, out / "model", "--data", tiny_data_dir, "--split", "dev")
+    assert got["accuracy"] == pytest.approx(trained["dev_accuracy"])
     clf = SentimentClassifier.from_pretrained(out / "model")
     assert clf.labels == ["positive", "negative"]
     p = clf.predict_details(["good film"])[0]
@@ -494,9 +505,7 @@ def test_evaluate_on_a_single_file_scores_the_rows_the_run_split_off(tiny_backbo
 
     data = write_tsv(tmp_path / "all.tsv", make_sentences(60, 4))
     out = tmp_path / "one"
-    assert main(["train", "--data", str(data), "--backbone", str(tiny_backbone_dir), "--dev-ratio", "0.25",
-                 "--test-ratio", "0.2", "--seed", "3", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
-                 "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--threads", "1", "--quiet"]) == 0
+    assert train_tiny(data, tiny_backbone_dir, out, "--dev-ratio", "0.25", "--test-ratio", "0.2", "--seed", "3") == 0
     trained = json.loads((out / "metrics.json").read_text())
     rows = json.loads((out / "splits.json").read_text())["rows"]
     for split in ("dev", "test"):
@@ -522,14 +531,10 @@ def test_evaluate_on_a_folder_scores_the_dev_rows_the_run_split_off_and_names_a_
     write_tsv(folder / "train.tsv", make_sentences(60, 4))
     write_tsv(folder / "test.tsv", make_sentences(12, 5))
     out = tmp_path / "run"
-    assert main(["train", "--data", str(folder), "--backbone", str(tiny_backbone_dir), "--dev-ratio", "0.25",
-                 "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--epochs", "1", "--batch-size", "8",
-                 "--max-length", "32", "--threads", "1", "--quiet"]) == 0
+    assert train_tiny(folder, tiny_backbone_dir, out, "--dev-ratio", "0.25") == 0
     trained = json.loads((out / "metrics.json").read_text())
-    capsys.readouterr()
-    assert main(["evaluate", "--model-dir", str(out / "model"), "--data", str(folder), "--split", "dev",
-                 "--json"]) == 0  # before: "no dev file; add one, split the training file with --dev-ratio ..."
-    got = json.loads(capsys.readouterr().out)
+    # before: "no dev file; add one, split the training file with --dev-ratio ..."
+    got = evaluate_json(capsys, out / "model", "--data", folder, "--split", "dev")
     assert got["n"] == trained["dev_size"] == 15 and got["accuracy"] == pytest.approx(trained["dev_accuracy"])
     (folder / "test.tsv").unlink()
     shutil.copytree(out / "model", tmp_path / "bare" / "model")
