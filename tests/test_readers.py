@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -372,3 +373,15 @@ def test_predicts_table_extensions_are_the_readers():
     from sst2.data.formats import EXTENSIONS
 
     assert sorted(TABLE_EXTENSIONS) == sorted(EXTENSIONS)  # one list kept light for the command line's checks
+
+
+def test_labels_that_differ_only_in_case_are_refused_unless_listed(tmp_path):
+    from sst2.data.dataset import load_splits
+
+    f = tmp_path / "case.csv"
+    f.write_text("text,label\n" + "".join(f"t{i},{y}\n" for i, y in enumerate(["Pos", "pos", "Neg", "neg"] * 5)))
+    with pytest.raises(DataError, match=r"^" + re.escape(f"{f}: the labels 'Neg' and 'neg'; 'Pos' and 'pos' differ "
+                                                         "only in case; write each class one way")):
+        load_splits(f)  # trained four classes without a word
+    assert load_splits(f, labels=["pos", "Pos", "neg", "Neg"], dev_ratio=0)["train"].label_names == (
+        "pos", "Pos", "neg", "Neg")

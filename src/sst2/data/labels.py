@@ -65,6 +65,7 @@ class LabelSet:
         seen = dict.fromkeys(raw)
         if order is None:
             values = sorted(seen)
+            _refuse_case_twins(values, where)
         else:
             values = _ordered(seen, list(order), kind, raw, where, lines, unit)
         if len(values) < 2:
@@ -113,6 +114,20 @@ class LabelSet:
         if table.labels is None:
             raise DataError(f"{table.path}: the file has no labels")
         return self.encode(table.labels, table.path, table.lines, table.unit)
+
+
+def _refuse_case_twins(values: list, where) -> None:
+    """Labels that differ only in case or outer spaces (``Pos`` and ``pos``) are most likely one class
+    typed two ways: an error, unless ``--labels`` lists them (then they are taken as distinct classes)."""
+    folded: dict[str, list[str]] = {}
+    for v in values:
+        if isinstance(v, str):
+            folded.setdefault(v.strip().casefold(), []).append(v)
+    twins = [group for group in folded.values() if len(group) > 1]
+    if twins:
+        shown = "; ".join(" and ".join(map(quote, g)) for g in twins[:5])
+        raise DataError(f"{where}: the labels {shown} differ only in case; write each class one way, or list "
+                        f"them in --labels (in Python labels=[...]) to keep them apart")
 
 
 def _ordered(seen: dict, order: list, kind: type, raw: list, where, lines: list[int], unit: str) -> list:
