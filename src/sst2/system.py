@@ -145,6 +145,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def remove_orphans(folder, prefix: str, pid_of) -> list:
+    """Remove the temporaries in ``folder`` named ``prefix*`` (files or folders) that a killed process left:
+    ``pid_of(name)`` is the owner's process id as text, and that process no longer runs."""
+    import glob
+    import shutil
+    from pathlib import Path
+
+    removed = []
+    for tmp in Path(folder).glob(glob.escape(prefix) + "*"):
+        pid = pid_of(tmp.name)
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def check_own_outputs(out, names, marker: str, is_ours, command: str) -> None:
     """Refuse a folder ``out`` in which any of the files ``names`` exists but was not written by ``command``:
     its ``marker`` file is missing, or ``is_ours(marker_path)`` says it is not that command's. A folder of an

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import glob
 import json
 import os
 import re
@@ -240,12 +239,10 @@ class RowWriter:
 
     def _remove_stale(self) -> None:
         """The temporaries of earlier writers of ``path`` that were killed (``kill -9``): their process is gone."""
-        from sst2.system import pid_alive
+        from sst2.system import remove_orphans
 
-        for tmp in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
-            pid = tmp.name[len(self.path.name) + 2:-len(".tmp")]
-            if pid.isdigit() and not pid_alive(int(pid)) and tmp.is_file():
-                tmp.unlink(missing_ok=True)
+        prefix = f".{self.path.name}."
+        remove_orphans(self.path.parent, prefix, lambda name: name[len(prefix):].removesuffix(".tmp"))
 
     def write(self, rows: list[dict]) -> None:
         rows = list(rows)

@@ -192,14 +192,9 @@ def _write_checked(cfg: ExportConfig, model, reference, model_dir: Path, tmp: Pa
 
 def _remove_stale_temporaries(model_dir: Path) -> None:
     """The temporary folders of exports that were killed (``kill -9``): their process no longer runs."""
-    import shutil
+    from sst2.system import remove_orphans
 
-    from sst2.system import pid_alive
-
-    for tmp in model_dir.glob(f"{EXPORT_PREFIX}*"):
-        pid = tmp.name[len(EXPORT_PREFIX):].split("-")[0]
-        if tmp.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True)
+    remove_orphans(model_dir, EXPORT_PREFIX, lambda name: name[len(EXPORT_PREFIX):].split("-")[0])
 
 
 def export(cfg: ExportConfig) -> dict:

@@ -21,7 +21,7 @@ import shutil
 import socket
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sst2.errors import UserError
 from sst2.system import as_umask_allows, pid_alive
@@ -104,8 +104,7 @@ def _added(out: Path, marker: dict) -> list[str]:
     compared by top-level name."""
     files = marker.get("files")
     if files is not None and any("/" in f for f in files):
-        folders = {f.rsplit("/", 1)[0] for f in files if "/" in f}
-        folders |= {d.rsplit("/", i)[0] for d in folders for i in range(1, d.count("/") + 1)}
+        folders = {p.as_posix() for f in files for p in PurePosixPath(f).parents} - {"."}
         added: list[str] = []
         for p in sorted(out.rglob("*")):
             rel = p.relative_to(out).as_posix()
