@@ -85,7 +85,8 @@ RUNTIME_CHOICES = ["torch", "onnx", "onnx-int8", "numpy"]  # = sst2.inference.RU
 @dataclass
 class EvaluateConfig:
     model_dir: str = opt("runs/efficient/model", "a saved model directory (RUN/model)")
-    data: str | None = opt(None, "data folder (default: $SST2_DATA, else ../shared/data/sst2-sentences)")
+    data: str | None = opt(None, "data folder or file (default: the data the model's run trained on, split as "
+                                 "it split them; else $SST2_DATA, else ../shared/data/sst2-sentences)")
     split: str | None = opt(None, "which split of --data to score (default: test)", choices=["train", "dev", "test"])
     file: str | None = opt(None, "score this labelled file (.tsv .csv .jsonl .parquet) instead of a split of --data")
     format: str | None = opt(None, "the file's format when its extension does not say",

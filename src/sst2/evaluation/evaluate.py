@@ -13,15 +13,18 @@ from sst2.errors import UserError
 from sst2.evaluation.metrics import classification_metrics, format_metrics
 
 
-def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], list[int], str]:
-    """``(texts, label indexes, what)`` of ``--file`` or of the ``--split`` of ``--data``, labels encoded
-    against the model's label names (a label it does not know is an error naming file and line)."""
+def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], list[int], str, str]:
+    """``(texts, label indexes, what, the file read)`` of ``--file``, of the ``--split`` of ``--data``, or without either
+    of the data the model's run trained on; labels encoded against the model's label names (a label it does
+    not know is an error naming file and line)."""
     from sst2.data.labels import LabelSet
     from sst2.data.readers import read_table
 
+    if cfg.file is None and cfg.data is None and (saved := _run_config(cfg)) is not None:
+        return _split_of_run(cfg, saved, model_labels)
     if cfg.file is not None:
         table = read_table(cfg.file, cfg.format, cfg.text_column, cfg.label_column)
-        return table.texts, LabelSet.of_model(model_labels).encode_table(table), str(cfg.file)
+        return table.texts, LabelSet.of_model(model_labels).encode_table(table), str(cfg.file), str(cfg.file)
     data = resolve_data_dir(cfg.data)
     if data.is_file():
         return _split_of_file(cfg, data, model_labels)
@@ -37,7 +40,7 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
     table = read_table(path, cfg.format, cfg.text_column, cfg.label_column, require_labels=False)
     if table.labels is None:
         raise UserError(f"{path}: split '{cfg.split}' has no labels, so it cannot be scored")
-    return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split
+    return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split, str(path)
 
 
 def _record(cfg: EvaluateConfig) -> Path | None:
@@ -48,7 +51,49 @@ def _record(cfg: EvaluateConfig) -> Path | None:
                  if p.is_file()), None)
 
 
-def _split_of_file(cfg: EvaluateConfig, path: Path, model_labels: list[str]) -> tuple[list[str], list[int], str]:
+def _run_config(cfg: EvaluateConfig) -> Path | None:
+    """The ``config.toml`` of the sst2 run whose model ``--model-dir`` is (``RUN/model`` or
+    ``RUN/seed-S/model``), if it is one."""
+    from sst2.training.rundir import read_marker
+
+    run = Path(cfg.model_dir).resolve().parent
+    if (run / "config.toml").is_file() and any(read_marker(d) is not None for d in (run, run.parent)):
+        return run / "config.toml"
+    return None
+
+
+def _split_of_run(cfg: EvaluateConfig, saved: Path, model_labels: list[str]):
+    """The ``--split`` of the run's own data, split as the run split it (its ``config.toml`` read as
+    ``sst2 train --config`` reads it): a model trained on one's own data is scored on its own test split,
+    not on the default folder's. ``--text-column``, ``--label-column`` and ``--format`` still apply."""
+    from sst2.data.dataset import load_data
+    from sst2.training.config import resolve
+
+    d, seed = (run := resolve(config=saved)).data, run.run.seed
+    try:
+        splits, info = load_data(resolve_data_dir(d.path), d.train_file, format=cfg.format or d.format,
+                                 text_column=cfg.text_column or d.text_column,
+                                 label_column=cfg.label_column or d.label_column, labels=d.labels,
+                                 dev_ratio=d.dev_ratio, test_ratio=d.test_ratio,
+                                 seed=seed if d.split_seed is None else d.split_seed)
+    except UserError as exc:
+        raise UserError(f"{exc} (the data {saved} trained on; score other data with --data or --file)") from None
+    record = _record(cfg)
+    if info is not None and record is not None and json.loads(record.read_text()).get("rows") != info["rows"]:
+        raise UserError(f"{info['file']}: it changed since the run split it ({record}); score it with --file")
+    split = splits.get(cfg.split)
+    if split is None:
+        raise UserError(f"{d.path}: the run {saved.parent} has no {cfg.split} split (it has "
+                        f"{', '.join(splits)}); score a file of its own with --file")
+    if not split.labelled:
+        raise UserError(f"{split.path}: split '{cfg.split}' has no labels, so it cannot be scored")
+    if list(split.label_names) != list(model_labels):
+        raise UserError(f"{saved}: its data gives the labels {', '.join(split.label_names)}, but the model has "
+                        f"{', '.join(model_labels)}; score it with --data or --file")
+    return split.texts, split.labels, cfg.split, str(split.path)
+
+
+def _split_of_file(cfg: EvaluateConfig, path: Path, model_labels: list[str]) -> tuple[list[str], list[int], str, str]:
     """The ``--split`` rows of a single data file as the run that trained the model split it (its
     ``splits.json``, beside the model directory or one level up for a multi-seed run); anything else
     would score rows the model may have trained on."""
@@ -68,7 +113,7 @@ def _split_of_file(cfg: EvaluateConfig, path: Path, model_labels: list[str]) -> 
     rows = info["rows"][cfg.split]
     labels = LabelSet.of_model(model_labels).encode([table.labels[i] for i in rows], str(path),
                                                     [table.lines[i] for i in rows], table.unit)
-    return [table.texts[i] for i in rows], labels, cfg.split
+    return [table.texts[i] for i in rows], labels, cfg.split, str(path)
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -76,14 +121,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=cfg.threads,
                                               batch_size=cfg.batch_size, **window_options(cfg))
-    texts, labels, where = _scored(cfg, clf.labels)
+    texts, labels, where, source = _scored(cfg, clf.labels)
     t0 = time.perf_counter()
     proba = clf.predict_proba(texts)
     seconds = time.perf_counter() - t0
     preds = proba.argmax(1).tolist()
     from sst2.calibration import ece
 
-    m = {"split": where, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime, "long_texts": cfg.long_texts,
+    m = {"split": where, "data": source, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime, "long_texts": cfg.long_texts,
          **({"window_length": clf.window_length, "window_overlap": clf.window_overlap}
             if cfg.long_texts == "windows" else {}),
          **classification_metrics(labels, preds, clf.labels), "ece": ece(proba, labels), "seconds": round(seconds, 3),
