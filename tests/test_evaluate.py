@@ -146,7 +146,8 @@ def test_evaluate_without_data_scores_the_runs_own_data_as_it_split_it(tiny_back
     assert train_tiny(mine, tiny_backbone_dir, out, "--train-file", str(phrases), "--dev-ratio", "0.2", "--text-column",
                       "review", "--label-column", "stars", "--seeds", "2") == 0
     summary = json.loads((out / "seed-1" / "metrics.json").read_text())
-    got = {split: evaluate_json(capsys, out / "seed-1" / "model", "--split", split) for split in ("train", "dev", "test")}
+    got = {split: evaluate_json(capsys, out / "seed-1" / "model", "--split", split)
+           for split in ("train", "dev", "test")}
     # before: the default folder's splits (48, 16 and 20 rows, or its columns missing)
     assert [got[s]["n"] for s in ("train", "dev", "test")] == [24, 6, 12]
     assert [got[s]["data"] for s in ("train", "dev", "test")] == [str(phrases)] * 2 + [str(mine / "test.tsv")]

@@ -72,6 +72,12 @@ def test_pick_columns():
         "f.csv: no label column (looked for label, labels, sentiment; found: id, text, stars); pass --label-column")
     assert error(pick_columns, ["text", "label"], "f.csv", "body") == (
         "f.csv: no column 'body' (found: text, label); check --text-column")
+    # an empty name is a name (a header's first column often is), not "the default": before, "" took "text"
+    assert error(pick_columns, ["text", "label"], "f.csv", "") == (
+        "f.csv: no column '' (found: text, label); check --text-column")
+    assert error(pick_columns, ["text", "label"], "f.csv", None, "") == (
+        "f.csv: no column '' (found: text, label); check --label-column")
+    assert pick_columns(["", "label"], "f.csv", "") == ("", "label")
 
 
 @pytest.mark.parametrize("ext", [".tsv", ".csv", ".jsonl", ".parquet"])
@@ -305,6 +311,11 @@ def test_label_set_given_order_and_errors():
     assert error(LabelSet.from_training, [1, "pos"], None, "t.csv", [2, 3]) == (
         "t.csv: the labels mix integers and strings (integer 1 at line 2, string 'pos' at line 3); use one kind")
     assert "a classifier needs at least two labels" in error(LabelSet.from_training, ["a", "a"])
+    for order, what in (([], "no label"), ([""], "an empty label name"), (["0", " ", "1"], "an empty label name")):
+        # before: "t.csv:2: label '0' is not one of --labels ()" for every training label
+        assert error(LabelSet.from_training, [0, 1], order, "t.csv", [2, 3]) == (
+            f"--labels {','.join(o.strip() for o in order)!r} lists {what}; list every training label, "
+            "comma-separated (neg,neu,pos), or leave --labels out for the training labels, sorted")
 
 
 def test_encode_unseen_label_names_file_and_line(tmp_path):

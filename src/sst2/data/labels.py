@@ -133,6 +133,10 @@ def _refuse_case_twins(values: list, where) -> None:
 def _ordered(seen: dict, order: list, kind: type, raw: list, where, lines: list[int], unit: str) -> list:
     """The training values in the given ``order``; every label must be in it, and have an example."""
     names = [str(o).strip() for o in order]
+    if not names or "" in names:
+        raise DataError(f"--labels {','.join(names)!r} lists " + ("no label" if not names else "an empty label name")
+                        + "; list every training label, comma-separated (neg,neu,pos), or leave --labels out for the "
+                          "training labels, sorted")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise DataError(f"--labels lists {', '.join(map(quote, dupes))} more than once")

@@ -40,19 +40,19 @@ def pick_columns(columns, path, text_column: str | None = None, label_column: st
     (exact match first, then ignoring case). No label column is ``None`` unless labels are required."""
     columns = list(columns)
     found = ", ".join(columns) or "none"
-    if text_column and label_column and text_column == label_column:
+    if text_column is not None and text_column == label_column:
         raise DataError(f"{path}: the text column and the label column are both {quote(text_column)}")
     text = _pick(columns, text_column, TEXT_COLUMNS)
     if text is None:
         raise DataError(_not_found(path, "text", text_column, TEXT_COLUMNS, found))
     label = _pick([c for c in columns if c != text], label_column, LABEL_COLUMNS)
-    if label is None and (require_labels or label_column):
+    if label is None and (require_labels or label_column is not None):
         raise DataError(_not_found(path, "label", label_column, LABEL_COLUMNS, found))
     return text, label
 
 
 def _pick(columns: list[str], explicit: str | None, usual: tuple[str, ...]) -> str | None:
-    if explicit:
+    if explicit is not None:  # "" too: a header can name a column so, and it is no default
         return explicit if explicit in columns else None
     for name in usual:
         if name in columns:
@@ -65,7 +65,7 @@ def _pick(columns: list[str], explicit: str | None, usual: tuple[str, ...]) -> s
 
 
 def _not_found(path, kind: str, explicit: str | None, usual: tuple[str, ...], found: str) -> str:
-    if explicit:
+    if explicit is not None:
         return f"{path}: no column {quote(explicit)} (found: {found}); check --{kind}-column"
     return f"{path}: no {kind} column (looked for {', '.join(usual)}; found: {found}); pass --{kind}-column"
 

@@ -14,8 +14,8 @@ from sst2.evaluation.metrics import classification_metrics, format_metrics
 
 
 def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], list[int], str, str]:
-    """``(texts, label indexes, what, the file read)`` of ``--file``, of the ``--split`` of ``--data``, or without either
-    of the data the model's run trained on; labels encoded against the model's label names (a label it does
+    """``(texts, label indexes, what, the file read)`` of ``--file``, of the ``--split`` of ``--data``, or
+    without either of the data the model's run trained on; labels encoded against the model's label names (a label it does
     not know is an error naming file and line)."""
     from sst2.data.labels import LabelSet
     from sst2.data.readers import read_table
@@ -128,7 +128,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     preds = proba.argmax(1).tolist()
     from sst2.calibration import ece
 
-    m = {"split": where, "data": source, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime, "long_texts": cfg.long_texts,
+    m = {"split": where, "data": source, "model_dir": str(cfg.model_dir), "runtime": cfg.runtime,
+         "long_texts": cfg.long_texts,
          **({"window_length": clf.window_length, "window_overlap": clf.window_overlap}
             if cfg.long_texts == "windows" else {}),
          **classification_metrics(labels, preds, clf.labels), "ece": ece(proba, labels), "seconds": round(seconds, 3),

@@ -25,7 +25,8 @@ def classification_metrics(labels: list[int], preds: list[int], names: list[str]
 def format_metrics(m: dict) -> str:
     names = m["confusion"]["labels"]
     lines = [f"{m['split']}: {m['n']} sentences, accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f}",
-             *([f"data: {m['data']}"] if m.get("data", m["split"]) != m["split"] else []), "", f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+             *([f"data: {m['data']}"] if m.get("data", m["split"]) != m["split"] else []),
+             "", f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
     for name, v in m["per_class"].items():
         lines.append(f"{name:<10}{v['precision']:>10.4f}{v['recall']:>10.4f}{v['f1']:>10.4f}{v['support']:>10}")
     conf = m["confusion"]["rows_true_cols_pred"]
