@@ -162,3 +162,22 @@ def test_a_file_with_cr_only_line_endings_gets_a_short_error(tmp_path):
     msg = str(exc.value)
     assert msg == (f"{tmp_path / 'train.tsv'}:1: bad header: expected 'sentence<TAB>label', got "
                    "'sentence<TAB>label\\rsentence number 0<TAB>0\\rsentence number 1... (52,908 characters)'")
+
+
+def test_texts_shared_between_train_and_a_held_out_split_are_noted(tmp_path, tiny_backbone_dir, capsys):
+    from sst2.cli import main
+    from sst2.data.dataset import shared_with_train
+
+    d = tmp_path / "d"
+    d.mkdir()
+    rows = [("a good film", 1), ("a bad film", 0), ("good", 1), ("bad", 0)]
+    write_tsv(d / "train.tsv", rows)
+    write_tsv(d / "dev.tsv", [("a fine film", 1), ("a dull film", 0)])
+    write_tsv(d / "test.tsv", [("a bad film", 0), ("a great film", 1), ("good", 1)])
+    splits = load_splits(d)
+    assert shared_with_train(splits) == [
+        "note: 2 of 3 test texts are also training texts (first: 'a bad film'); they are not held out"]
+    assert shared_with_train({"train": splits["train"], "dev": splits["dev"]}) == []
+    assert main(["train", "--data", str(d), "--backbone", str(tiny_backbone_dir), "--out", str(tmp_path / "run"),
+                 "--cache-dir", str(tmp_path / "cache"), "--epochs", "1", "--max-length", "16"]) == 0
+    assert "note: 2 of 3 test texts are also training texts" in capsys.readouterr().err  # before: no word

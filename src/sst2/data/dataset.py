@@ -125,6 +125,19 @@ def load_data(path: str | os.PathLike, train_file: str | None = None, **opts) ->
                     f"repository layout the data is in {DEFAULT_DATA_HINT})")
 
 
+def shared_with_train(splits: dict[str, Split]) -> list[str]:
+    """A note for each split other than train that holds training texts (a duplicate row split both ways, or
+    a test file overlapping the training file): those rows are not held out, so their accuracy is not either."""
+    train = set(splits["train"].texts) if "train" in splits else set()
+    notes = []
+    for name, split in splits.items():
+        shared = [t for t in split.texts if t in train] if name != "train" else []
+        if shared:
+            notes.append(f"note: {len(shared):,} of {len(split):,} {name} texts are also training texts (first: "
+                         f"{quote(shared[0])}); they are not held out")
+    return notes
+
+
 def load_splits(path: str | os.PathLike, train_file: str | None = None, **opts) -> dict[str, Split]:
     """:func:`load_data` without the split record."""
     return load_data(path, train_file, **opts)[0]

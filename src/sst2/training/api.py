@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from sst2.data.dataset import load_data
+from sst2.data.dataset import load_data, shared_with_train
 from sst2.data.splits import Split, resolve_data_dir
 from sst2.data.text import normalize_texts
 from sst2.stats import format_pm, seed_stat
@@ -265,6 +265,8 @@ def _train(cfg: TrainConfig, command: str | None, group: distributed.Group, t_st
                                    test_ratio=d.test_ratio,
                                    seed=cfg.run.seed if d.split_seed is None else d.split_seed)
     splits = _normalized(splits, d.normalize)
+    for note in shared_with_train(splits):
+        ctx.log(note)
     out = Path(cfg.run.out)
     if not group.is_main:  # the other ranks train their shares and write nothing
         return _run_seeds(cfg, splits, None, ctx, t_start, "")
