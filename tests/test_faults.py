@@ -184,3 +184,23 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_saves_nothing(tiny_backbone_d
     assert err.startswith("sst2 train: error: the training loss became nan at epoch 1, step ")
     assert err.endswith("no model was saved (lower optim.lr or check the data)")
     assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial-*"))
+
+
+def test_a_presets_data_file_missing_outside_the_repository_layout_names_the_preset(
+        tiny_backbone_dir, tiny_data_dir, tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from sst2.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no ../shared/data from here
+    glue = (tmp_path / "../shared/data/glue-sst2/train.tsv").resolve()
+    common = ["--data", str(tiny_data_dir), "--backbone", str(tiny_backbone_dir), "--out", "run", "--epochs", "1"]
+    assert main(["train", "--preset", "teacher", *common]) == 2
+    assert capsys.readouterr().err.strip() == (  # before: "GLUE: training file not found (--train-file)"
+        f"sst2 train: error: {glue}: not found; it is the teacher preset's data.train_file "
+        f"(../shared/data/glue-sst2/train.tsv, a path in this repository's layout, from the working directory); "
+        f"pass --train-file PATH")
+    assert main(["distill", "--teacher", str(tiny_model_dir), *common]) == 2
+    assert capsys.readouterr().err.strip().endswith(  # before: "GLUE: file not found"
+        "it is the distill preset's distill.transfer_files (../shared/data/glue-sst2/train.tsv, a path in this "
+        "repository's layout, from the working directory); pass --transfer-file PATH, or --set "
+        "distill.transfer_files=[] for none")
+    assert not (tmp_path / "run").exists()

@@ -27,7 +27,7 @@ from sst2.modeling.heads import count_parameters
 from sst2.system import environment, peak_rss_mb, progress_bar, progress_enabled, seed_everything, set_threads
 from sst2.training import distributed, engine, recipes, rundir
 from sst2.calibration import calibration_report, fit_temperature
-from sst2.training.config import ConfigError, TrainConfig
+from sst2.training.config import ConfigError, TrainConfig, preset_path, read_toml
 from sst2.training.recipes.common import label_names, num_outputs
 
 SUMMARY_KEYS = ("dev_accuracy", "test_accuracy", "best_epoch", "train_seconds", "seconds_per_epoch", "total_seconds",
@@ -253,11 +253,28 @@ def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict | 
     return result
 
 
+def _check_preset_files(cfg: TrainConfig) -> None:
+    """A file the preset names (in this repository's layout, ``../shared/data/...`` from the working
+    directory) that is not there is an error saying where the path came from and how to give another; the
+    bare "file not found" did not."""
+    preset = read_toml(preset_path(cfg.preset))
+    for group, key, given, how in (("data", "train_file", [cfg.data.train_file], "pass --train-file PATH"),
+                                   ("distill", "transfer_files", cfg.distill.transfer_files,
+                                    "pass --transfer-file PATH, or --set distill.transfer_files=[] for none")):
+        raw = preset.get(group, {}).get(key)
+        for p in [raw] if isinstance(raw, str) else raw or []:
+            path = Path(p).expanduser().resolve()
+            if str(path) in given and not path.exists():
+                raise ConfigError(f"{path}: not found; it is the {cfg.preset} preset's {group}.{key} ({p}, a path "
+                                  f"in this repository's layout, from the working directory); {how}")
+
+
 def _train(cfg: TrainConfig, command: str | None, group: distributed.Group, t_start: float,
            targets=None) -> dict | None:
     set_threads(cfg.run.threads)
     data_dir = resolve_data_dir(cfg.data.path)
     cfg = rundir.with_absolute_paths(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data_dir))))
+    _check_preset_files(cfg)
     ctx = Context(cfg, group)
     d = cfg.data
     splits, split_info = load_data(data_dir, d.train_file, format=d.format, text_column=d.text_column,
