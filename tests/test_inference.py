@@ -93,6 +93,10 @@ def test_truncation_is_reported(torch_clf):
     assert "positive_prob" not in three and three["probabilities"] == {"a": 0.2, "b": 0.5, "c": 0.3}
     other = Prediction("pos", {"pos": 0.1, "neg": 0.9}, False).to_dict()  # --labels pos,neg
     assert "positive_prob" not in other  # it was 0.9, P(neg), named the probability of "positive"
+    # the property too: it gave the last label's probability (P(neg) here, P(c) for three classes)
+    assert Prediction("pos", {"pos": 0.9, "neg": 0.1}, False).positive_prob is None
+    assert Prediction("b", {"a": 0.2, "b": 0.5, "c": 0.3}, True).positive_prob is None
+    assert Prediction("positive", {"positive": 0.7, "negative": 0.3}, False).positive_prob == 0.7
 
 
 def test_predict_edge_cases(torch_clf, tiny_model_dir):

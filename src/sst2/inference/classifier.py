@@ -45,17 +45,18 @@ class Prediction:
     windows: int = 1  # windows scored (long_texts="windows"); 1 when truncating
 
     @property
-    def positive_prob(self) -> float:
-        """Two classes: the probability of "positive" (SST-2's labels, in either order), else of the second label."""
-        if "positive" in self.probabilities:
+    def positive_prob(self) -> float | None:
+        """The probability of "positive" for SST-2's two labels (in either order); ``None`` for other labels
+        (``pos`` / ``neg``, three classes): read ``probabilities`` by label name then."""
+        if sorted(self.probabilities) == ["negative", "positive"]:
             return self.probabilities["positive"]
-        return list(self.probabilities.values())[-1]
+        return None
 
     def to_dict(self) -> dict:
         """``label``, ``probabilities``, ``truncated``, and ``positive_prob`` too for SST-2's two labels (for
         other labels, such as ``pos`` / ``neg``, it would name the second label's probability "positive")."""
         out = {"label": self.label}
-        if len(self.probabilities) == 2 and "positive" in self.probabilities:
+        if self.positive_prob is not None:
             out["positive_prob"] = self.positive_prob
         return {**out, "probabilities": dict(self.probabilities), "truncated": self.truncated, "windows": self.windows}
 
