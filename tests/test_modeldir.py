@@ -45,6 +45,20 @@ DAMAGE = {
                                       r"sst2_model\.json: max_length 100000 is more than the encoder's 64 positions$"),
     "window beyond max_length": (lambda d: _write_spec(d, {**_spec(d), "window_length": 33}),
                                  r"sst2_model\.json: window_length must be an integer in 3\.\.max_length, got 33$"),
+    # before: a negative temperature flipped every label, 0 / null / "abc" gave a traceback
+    "negative temperature": (lambda d: _write_spec(d, {**_spec(d), "temperature": -1.0}),
+                             r"sst2_model\.json: temperature must be a finite number > 0, got -1\.0$"),
+    "temperature not a number": (lambda d: _write_spec(d, {**_spec(d), "temperature": None}),
+                                 r"sst2_model\.json: temperature must be a finite number > 0, got None$"),
+    # before: a third label dropped without a word, a name twice hid one class, a string gave labels p, o, s
+    "labels not matching the head": (lambda d: _write_spec(d, {**_spec(d), "labels": ["a", "b", "c"]}),
+                                     r"sst2_model\.json: labels must be 2 distinct names \(the head has 1 output\), "
+                                     r"got \['a', 'b', 'c'\]$"),
+    "a label twice": (lambda d: _write_spec(d, {**_spec(d), "labels": ["a", "a"]}),
+                      r"sst2_model\.json: labels must be 2 distinct names .*got \['a', 'a'\]$"),
+    "labels a string": (lambda d: _write_spec(d, {**_spec(d), "labels": "negative,positive"}),
+                        r"sst2_model\.json: labels must be a list of label names \(strings\), "
+                        r"got 'negative,positive'$"),
     "no encoder folder": (lambda d: shutil.rmtree(d / "encoder"),
                           r"encoder: missing \(a model directory holds the encoder it was trained with\)$"),
 }

@@ -75,7 +75,28 @@ def read_spec(path: str | Path) -> dict:
     norm = spec.get("text_normalization", "none")
     if norm not in NORMALIZERS:
         raise ModelDirError(f"{spec_file}: unknown text_normalization {norm!r} (one of {', '.join(NORMALIZERS)})")
+    _check_outputs(spec, spec_file)
     return spec
+
+
+def _check_outputs(spec: dict, spec_file: Path) -> None:
+    """The head's outputs, the label names and the temperature must agree: a label list of another length,
+    a name twice or a temperature <= 0 gave wrong labels or probabilities without a word (or a traceback)."""
+    import math
+
+    outputs = spec["head"].get("num_labels", 1)
+    if not isinstance(outputs, int) or isinstance(outputs, bool) or outputs < 1:
+        raise ModelDirError(f"{spec_file}: head.num_labels must be an integer >= 1, got {outputs!r}")
+    labels = spec.get("labels", ["negative", "positive"])
+    classes = 2 if outputs == 1 else outputs
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+        raise ModelDirError(f"{spec_file}: labels must be a list of label names (strings), got {labels!r}")
+    if len(set(labels)) != len(labels) or len(labels) != classes:
+        raise ModelDirError(f"{spec_file}: labels must be {classes} distinct names (the head has {outputs} "
+                            f"output{'s' * (outputs > 1)}), got {labels!r}")
+    t = spec.get("temperature", 1.0)
+    if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t <= 0:
+        raise ModelDirError(f"{spec_file}: temperature must be a finite number > 0, got {t!r}")
 
 
 def load_tokenizer(path: str | Path):
