@@ -173,3 +173,19 @@ def test_overwrite_replaces_a_run_of_sst2_0_1_which_wrote_no_marker(train_cli, t
     (other / "notes.txt").write_text("mine")
     status, err = train_cli(other, "--overwrite")
     assert status == 2 and "not written by sst2 train" in err and (other / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_a_run_whose_model_was_exported(train_cli, tmp_path):
+    from sst2.cli import main
+
+    out = tmp_path / "run"
+    assert train_cli(out)[0] == 0
+    assert main(["export", "--model-dir", str(out / "model"), "--int8", "--quiet", "--threads", "1"]) == 0
+    assert (out / "model" / "model.int8.onnx").is_file()
+    # before: "refusing to replace ...: it holds what the run did not write (model/model.int8.onnx, model/model.onnx)"
+    status, err = train_cli(out, "--overwrite")
+    assert status == 0, err
+    assert not (out / "model" / "model.onnx").exists()  # the old model's export went with it
+    (out / "model" / "model.onnx.bak").write_text("mine")  # any other file is still the user's
+    status, err = train_cli(out, "--overwrite")
+    assert status == 2 and "it holds what the run did not write (model/model.onnx.bak)" in err

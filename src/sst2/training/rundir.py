@@ -24,6 +24,7 @@ import time
 from pathlib import Path, PurePosixPath
 
 from sst2.errors import UserError
+from sst2.modeling.modeldir import ONNX_FILES, SPEC_FILE
 from sst2.system import as_umask_allows, pid_alive
 
 MARKER = ".sst2-run"
@@ -101,10 +102,12 @@ def check_out(out: Path, overwrite: bool, protected: dict[str, Path]) -> None:
 def _added(out: Path, marker: dict) -> list[str]:
     """What is in a finished run that it did not write: against its marker's list of every file; a marker
     of top-level names only (sst2 before that list was recursive) or none (the run's usual files) is
-    compared by top-level name."""
+    compared by top-level name. ``sst2 export``'s files in the run's model directories are the run's own."""
     files = marker.get("files")
     if files is not None and any("/" in f for f in files):
         folders = {p.as_posix() for f in files for p in PurePosixPath(f).parents} - {"."}
+        models = [PurePosixPath(f).parent for f in files if PurePosixPath(f).name == SPEC_FILE]
+        files = set(files) | {(m / name).as_posix() for m in models for name in ONNX_FILES.values()}
         added: list[str] = []
         for p in sorted(out.rglob("*")):
             rel = p.relative_to(out).as_posix()
