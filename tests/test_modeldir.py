@@ -59,6 +59,12 @@ DAMAGE = {
     "labels a string": (lambda d: _write_spec(d, {**_spec(d), "labels": "negative,positive"}),
                         r"sst2_model\.json: labels must be a list of label names \(strings\), "
                         r"got 'negative,positive'$"),
+    # before: the torch runtime built an empty vocabulary (every word [UNK]) and predicted without a word
+    "no tokenizer": (lambda d: (d / "encoder" / "tokenizer.json").unlink(),
+                     r"encoder/tokenizer\.json: missing \(a model directory holds the tokenizer it was trained with\)$"),
+    # before: "sst2_model.json: does not describe a model this encoder can run (... no file named ...)"
+    "no encoder weights": (lambda d: (d / "encoder" / "model.safetensors").unlink(),
+                           r"/encoder: cannot load the encoder \(.*no file named model\.safetensors"),
     "no encoder folder": (lambda d: shutil.rmtree(d / "encoder"),
                           r"encoder: missing \(a model directory holds the encoder it was trained with\)$"),
 }

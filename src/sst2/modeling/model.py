@@ -83,15 +83,24 @@ class SentimentModel(nn.Module):
         encoder_dir = path / ENCODER_DIR
         if not encoder_dir.is_dir():  # never looked up as a hub name
             raise ModelDirError(f"{encoder_dir}: missing (a model directory holds the encoder it was trained with)")
+        static = spec["model"] == "static"
+        if not (encoder_dir / "tokenizer.json").is_file():  # transformers would build an empty vocabulary
+            raise ModelDirError(f"{encoder_dir / 'tokenizer.json'}: missing (a model directory holds the tokenizer "
+                                "it was trained with)")
+        try:  # the encoder's own files: a missing or damaged one is named as such
+            parts = StaticBackbone.load(encoder_dir) if static else load_backbone_parts(encoder_dir)
+        except (OSError, TypeError, ValueError, UserError) as exc:
+            raise ModelDirError(f"{encoder_dir}: cannot load the encoder ({one_line(exc)})") from None
         try:
-            if spec["model"] == "static":
-                backbone = StaticBackbone.load(encoder_dir)
+            if static:
+                backbone = parts
             else:
-                encoder, tokenizer, source = load_backbone_parts(encoder_dir)
+                encoder, tokenizer, source = parts
                 backbone = Backbone(encoder, tokenizer, tuple(spec["layers"]), source=spec.get("backbone", source))
             head = build_head(HeadConfig(**spec["head"]))
         except (TypeError, ValueError, UserError) as exc:
-            raise ModelDirError(f"{path / SPEC_FILE}: does not describe a model this encoder can run ({one_line(exc)})") from None
+            raise ModelDirError(f"{path / SPEC_FILE}: does not describe a model this encoder can run "
+                                f"({one_line(exc)})") from None
         head_file = path / HEAD_FILE
         if not head_file.is_file():
             raise ModelDirError(f"{head_file}: missing")
