@@ -36,6 +36,22 @@ def test_input_columns_named_like_a_prediction_column_are_kept(tiny_model_dir, t
     assert row["label"] == SentimentClassifier.from_pretrained(tiny_model_dir).predict("great movie")
 
 
+@pytest.mark.parametrize("ext", [".parquet", ".jsonl"])
+def test_a_labelled_parquet_or_json_lines_file_scores_into_parquet(tiny_model_dir, tmp_path, ext):
+    src, out = tmp_path / f"two{ext}", tmp_path / "out.parquet"
+    if ext == ".parquet":
+        pq.write_table(pa.table({"sentence": ["a good film", "a bad film"], "label": [1, 0]}), src)
+    else:
+        src.write_text('{"sentence": "a good film", "label": 1}\n{"sentence": "a bad film", "label": 0}\n')
+    # before: exit 2, "column 'label' is int64 from the first rows, but output row 1 holds a str": the
+    # input label's type stayed on the name the prediction's label took
+    assert predict(tiny_model_dir, "--input", src, "--output", out) == 0
+    table = pq.read_table(out)
+    assert table.column("input_label").to_pylist() == [1, 0] and table.schema.field("label").type == pa.string()
+    clf = SentimentClassifier.from_pretrained(tiny_model_dir)
+    assert table.column("label").to_pylist() == [clf.predict("a good film"), clf.predict("a bad film")]
+
+
 def test_the_output_extension_names_its_format_and_a_text_file_can_be_written(tiny_model_dir, tmp_path, capsys):
     src = tmp_path / "in.csv"
     src.write_text("text\ngreat movie\ndull\n")

@@ -68,12 +68,14 @@ def _open(cfg: PredictConfig) -> tuple[BinaryIO, str, int | None]:
     return open(path, "rb"), str(path), path.stat().st_size
 
 
+def _prediction_names(names: list[str]) -> list[str]:
+    """The columns a prediction adds to an input row: the label, one probability per class, and more."""
+    return ["label", *(f"prob_{n}" for n in names), "truncated", "windows"]
 
 
 def _prediction_columns(p, names: list[str]) -> dict:
-    """The columns a prediction adds to an input row: the label and one probability per class."""
-    return {"label": p.label, **{f"prob_{n}": p.probabilities[n] for n in names}, "truncated": p.truncated,
-            "windows": p.windows}
+    return dict(zip(_prediction_names(names), [p.label, *(p.probabilities[n] for n in names), p.truncated,
+                                               p.windows]))
 
 
 def keep_input_columns(columns, added) -> dict[str, str]:
@@ -125,6 +127,9 @@ def predict_table(cfg: PredictConfig, clf, fmt: str | None = None) -> int:
     # seen after the first chunk failed the job after that chunk was scored)
     fixed = out_format not in (None, "jsonl") and fmt == "jsonl"
     seen, types = _json_columns(path, cfg.chunk) if fixed else ({}, _parquet_types(path, fmt))
+    if types:  # an input column named like one the prediction adds is written as input_<name>, with its type
+        renamed = keep_input_columns(list(types), _prediction_names(clf.labels))
+        types = {renamed.get(k, k): t for k, t in types.items()}
     writer = RowWriter(cfg.output, out_format, overwrite=cfg.overwrite, types=types) if cfg.output else None
     written, column = 0, None
     try:
