@@ -166,3 +166,18 @@ def test_evaluate_without_data_scores_the_runs_own_data_as_it_split_it(tiny_back
         f"sst2 evaluate: error: {mine}: data folder or file not found (pass --data PATH or set SST2_DATA; in this "
         f"repository layout the data is in ../shared/data/sst2-sentences) (the data {out / 'seed-1' / 'config.toml'} "
         f"trained on; score other data with --data or --file)")
+
+
+def test_metrics_are_per_class_whatever_the_classes_are_named():
+    from sst2.evaluation.metrics import classification_metrics
+
+    labels, preds = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2]
+    plain = classification_metrics(labels, preds, ["a", "b", "c"])
+    assert plain["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8),
+                                       "support": 3}
+    assert plain["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3) / 3)
+    # before: "accuracy" was a TypeError, "macro avg" / "weighted avg" got the report's averages as their own
+    for names in (["accuracy", "macro avg", "weighted avg"], ["micro avg", "b", "c"]):
+        got = classification_metrics(labels, preds, names)
+        assert list(got["per_class"].values()) == list(plain["per_class"].values())
+        assert got["macro_f1"] == plain["macro_f1"]

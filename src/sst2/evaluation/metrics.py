@@ -5,18 +5,18 @@ from __future__ import annotations
 
 def classification_metrics(labels: list[int], preds: list[int], names: list[str]) -> dict:
     """Accuracy, per-class precision/recall/F1/support, macro F1 and ``confusion[true][pred]``."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
     ks = list(range(len(names)))
-    report = classification_report(labels, preds, labels=ks, target_names=names, output_dict=True,
-                                   zero_division=0)
-    per_class = {n: {"precision": report[n]["precision"], "recall": report[n]["recall"], "f1": report[n]["f1-score"],
-                     "support": int(report[n]["support"])} for n in names}
+    # by class index, never by name: a class named "accuracy" or "macro avg" is a key of classification_report
+    p, r, f, support = precision_recall_fscore_support(labels, preds, labels=ks, zero_division=0)
+    per_class = {n: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]), "support": int(support[k])}
+                 for k, n in enumerate(names)}
     return {
         "n": len(labels),
         "accuracy": float(accuracy_score(labels, preds)) if len(labels) else 0.0,
         "per_class": per_class,
-        "macro_f1": float(report["macro avg"]["f1-score"]),
+        "macro_f1": float(f.mean()),
         "confusion": {"labels": list(names),
                       "rows_true_cols_pred": confusion_matrix(labels, preds, labels=ks).tolist()},
     }
