@@ -411,6 +411,11 @@ def test_window_length_sets_the_windows_and_a_quarter_of_it_their_overlap(tiny_m
         SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_length=33)
     with pytest.raises(ValueError, match="window_overlap must be in 0..9, got 10"):
         SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", window_length=12, window_overlap=10)
+    for name, value in (("window_length", 20.5), ("window_length", "20"), ("window_overlap", 2.5)):
+        with pytest.raises(ValueError, match=f"^{name} must be an integer, got {value!r}$"):  # was a TypeError
+            SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows", **{name: value})
+    assert SentimentClassifier.from_pretrained(tiny_model_dir, long_texts="windows",
+                                               window_length=np.int64(12)).window_length == 12
 
 
 @pytest.mark.parametrize("ext", ["csv", "jsonl", "parquet", "tsv"])

@@ -49,9 +49,10 @@ def choices_problems(cfg) -> list[str]:
 
 def long_texts_opt():
     """The ``--long-texts`` option of every command that scores texts (one definition for all)."""
-    return opt("truncate", "a text longer than the model's max_length: 'truncate' scores its first max_length "
-                           "tokens, 'windows' scores overlapping windows of max_length tokens and averages their "
-                           "probabilities", choices=["truncate", "windows"])
+    return opt("truncate", "'truncate' scores a text's first max_length tokens; 'windows' scores every text "
+                           "in overlapping windows of --window-length tokens (default: the model's own, which "
+                           "can be shorter than max_length) and averages their probabilities",
+               choices=["truncate", "windows"])
 
 
 def window_overlap_opt():

@@ -82,6 +82,8 @@ class SentimentClassifier:
             if value is not None and long_texts != "windows":  # it was ignored without a word
                 raise OptionError(f"{name} goes with long_texts='windows' (--long-texts windows); "
                                   f"long_texts is {long_texts!r}")
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise OptionError(f"{name} must be an integer, got {value!r}")  # 20.5 failed inside tokenizers
         self.long_texts = long_texts
         self.tokenizer = tokenizer
         self.runner = runner
@@ -101,10 +103,10 @@ class SentimentClassifier:
         self._encoder = Tokenizer.from_str(backend.to_str())
         self._encoder.no_padding()
         self._encoder.enable_truncation(self.max_length)
-        length = spec.get("window_length", self.max_length) if window_length is None else window_length
+        length = spec.get("window_length", self.max_length) if window_length is None else int(window_length)
         if not 3 <= length <= self.max_length:  # [CLS], [SEP] and one token
             raise OptionError(f"window_length must be in 3..{self.max_length} (the model's max_length), got {length}")
-        overlap = length // 4 if window_overlap is None else window_overlap
+        overlap = length // 4 if window_overlap is None else int(window_overlap)
         if not 0 <= overlap <= length - 3:  # a window holds [CLS], [SEP] and one token more than the overlap
             raise OptionError(f"window_overlap must be in 0..{length - 3}, got {overlap}")
         self.window_length, self.window_overlap = length, overlap
