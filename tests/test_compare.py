@@ -214,3 +214,24 @@ def test_runs_of_different_encoder_depths_get_a_depth_plot(tmp_path):
     one = tmp_path / "one"
     compare(CompareConfig(runs=paths[:1], out=str(one), latency=False, quiet=True))
     assert not (one / "depth.png").exists()  # one depth: nothing to plot against
+
+
+def test_runs_described_alike_get_rows_of_their_own_and_a_later_compare_drops_its_stale_plot(tmp_path):
+    a, b = fake_run(tmp_path / "a"), fake_run(tmp_path / "b", dev=0.9)
+    c = fake_run(tmp_path / "other" / "a", dev=0.8)
+    out = tmp_path / "cmp"
+    data = compare(CompareConfig(runs=[str(a), str(b), str(c)], out=str(out), latency=False, quiet=True))
+    # before: three rows "efficient (improved)"; a note naming one could not say which
+    assert [r["label"] for r in data["rows"]] == [f"efficient (improved) [{a}]", "efficient (improved) [b]",
+                                                  f"efficient (improved) [{c}]"]
+    with pytest.raises(UserError, match=r"^--labels: 'x' names more than one row; give each its own$"):
+        compare(CompareConfig(runs=[str(a), str(b)], labels=["x", "x"], out=str(out), latency=False, quiet=True))
+    for layers, run in ((2, a), (4, b)):  # two depths: a depth plot
+        (run / "model" / "encoder").mkdir()
+        (run / "model" / "encoder" / "config.json").write_text(json.dumps({"num_hidden_layers": layers}))
+    compare(CompareConfig(runs=[str(a), str(b)], out=str(out), latency=False, quiet=True))
+    assert (out / "depth.png").is_file()
+    (out / "notes.md").write_text("mine")
+    compare(CompareConfig(runs=[str(a)], out=str(out), latency=False, quiet=True))
+    # before: the earlier depth.png (of two other runs) stayed beside the new table
+    assert sorted(p.name for p in out.iterdir()) == ["compare.json", "compare.md", "compare.png", "notes.md"]

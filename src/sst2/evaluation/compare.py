@@ -296,6 +296,28 @@ def _is_compare_json(path: Path) -> bool:
     return isinstance(data, dict) and {"conditions", "rows"} <= set(data)
 
 
+def _files_written(path: Path) -> list[str]:
+    """The files an earlier compare into this folder wrote (its ``compare.json`` lists them)."""
+    if not path.is_file() or not _is_compare_json(path):
+        return []
+    files = json.loads(path.read_text()).get("files")
+    return [f for f in files if f in OUTPUT_FILES] if isinstance(files, list) else []
+
+
+def _row_names(cfg: CompareConfig, sets: list) -> list[str]:
+    """``--labels``, else each run's description; runs described alike (the same recipe and preset) are told
+    apart by their folder's name, else its path: a note or error naming a row must name one run."""
+    if cfg.labels:
+        twice = sorted({x for x in cfg.labels if cfg.labels.count(x) > 1})
+        if twice:
+            raise CompareError(f"--labels: {', '.join(map(repr, twice))} names more than one row; give each its own")
+        return list(cfg.labels)
+    names = [default_label(s.first) for s in sets]
+    folders = [f"{n} [{Path(s.path).name}]" for n, s in zip(names, sets)]
+    return [n if names.count(n) == 1 else f if folders.count(f) == 1 else f"{n} [{s.path}]"
+            for n, f, s in zip(names, folders, sets)]
+
+
 def compare(cfg: CompareConfig) -> dict:
     from sst2.data.dataset import load_splits
     from sst2.data.splits import resolve_data_dir
@@ -303,7 +325,7 @@ def compare(cfg: CompareConfig) -> dict:
 
     sets = [load_run(p) for p in cfg.runs]  # every path checked before anything is measured
     check_own_outputs(cfg.out, OUTPUT_FILES, "compare.json", _is_compare_json, "compare")
-    labels = cfg.labels or [default_label(s.first) for s in sets]
+    labels = _row_names(cfg, sets)
     threads = set_threads(cfg.threads)
     runtime_note = ("per row: " + "; ".join(f"{lab}: {rt}" for lab, rt in zip(labels, cfg.runtimes))
                     if cfg.runtimes else cfg.runtime)
@@ -343,10 +365,9 @@ def compare(cfg: CompareConfig) -> dict:
     if out.exists() and not out.is_dir():
         raise CompareError(f"--out {out}: is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _files_written(out / "compare.json")
     md = markdown(rows, conditions)
     (out / "compare.md").write_text(md)
-    (out / "compare.json").write_text(json.dumps({"conditions": conditions, "rows": rows}, indent=2,
-                                                 default=_json_default) + "\n")
     plot_compare(rows, out / "compare.png", batch_size=cfg.batch_size)
     files = ["compare.md", "compare.json", "compare.png"]
     if cfg.latency:
@@ -355,6 +376,10 @@ def compare(cfg: CompareConfig) -> dict:
     if len({r.get("encoder_layers") for r in rows if r.get("encoder_layers")}) > 1:
         plot_depth(rows, out / "depth.png", batch_size=cfg.batch_size)
         files.append("depth.png")
+    (out / "compare.json").write_text(json.dumps({"conditions": conditions, "rows": rows, "files": files},
+                                                 indent=2, default=_json_default) + "\n")
+    for name in set(earlier) - set(files):  # an earlier compare's plot, of other runs and timings
+        (out / name).unlink(missing_ok=True)
     if not cfg.quiet:
         print(md, end="")
         print(f"wrote {out}/ ({', '.join(files)})")
