@@ -73,6 +73,16 @@ def test_health(server):
     body = r.json()
     assert body["status"] == "ok" and body["runtime"] == "torch" and body["max_length"] == 32
     assert body["limits"] == {"max_texts": 4, "max_chars": 300}
+    assert body["long_texts"] == "truncate" and "window_length" not in body
+
+
+def test_health_names_the_window_settings_of_a_windows_server(tiny_model_dir):
+    from sst2.serving.app import health_report
+
+    win = SentimentClassifier.from_pretrained(tiny_model_dir, threads=1, long_texts="windows", window_length=12)
+    batcher = type("B", (), {"batches": 0, "texts": 0, "model_seconds": 0.0})()
+    body = health_report(win, LIMITS, batcher)  # before: no word of windows
+    assert (body["long_texts"], body["window_length"], body["window_overlap"]) == ("windows", 12, 3)
 
 
 def test_predict_returns_one_prediction_per_text_in_order(server, clf):

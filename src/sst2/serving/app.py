@@ -130,6 +130,9 @@ def health_report(classifier, limits: Limits, batcher: MicroBatcher) -> dict:
     """What ``GET /health`` answers: the runtime, the limits and what has been served."""
     return {"status": "ok", "runtime": getattr(classifier, "runtime", None),
             "max_length": getattr(classifier, "max_length", None),
+            "long_texts": getattr(classifier, "long_texts", None),
+            **({"window_length": classifier.window_length, "window_overlap": classifier.window_overlap}
+               if getattr(classifier, "long_texts", None) == "windows" else {}),
             "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
             "served": {"batches": batcher.batches, "texts": batcher.texts,
                        "model_seconds": round(batcher.model_seconds, 3)}}
