@@ -37,10 +37,12 @@ def nll(logits, labels, temperature: float = 1.0) -> float:
 
 
 def fit_temperature(logits, labels) -> float:
-    """The temperature in [0.05, 20] that minimises :func:`nll` (bounded search over log T)."""
+    """The temperature in [0.05, 20] that minimises :func:`nll` (bounded search over log T); 1 (none) when
+    dev has no labels, or when every dev text is right: the NLL then falls without end as T shrinks, and the
+    search stopped at the bound, 0.05, making every probability about 0 or 1 on other texts."""
     from scipy.optimize import minimize_scalar
 
-    if len(labels) == 0:
+    if len(labels) == 0 or bool((probabilities(logits).argmax(1) == np.asarray(labels)).all()):
         return 1.0
     res = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)),
                           method="bounded", options={"xatol": 1e-4})
