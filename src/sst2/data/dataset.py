@@ -131,8 +131,8 @@ def shared_with_train(splits: dict[str, Split]) -> list[str]:
     train = set(splits["train"].texts) if "train" in splits else set()
     notes = []
     for name, split in splits.items():
-        shared = [t for t in split.texts if t in train] if name != "train" else []
-        if shared:
+        shared = [t for t in split.texts if t in train]
+        if name != "train" and shared:
             notes.append(f"note: {len(shared):,} of {len(split):,} {name} texts are also training texts (first: "
                          f"{quote(shared[0])}); they are not held out")
     return notes

@@ -15,8 +15,8 @@ from sst2.evaluation.metrics import classification_metrics, format_metrics
 
 def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], list[int], str, str]:
     """``(texts, label indexes, what, the file read)`` of ``--file``, of the ``--split`` of ``--data``, or
-    without either of the data the model's run trained on; labels encoded against the model's label names (a label it does
-    not know is an error naming file and line)."""
+    without either of the data the model's run trained on; labels encoded against the model's label names
+    (a label it does not know is an error naming file and line)."""
     from sst2.data.labels import LabelSet
     from sst2.data.readers import read_table
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sst2.data.splits import LABEL_NAMES
 from sst2.data.text import NORMALIZERS
 from sst2.errors import UserError, one_line
 
@@ -87,7 +88,7 @@ def _check_outputs(spec: dict, spec_file: Path) -> None:
     outputs = spec["head"].get("num_labels", 1)
     if not isinstance(outputs, int) or isinstance(outputs, bool) or outputs < 1:
         raise ModelDirError(f"{spec_file}: head.num_labels must be an integer >= 1, got {outputs!r}")
-    labels = spec.get("labels", ["negative", "positive"])
+    labels = spec.get("labels", list(LABEL_NAMES))  # a model saved without labels: SST-2's
     classes = 2 if outputs == 1 else outputs
     if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
         raise ModelDirError(f"{spec_file}: labels must be a list of label names (strings), got {labels!r}")
