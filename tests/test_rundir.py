@@ -189,3 +189,22 @@ def test_overwrite_replaces_a_run_whose_model_was_exported(train_cli, tmp_path):
     (out / "model" / "model.onnx.bak").write_text("mine")  # any other file is still the user's
     status, err = train_cli(out, "--overwrite")
     assert status == 2 and "it holds what the run did not write (model/model.onnx.bak)" in err
+
+
+def test_a_saved_config_re_run_elsewhere_does_not_replace_that_folder(train_cli, tmp_path):
+    import tomli_w
+    import tomllib
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train_cli(a)[0] == 0 and train_cli(a, "--overwrite")[0] == 0  # a's config made with --overwrite
+    saved = tomllib.loads((a / "config.toml").read_text())
+    assert "overwrite" not in saved["run"] and saved["run"]["out"] == str(a)
+    older = tmp_path / "older.toml"  # as runs saved it before: overwrite = true
+    older.write_text(tomli_w.dumps({**saved, "run": {**saved["run"], "overwrite": True}}))
+    assert train_cli(b)[0] == 0
+    kept = (b / "metrics.json").read_bytes()
+    for config in (a / "config.toml", older):
+        status, err = train_cli(b, "--config", str(config))
+        assert status == 2 and f"{b} already exists and is not empty (pass --overwrite" in err
+    assert (b / "metrics.json").read_bytes() == kept
+    assert train_cli(b, "--config", str(older), "--overwrite")[0] == 0

@@ -122,6 +122,10 @@ class DistillConfig:
         return [] if self.teacher is None else [self.teacher] if isinstance(self.teacher, str) else list(self.teacher)
 
 
+# Given for one command (--overwrite, overwrite=True), never kept in or read from a config file: a run's
+# config.toml re-run with another --out would replace that folder unasked.
+NOT_SAVED = ("run.overwrite",)
+
 GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "run": RunConfig,
           "distill": DistillConfig}
 
@@ -140,19 +144,22 @@ class TrainConfig:
         if problems:
             raise ConfigError("invalid training config:\n  " + "\n  ".join(problems))
 
-    def to_dict(self) -> dict:
-        """The nested dict of the TOML file (None values left out: TOML has no null)."""
+    def to_dict(self, saved: bool = False) -> dict:
+        """The nested dict of the TOML file (None values left out: TOML has no null); ``saved``: as a run
+        directory keeps it, without the permission to replace a run (``NOT_SAVED``)."""
         out: dict[str, Any] = {"preset": self.preset}
         for name in GROUPS:
             if name == "distill" and self.distill.teacher is None:
                 continue  # not a distillation run: no [distill] table
-            out[name] = {k: v for k, v in asdict(getattr(self, name)).items() if v is not None}
+            out[name] = {k: v for k, v in asdict(getattr(self, name)).items()
+                         if v is not None and not (saved and f"{name}.{k}" in NOT_SAVED)}
         return out
 
     def to_toml(self) -> str:
+        """The run directory's ``config.toml``: ``to_dict(saved=True)``."""
         import tomli_w
 
-        return tomli_w.dumps(self.to_dict())
+        return tomli_w.dumps(self.to_dict(saved=True))
 
     def with_run(self, **changes) -> "TrainConfig":
         return replace(self, run=replace(self.run, **changes))
@@ -335,6 +342,8 @@ def resolve(preset: str | None = None, config: str | Path | None = None, recipe:
     own, else ``improved``), then the ``config`` file, then ``overrides`` (``{"optim.lr": 1e-3}``),
     then ``sets`` (``["optim.lr=1e-3"]``)."""
     file_values = read_toml(config) if config is not None else {}
+    if isinstance(file_values.get("run"), dict):
+        file_values["run"].pop("overwrite", None)  # NOT_SAVED (older runs saved overwrite = true)
     name = preset or file_values.get("preset") or RECIPE_PRESETS.get(recipe or "", DEFAULT_PRESET)
     if not isinstance(name, str):
         raise ConfigError(f"{config}: preset must be a string, got {name!r}")

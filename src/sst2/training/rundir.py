@@ -236,7 +236,7 @@ def data_files(splits: dict) -> dict:
 def card_info(cfg, metrics: dict, splits: dict, command: str) -> dict:
     """What the model card (``sst2.modeling.card``) says about how the model was trained."""
     return {"metrics": metrics, "data_files": data_files(splits), "command": command,
-            "config": cfg.to_dict()}
+            "config": cfg.to_dict(saved=True)}
 
 
 def write_run(run_dir: Path, cfg, trained, splits: dict, command: str) -> None:
