@@ -143,3 +143,29 @@ def test_states_file_reads_rows_straight_into_a_buffer(tmp_path):
     with pytest.raises(OSError, match="short read"):
         f.read_into(4, np.zeros((2, 3, 4), dtype=np.float16))
     f.close()
+
+
+def test_encoder_config_and_truncation_side_are_part_of_the_key(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    import json
+    import shutil
+
+    splits = load_splits(tiny_data_dir)
+    cfg = dict(max_length=4, normalize="none", cache_dir=str(tmp_path / "c"))
+    feats, first = prepare_features(Backbone.load(str(tiny_backbone_dir)), splits, **cfg)
+    moved = shutil.copytree(tiny_backbone_dir, tmp_path / "elsewhere")  # the same encoder in another folder
+    _, same = prepare_features(Backbone.load(str(moved)), splits, **cfg)
+    assert not any(first.hits.values()) and all(same.hits.values())
+
+    left = Backbone.load(str(tiny_backbone_dir))
+    left.tokenizer.truncation_side = "left"  # long texts keep their end: other tokens, other states
+    feats_left, rep = prepare_features(left, splits, **cfg)
+    assert not any(rep.hits.values())
+    assert not np.array_equal(feats_left["train"].states, feats["train"].states)
+
+    for key, value in (("hidden_act", "relu"), ("layer_norm_eps", 1e-3)):  # config.json edited, same weights
+        edited = shutil.copytree(tiny_backbone_dir, tmp_path / key)
+        config = json.loads((edited / "config.json").read_text())
+        (edited / "config.json").write_text(json.dumps({**config, key: value}))
+        feats_other, rep = prepare_features(Backbone.load(str(edited)), splits, **cfg)
+        assert not any(rep.hits.values()), key
+        assert not np.array_equal(feats_other["train"].states, feats["train"].states), key

@@ -22,6 +22,14 @@ DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {DEFAULT_BACKBONE.lower(), "sentence-transformers/all-minilm-l6-v2", "minilm", "default"}
 
 
+# Encoder config entries that do not change its hidden states in eval mode: where it was loaded from, the
+# library version, the classification head's labels, dropout, initialisation and output switches.
+_CONFIG_NOT_HASHED = {"_name_or_path", "transformers_version", "architectures", "id2label", "label2id",
+                      "problem_type", "classifier_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                      "initializer_range", "output_attentions", "output_hidden_states", "return_dict",
+                      "use_cache", "gradient_checkpointing"}
+
+
 class BackboneError(UserError, RuntimeError):
     """The encoder could not be found or loaded."""
 
@@ -188,7 +196,11 @@ class Backbone(nn.Module):
 
     # --- fingerprints for the feature cache -------------------------------------------------
     def weights_fingerprint(self) -> str:
+        """sha256 over the encoder's tensors and its config (``hidden_act``, ``layer_norm_eps``, ... change
+        the states too), without the config entries that do not (``_CONFIG_NOT_HASHED``)."""
         h = hashlib.sha256()
+        config = {k: v for k, v in self.encoder.config.to_dict().items() if k not in _CONFIG_NOT_HASHED}
+        h.update(json.dumps(config, sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.encoder.state_dict().items()):
             h.update(name.encode())
             h.update(str(tensor.dtype).encode())
@@ -201,10 +213,12 @@ class Backbone(nn.Module):
         if backend is None:
             blob = repr(sorted(self.tokenizer.get_vocab().items()))
         else:
-            # truncation/padding are per-call settings that the tokenizer remembers; they do not
-            # change which tokens a text becomes (max_length is part of the cache key on its own)
+            # the backend's truncation/padding blocks are what the last call left there, not settings
+            # (max_length is part of the cache key on its own; the direction is added below)
             spec = json.loads(backend.to_str())
             spec.pop("truncation", None)
             spec.pop("padding", None)
             blob = json.dumps(spec, sort_keys=True)
+        # which end a long text loses is the tokenizer's own setting, applied at each call
+        blob += f"\ntruncation_side={getattr(self.tokenizer, 'truncation_side', 'right')}"
         return hashlib.sha256(blob.encode()).hexdigest()
