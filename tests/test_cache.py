@@ -169,3 +169,32 @@ def test_encoder_config_and_truncation_side_are_part_of_the_key(tiny_backbone_di
         feats_other, rep = prepare_features(Backbone.load(str(edited)), splits, **cfg)
         assert not any(rep.hits.values()), key
         assert not np.array_equal(feats_other["train"].states, feats["train"].states), key
+
+
+def test_the_key_is_the_texts_not_the_file(tiny_backbone_dir, tiny_data_dir, tmp_path):
+    import csv
+
+    from sst2.data.dataset import from_lists
+
+    bb = Backbone.load(str(tiny_backbone_dir))
+    cfg = dict(max_length=32, normalize="none", cache_dir=str(tmp_path / "c"))
+    splits = load_splits(tiny_data_dir)
+    _, first = prepare_features(bb, splits, **cfg)
+    as_csv, flipped = tmp_path / "csv", tmp_path / "flipped"
+    as_csv.mkdir(), flipped.mkdir()
+    for name, split in splits.items():
+        with open(as_csv / f"{name}.csv", "w", newline="") as f:  # the same texts in another format
+            csv.writer(f).writerows([("sentence", "label"), *zip(split.texts, split.labels)])
+        (flipped / f"{name}.tsv").write_text(  # the same texts with every label flipped
+            "sentence\tlabel\n" + "".join(f"{t}\t{1 - y}\n" for t, y in zip(split.texts, split.labels)))
+    for other in (as_csv, flipped):
+        _, rep = prepare_features(bb, load_splits(other), **cfg)
+        assert not any(first.hits.values()) and all(rep.hits.values()), other
+
+    # texts holding newlines: joined with newlines these two lists are the same string, yet other texts
+    one = from_lists({"train": (["good film\nlovely", "dull"], [1, 0])})
+    two = from_lists({"train": (["good film", "lovely\ndull"], [1, 0])})
+    feats_one, _ = prepare_features(bb, one, **cfg)
+    feats_two, rep = prepare_features(bb, two, **cfg)
+    assert rep.hits == {"train": False}
+    assert feats_one["train"].lengths.tolist() != feats_two["train"].lengths.tolist()

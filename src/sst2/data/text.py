@@ -15,6 +15,8 @@ normalization"). Spacing around punctuation is left alone: the tokenizer splits 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import unicodedata
 from typing import Callable
@@ -77,3 +79,9 @@ def text_problem(text: str) -> str | None:
     except UnicodeEncodeError as exc:
         return f"not valid Unicode text (a lone surrogate at character {exc.start + 1})"
     return None
+
+
+def texts_sha256(texts: list[str]) -> str:
+    """sha256 of a list of texts, as a JSON array: ``["a\\nb"]`` and ``["a", "b"]`` differ (joined with
+    newlines they would not, and a CSV or JSONL text may hold one)."""
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()

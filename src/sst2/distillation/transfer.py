@@ -8,7 +8,6 @@ logits (``sst2.distillation.teacher``) are the targets.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from sst2.data.formats import EXTENSIONS
 from sst2.data.labels import LabelSet
 from sst2.data.readers import read_table
 from sst2.data.splits import DataError, Split
-from sst2.data.text import normalize_texts
+from sst2.data.text import normalize_texts, texts_sha256
 from sst2.distillation.augment import AugmentOptions, augment, embedding_neighbours
 from sst2.training.config import TrainConfig
 
@@ -36,7 +35,7 @@ class TransferSet:
 
     @property
     def sha256(self) -> str:
-        return hashlib.sha256("\n".join(self.texts).encode()).hexdigest()
+        return texts_sha256(self.texts)
 
     def as_split(self, classes: list[int], label_names: tuple[str, ...]) -> Split:
         """The training split a student trains on; ``classes`` are the teacher's (the targets are its logits)."""

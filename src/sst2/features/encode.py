@@ -8,7 +8,6 @@ the entry from :class:`~sst2.features.cache.FeatureCache` or encodes and stores 
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import shutil
 import time
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from sst2.data.batching import pad_batch, token_batches
+from sst2.data.text import texts_sha256
 from sst2.features.cache import FeatureCache, Features, StatesFile, cache_key
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
@@ -117,13 +117,14 @@ def prepare_features(backbone, splits: dict, max_length: int, normalize: str, ca
     }
     feats, missing = {}, {}
     for name, split in splits.items():
-        # the texts as encoded (after normalization), not only the file: a changed normalizer misses too
-        texts_sha = hashlib.sha256("\n".join(split.texts).encode()).hexdigest()
-        fields = {**base, "data_sha256": split.sha256, "texts_sha256": texts_sha}
+        # the texts as encoded (after normalization), not the file: the same texts with other labels or
+        # in another format hit; a changed normalizer misses
+        fields = {**base, "texts_sha256": texts_sha256(split.texts), "n": len(split.texts)}
         key = cache_key(**fields)
         f = cache.load(key)
         if f is None:
-            missing[name] = (key, {**fields, "source": backbone.source, "file": str(split.path)})
+            missing[name] = (key, {**fields, "source": backbone.source, "file": str(split.path),
+                                   "file_sha256": split.sha256})
         else:
             feats[name] = f
     hits = {name: name not in missing for name in splits}
