@@ -210,6 +210,18 @@ def test_train_refuses_a_distillation_config(tiny_model_dir, tiny_data_dir, tiny
         train(cfg)
 
 
+def test_train_refuses_distillation_settings_it_would_ignore(tiny_data_dir, tiny_backbone_dir, tmp_path, capsys):
+    from sst2.cli import main
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tiny_data_dir), "--backbone", str(tiny_backbone_dir), "--out", str(out),
+            "--cache-dir", str(tmp_path / "c"), "--quiet", "--set", "distill.loss=kl", "distill.copies=9"]
+    assert main(argv) == 2 and not out.exists()
+    assert capsys.readouterr().err.strip().endswith(
+        "error: distill.copies = 9, distill.loss = 'kl': distillation settings, which sst2 train does not use; "
+        "run sst2 distill --teacher MODEL_DIR, or leave them out")
+
+
 def test_distill_needs_a_teacher_with_the_same_labels(tiny_model_dir, tiny_backbone_dir, tiny_data_dir, tmp_path,
                                                       monkeypatch):
     import sst2.distillation.api as api
@@ -281,3 +293,4 @@ def test_transfer_files_have_columns_of_their_own_and_text_files_are_one_text_a_
     # the training data's --text-column body: was "no text column ... found: text"
     assert _file_texts(str(tmp_path / "extra.jsonl"), cfg, labels) == (["an extra text", "one more"], [-1, -1])
     assert _file_texts(str(tmp_path / "extra.txt"), cfg, labels) == (["a line", "another line"], [-1, -1])
+

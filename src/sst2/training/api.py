@@ -27,7 +27,7 @@ from sst2.modeling.heads import count_parameters
 from sst2.system import environment, peak_rss_mb, progress_bar, progress_enabled, seed_everything, set_threads
 from sst2.training import distributed, engine, recipes, rundir
 from sst2.calibration import calibration_report, fit_temperature
-from sst2.training.config import ConfigError, TrainConfig, preset_path, read_toml
+from sst2.training.config import ConfigError, DistillConfig, TrainConfig, preset_path, read_toml
 from sst2.training.recipes.common import label_names, num_outputs
 
 SUMMARY_KEYS = ("dev_accuracy", "test_accuracy", "best_epoch", "train_seconds", "seconds_per_epoch", "total_seconds",
@@ -228,6 +228,20 @@ def _run_seeds(cfg: TrainConfig, splits: dict[str, Split], tmp: Path | None, ctx
     return result
 
 
+def _refuse_distill_settings(cfg: TrainConfig) -> None:
+    """Without a teacher's targets, a [distill] setting would be silently ignored: refuse it."""
+    if cfg.distill.teacher is not None:
+        raise ConfigError(f"distill.teacher is set ({cfg.distill.teacher}): this config trains a student of that "
+                          f"teacher; run it with sst2 distill (sst2.distillation)")
+    default = DistillConfig()
+    changed = {f"distill.{f.name}": getattr(cfg.distill, f.name) for f in dataclasses.fields(DistillConfig)
+               if getattr(cfg.distill, f.name) != getattr(default, f.name)}
+    if changed:
+        shown = ", ".join(f"{k} = {v!r}" for k, v in changed.items())
+        raise ConfigError(f"{shown}: distillation settings, which sst2 train does not use; run sst2 distill "
+                          f"--teacher MODEL_DIR, or leave them out")
+
+
 def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict | None:
     """Train from data files and write the run directory ``cfg.run.out``; returns the metrics (with
     ``run.seeds`` > 1: one run directory per seed under OUT/seed-S/ and the summary, also written as
@@ -235,9 +249,8 @@ def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict | 
     split and its targets once the run directory is known to be writable (``sst2.distillation``).
     Started by torchrun, the processes train as one (``sst2.training.distributed``): rank 0 writes the
     run directory and returns the metrics, the other ranks return None."""
-    if cfg.distill.teacher is not None and targets is None:
-        raise ConfigError(f"distill.teacher is set ({cfg.distill.teacher}): this config trains a student of that "
-                          f"teacher; run it with sst2 distill (sst2.distillation)")
+    if targets is None:
+        _refuse_distill_settings(cfg)
     t_start = time.perf_counter()
     group = distributed.from_env()
     if group.active and targets is not None:
