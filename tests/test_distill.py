@@ -294,3 +294,19 @@ def test_transfer_files_have_columns_of_their_own_and_text_files_are_one_text_a_
     assert _file_texts(str(tmp_path / "extra.jsonl"), cfg, labels) == (["an extra text", "one more"], [-1, -1])
     assert _file_texts(str(tmp_path / "extra.txt"), cfg, labels) == (["a line", "another line"], [-1, -1])
 
+
+def test_a_transfer_files_labels_are_checked_only_when_they_are_used(tmp_path):
+    from sst2.data.labels import LabelSet
+    from sst2.data.splits import LABEL_NAMES, DataError
+    from sst2.distillation.transfer import _file_texts
+    from sst2.training.config import resolve
+
+    path = tmp_path / "reviews.tsv"  # a star rating where the teacher has negative / positive
+    path.write_text("sentence\tlabel\na fine film\t4\na dull film\t1\n")
+    labels = LabelSet.of_model(LABEL_NAMES)
+    soft_only = resolve(preset="distill", overrides={"distill.hard_weight": 0.0})
+    assert _file_texts(str(path), soft_only, labels) == (["a fine film", "a dull film"], [-1, -1])
+    mixed = resolve(preset="distill", overrides={"distill.hard_weight": 0.5})
+    with pytest.raises(DataError, match=r"reviews\.tsv:2: label '4' is not one of the training labels "
+                                        r"\(negative, positive\)$"):
+        _file_texts(str(path), mixed, labels)
