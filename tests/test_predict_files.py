@@ -101,7 +101,11 @@ def test_json_lines_keys_seen_late_make_columns_whatever_the_chunk(ext, tiny_mod
     for chunk, out in zip((1, 1024), outs):  # --chunk 1 failed: "rows have column(s) 'extra' that the first rows had not"
         assert predict(tiny_model_dir, "--input", src, "--output", out, "--chunk", chunk, "--quiet") == 0
     a, b = ([row for rows in iter_rows(out) for row in rows] for out in outs)
-    assert a == b and [r["extra"] for r in a] in ([None, 1], ["", "1"])
+    # a batch of 1 and a batch of 2 may differ in the last bits of a probability (the CPU's kernels)
+    probs = [[float(v) for r in rows for k, v in r.items() if k.startswith("prob_")] for rows in (a, b)]
+    assert probs[0] == pytest.approx(probs[1], abs=1e-6)
+    rest = [[{k: v for k, v in r.items() if not k.startswith("prob_")} for r in rows] for rows in (a, b)]
+    assert rest[0] == rest[1] and [r["extra"] for r in a] in ([None, 1], ["", "1"])
 
 
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tiny_model_dir, tmp_path):
