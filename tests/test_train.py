@@ -194,6 +194,12 @@ def test_a_value_of_the_wrong_type_is_named_not_taken_for_another():
     assert (type(cfg.run.seed), cfg.run.cache_dir, cfg.optim.lr) == (int, "/tmp/c", 1)  # what TOML can save
 
 
+def test_set_reads_a_string_fields_value_as_text():
+    cfg = resolve(sets=["run.out=2024", "data.text_column=true", "data.label_column=1.5", "run.seed=3"])
+    assert (cfg.run.out, cfg.data.text_column, cfg.data.label_column, cfg.run.seed) == ("2024", "true", "1.5", 3)
+    # was: "run.out: expected a string, got 2024"
+
+
 def test_a_pooling_the_recipes_head_cannot_do_is_a_config_error():
     with pytest.raises(ConfigError, match="model.pooling: 'last' \\(the LSTM's last state\\) goes with the efficient "
                                           "recipe; vanilla pools cls, mean or maxmean"):

@@ -1,7 +1,8 @@
-"""The training configuration: four typed groups (data, model, optim, run), read from TOML.
+"""The training configuration: five typed groups (data, model, optim, run, distill), read from TOML.
 
 A preset is a TOML file in ``sst2/configs/`` (``configs/`` at the repository root): ``improved`` (the
-default efficient model), ``seed`` (the reference design, fixed), ``vanilla``, ``partial`` and ``lora``.
+default efficient model), ``seed`` (the reference design, fixed), ``vanilla``, ``partial``, ``lora``,
+``static``, ``teacher`` and the students of ``sst2 distill``.
 A config file names the preset it starts from (``preset = "seed"``; default: the recipe's own preset)
 and overrides any of its values. Every run directory saves its resolved config as ``config.toml``, a
 complete file, so ``sst2 train --config RUN/config.toml`` re-runs it.
@@ -324,7 +325,18 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    if not isinstance(value, (str, list, dict)) and _takes_text(key):
+        value = raw.strip()  # run.out=2024, data.text_column=true: a name, not a number
     return key, value
+
+
+def _takes_text(key: str) -> bool:
+    """Whether the field ``group.name`` holds a string (maybe among other types)."""
+    import typing
+
+    group, _, name = key.partition(".")
+    hint = typing.get_type_hints(GROUPS[group]).get(name) if group in GROUPS else None
+    return hint is str or str in typing.get_args(hint)
 
 
 def build(values: dict, preset: str) -> TrainConfig:
