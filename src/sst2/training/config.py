@@ -354,8 +354,9 @@ def resolve(preset: str | None = None, config: str | Path | None = None, recipe:
     own, else ``improved``), then the ``config`` file, then ``overrides`` (``{"optim.lr": 1e-3}``),
     then ``sets`` (``["optim.lr=1e-3"]``)."""
     file_values = read_toml(config) if config is not None else {}
-    if isinstance(file_values.get("run"), dict):
-        file_values["run"].pop("overwrite", None)  # NOT_SAVED (older runs saved overwrite = true)
+    for group, _, name in (key.partition(".") for key in NOT_SAVED):  # older runs saved overwrite = true
+        if isinstance(file_values.get(group), dict):
+            file_values[group].pop(name, None)
     name = preset or file_values.get("preset") or RECIPE_PRESETS.get(recipe or "", DEFAULT_PRESET)
     if not isinstance(name, str):
         raise ConfigError(f"{config}: preset must be a string, got {name!r}")
