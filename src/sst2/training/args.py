@@ -23,8 +23,8 @@ class TrainArgs:
                                    "re-runs that run; its 'preset' key names the preset it changes")
     preset: str | None = opt(None, "start from this preset: improved (the default efficient model), seed (the "
                                    "reference design, fixed), vanilla, partial, lora, teacher (vanilla on GLUE's "
-                                   "phrases), teacher-distilled (its second stage, in sst2 distill), distill "
-                                   "(the efficient student of sst2 distill)", choices=PRESET_NAMES)
+                                   "phrases), teacher-distilled (its second stage, in sst2 distill), static (static "
+                                   "embeddings + CNN), distill and distill-static (the students of sst2 distill)", choices=PRESET_NAMES)
     model: str | None = opt(None, "the recipe: efficient (frozen encoder + trained LSTM head), vanilla (full "
                                   "fine-tune), partial (top layers fine-tuned), lora (LoRA adapters), static "
                                   "(static embeddings + CNN, no encoder at inference); alone, it picks the "
@@ -61,7 +61,7 @@ class TrainArgs:
     overwrite: bool = opt(False, "replace an existing run directory written by sst2 train")
     quiet: bool = opt(False, "no progress bars or per-epoch lines; print the metrics as one JSON line")
     set: list[str] = opt([], "settings beyond the flags, as group.field=value (e.g. optim.warmup_ratio=0.2 "
-                             "model.dropout=0.2 model.layers=[-2,-1]); see configs/*.toml for every key")
+                             "model.dropout=0.2 model.layers=[-2,-1]); every key: docs/usage.md, Configuration")
 
     def __post_init__(self):
         check(choices_problems(self), "train")
