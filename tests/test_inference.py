@@ -163,8 +163,13 @@ def test_an_export_that_fails_its_check_or_is_interrupted_keeps_the_earlier_file
     model_dir = tmp_path / "m"
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "model.onnx").write_bytes(b"an earlier export")
-    (model_dir / ".export-999999-x").mkdir()  # left by an export killed with -9: its process is gone
-    (model_dir / ".export-1-y").mkdir()  # process 1 runs: an export in progress, kept
+    from sst2.system import process_tag
+
+    host = process_tag().split("-")[0]
+    (model_dir / f".export-{host}-999999-abcd_123").mkdir()  # left by an export killed with -9: process gone
+    (model_dir / f".export-{host}-1-y2345678").mkdir()  # process 1 runs: an export in progress, kept
+    (model_dir / ".export-2024-12-07-notes").mkdir()  # the user's: kept (it was removed as a stale temporary)
+    (model_dir / ".export-2024-12-07-notes" / "todo.txt").write_text("mine")
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt  # Ctrl-C while the int8 file is written
@@ -172,7 +177,8 @@ def test_an_export_that_fails_its_check_or_is_interrupted_keeps_the_earlier_file
     assert main(["export", "--model-dir", str(model_dir), "--int8"]) == 130  # sst2: "interrupted"
     assert (model_dir / "model.onnx").read_bytes() == b"an earlier export"  # the new one was not yet checked
     assert sorted(p.name for p in model_dir.iterdir()) == sorted([p.name for p in tiny_model_dir.iterdir()]
-                                                                 + ["model.onnx", ".export-1-y"])
+                                                                 + ["model.onnx", f".export-{host}-1-y2345678",
+                                                                    ".export-2024-12-07-notes"])
     assert main(["export", "--model-dir", str(model_dir), "--opset", "24"]) == 2
     assert "opset: must be from 14 to 20 (the TorchScript exporter's newest), got 24" in capsys.readouterr().err
 

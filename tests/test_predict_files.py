@@ -109,13 +109,22 @@ def test_json_lines_keys_seen_late_make_columns_whatever_the_chunk(ext, tiny_mod
 
 
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tiny_model_dir, tmp_path):
+    from sst2.system import process_tag
+
     src, out = tmp_path / "t.txt", tmp_path / "out.csv"
     src.write_text("good film\n")
-    stale, live = tmp_path / ".out.csv.999999.tmp", tmp_path / ".out.csv.1.tmp"  # process 1 runs: kept
-    stale.write_text("half")
-    live.write_text("writing")
+    host = process_tag().split("-")[0]
+    stale, live = tmp_path / f".out.csv.{host}-999999.tmp", tmp_path / f".out.csv.{host}-1.tmp"  # 1 runs: kept
+    elsewhere = tmp_path / ".out.csv.0badc0de-999999.tmp"  # another machine's writer (a shared disk): kept
+    mine = [tmp_path / ".out.csv.20241207", tmp_path / ".out.csv.999999", tmp_path / f".out.csv.{host}-999999.tmp.bak"]
+    for path in (stale, live, elsewhere, *mine):
+        path.write_text("half")
+    (tmp_path / f".out.csv.{host}-999998.tmp").mkdir()  # a folder: not a temporary of ours
+    (tmp_path / f".out.csv.{host}-999998.tmp" / "notes.txt").write_text("mine")
     assert predict(tiny_model_dir, "--input", src, "--output", out, "--quiet") == 0
-    assert not stale.exists() and live.exists() and out.is_file()
+    assert not stale.exists() and out.is_file()
+    assert all(p.read_text() == "half" for p in (live, elsewhere, *mine))  # before: the user's files were deleted
+    assert (tmp_path / f".out.csv.{host}-999998.tmp" / "notes.txt").read_text() == "mine"
 
 
 def test_the_text_column_of_json_lines_is_found_in_any_row_of_the_first_chunk(tiny_model_dir, tmp_path, capsys):
@@ -164,3 +173,4 @@ def test_the_api_refuses_texts_it_cannot_classify(tiny_model_dir):
         clf.predict_proba([" "])
     with pytest.raises(ValueError, match=r"texts\[0\]: not valid Unicode text \(a lone surrogate at character 2\)"):
         clf.predict_details(["a\ud800"])
+

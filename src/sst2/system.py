@@ -145,19 +145,34 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_orphans(folder, prefix: str, pid_of) -> list:
-    """Remove the temporaries in ``folder`` named ``prefix*`` (files or folders) that a killed process left:
-    ``pid_of(name)`` is the owner's process id as text, and that process no longer runs."""
+def process_tag() -> str:
+    """``HOST-PID``, naming a temporary as this process's: HOST is 8 hex digits of this machine's name (a
+    folder on a shared disk holds the temporaries of other machines too, whose process ids mean nothing here)."""
+    import hashlib
+    import socket
+
+    return f"{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-{os.getpid()}"
+
+
+def remove_orphans(folder, prefix: str, suffix: str, dirs: bool) -> list:
+    """Remove the temporaries in ``folder`` that killed processes of this machine left: exactly the names
+    ``prefix`` + :func:`process_tag` + ``suffix`` (a regular expression), folders if ``dirs`` else files, whose
+    process no longer runs. Any other name is the user's and is kept, however alike it looks."""
     import glob
+    import re
     import shutil
     from pathlib import Path
 
+    pattern = re.compile(re.escape(prefix) + r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)" + suffix)
+    host = process_tag().split("-")[0]
     removed = []
     for tmp in Path(folder).glob(glob.escape(prefix) + "*"):
-        pid = pid_of(tmp.name)
-        if pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-            removed.append(tmp)
+        match = pattern.fullmatch(tmp.name)
+        if (match is None or match["host"] != host or tmp.is_symlink() or tmp.is_dir() != dirs
+                or pid_alive(int(match["pid"]))):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True) if dirs else tmp.unlink(missing_ok=True)
+        removed.append(tmp)
     return removed
 
 

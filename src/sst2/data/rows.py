@@ -24,6 +24,7 @@ from sst2.data.formats import (bad_row, detect_format, json_row, open_csv, open_
 from sst2.data.splits import DataError, quote
 from sst2.data.text import text_problem
 from sst2.errors import one_line
+from sst2.system import process_tag, remove_orphans
 
 LINES = "lines"  # plain text, one text a line (column "text"): what ``sst2 predict --input FILE.txt`` reads
 
@@ -225,7 +226,7 @@ class RowWriter:
             raise DataError(f"{self.path}: the folder {self.path.parent} does not exist")
         self._check_target()
         self._remove_stale()
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.tmp = self.path.with_name(f".{self.path.name}.{process_tag()}.tmp")
         self.columns = list(columns) if columns is not None else None
         self.types = types or {}
         self.rows = 0
@@ -239,10 +240,7 @@ class RowWriter:
 
     def _remove_stale(self) -> None:
         """The temporaries of earlier writers of ``path`` that were killed (``kill -9``): their process is gone."""
-        from sst2.system import remove_orphans
-
-        prefix = f".{self.path.name}."
-        remove_orphans(self.path.parent, prefix, lambda name: name[len(prefix):].removesuffix(".tmp"))
+        remove_orphans(self.path.parent, f".{self.path.name}.", r"\.tmp", dirs=False)
 
     def write(self, rows: list[dict]) -> None:
         rows = list(rows)

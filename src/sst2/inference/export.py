@@ -194,12 +194,12 @@ def _remove_stale_temporaries(model_dir: Path) -> None:
     """The temporary folders of exports that were killed (``kill -9``): their process no longer runs."""
     from sst2.system import remove_orphans
 
-    remove_orphans(model_dir, EXPORT_PREFIX, lambda name: name[len(EXPORT_PREFIX):].split("-")[0])
+    remove_orphans(model_dir, EXPORT_PREFIX, r"-[a-z0-9_]{8}", dirs=True)  # tempfile's 8 random characters
 
 
 def export(cfg: ExportConfig) -> dict:
     from sst2.modeling.model import SentimentModel
-    from sst2.system import set_threads
+    from sst2.system import process_tag, set_threads
 
     threads = set_threads(cfg.threads)
     model_dir = Path(cfg.model_dir)
@@ -209,7 +209,7 @@ def export(cfg: ExportConfig) -> dict:
 
     _remove_stale_temporaries(model_dir)
     # the files are renamed into place once checked; the folder's name carries this process's id
-    with tempfile.TemporaryDirectory(prefix=f"{EXPORT_PREFIX}{os.getpid()}-", dir=model_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{EXPORT_PREFIX}{process_tag()}-", dir=model_dir) as tmp:
         _write_checked(cfg, model, reference, model_dir, Path(tmp), threads, report)
     if not cfg.quiet and not cfg.json:  # with --json, stdout holds the JSON alone
         for name, info in report["files"].items():
