@@ -174,3 +174,25 @@ def test_the_api_refuses_texts_it_cannot_classify(tiny_model_dir):
     with pytest.raises(ValueError, match=r"texts\[0\]: not valid Unicode text \(a lone surrogate at character 2\)"):
         clf.predict_details(["a\ud800"])
 
+
+def test_ray_output_overwrite_keeps_files_added_inside_predictions_and_errors(tmp_path):
+    from sst2.inference.ray_io import OutputError, finish_output, prepare_output
+    from sst2.system import process_tag
+
+    out = tmp_path / "scored"
+    prepare_output(out, False)
+    (out / "predictions" / "part-000000000000.csv").write_text("text,label\n")
+    (out / "errors" / f".part-000000000000.csv.{process_tag()}.tmp").write_text("half")
+    finish_output(out, {}, "complete")  # an earlier output
+    (out / "predictions" / "part-000000000000.csv").write_text("text,label\n")
+    prepare_output(out, True)  # only what sst2 wrote: replaced
+    assert sorted(p.name for p in out.iterdir()) == [".sst2-output", "errors", "predictions"]
+    assert not any((out / "predictions").iterdir())
+    finish_output(out, {}, "complete")
+    (out / "predictions" / "my-notes.md").write_text("mine")
+    (out / "errors" / "fixed-by-hand.csv").write_text("mine")
+    with pytest.raises(OutputError) as exc:
+        prepare_output(out, True)  # before: both files were deleted with the folders
+    assert str(exc.value) == (f"refusing to replace {out}: it also holds predictions/my-notes.md, "
+                              "errors/fixed-by-hand.csv, which sst2 predict did not write; move them elsewhere first")
+    assert (out / "predictions" / "my-notes.md").read_text() == (out / "errors" / "fixed-by-hand.csv").read_text()

@@ -17,6 +17,7 @@ import functools
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -251,6 +252,21 @@ def write_marker(path: Path, state: str, **extra) -> None:
 
 
 OURS = {PREDICTIONS, ERRORS, SUMMARY, MARKER}
+# what the writers put in predictions/ and errors/: part files, and the temporaries of killed writers
+PART = re.compile(r"part-\d{12}\.(parquet|jsonl|csv)|\.part-\d{12}\.(parquet|jsonl|csv)\.[0-9a-f]{8}-\d+\.tmp")
+
+
+def _not_ours(out: Path) -> list[str]:
+    """The entries of an earlier output folder ``out`` that sst2 predict did not write, sub-folders included."""
+    names = sorted(p.name for p in out.iterdir())
+    foreign = [n for n in names if n not in OURS]
+    for kind in (PREDICTIONS, ERRORS):
+        if (out / kind).is_dir() and not (out / kind).is_symlink():
+            foreign += [f"{kind}/{p.name}" for p in sorted((out / kind).iterdir())
+                        if not (p.is_file() and not p.is_symlink() and PART.fullmatch(p.name))]
+        elif (out / kind).exists():
+            foreign.append(kind)
+    return foreign
 
 
 def prepare_output(out: Path, overwrite: bool) -> None:
@@ -267,9 +283,11 @@ def prepare_output(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise OutputError(f"{out} holds the output of an earlier sst2 predict --engine ray (pass --overwrite "
                               f"to replace it)")
-        if set(names) - OURS:
-            raise OutputError(f"refusing to replace {out}: it also holds {', '.join(sorted(set(names) - OURS))}, "
-                              f"which sst2 predict did not write")
+        foreign = _not_ours(out)
+        if foreign:
+            raise OutputError(f"refusing to replace {out}: it also holds {', '.join(foreign[:5])}"
+                              f"{f' and {len(foreign) - 5} more' if len(foreign) > 5 else ''}, which sst2 predict "
+                              f"did not write; move them elsewhere first")
         for name in names:
             p = out / name
             shutil.rmtree(p) if p.is_dir() else p.unlink()
