@@ -483,3 +483,27 @@ def test_predict_options_that_cannot_apply_are_refused(tiny_model_dir, tmp_path,
     shutil.copytree(tiny_model_dir, tmp_path / "m")
     assert main(["export", "--model-dir", str(tmp_path / "m"), "--json", "--threads", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["files"]["onnx"]["parity"]["n"] > 0  # a text line came first
+
+
+def test_a_left_truncating_tokenizer_keeps_the_end_of_a_text_at_inference_as_in_training(
+        tiny_backbone_dir, tiny_data_dir, tmp_path):
+    import json
+
+    from conftest import train_config
+    from sst2.cli import main
+    from sst2.modeling.backbone import Backbone
+    from sst2.training.api import train
+
+    encoder = shutil.copytree(tiny_backbone_dir, tmp_path / "left")
+    config = json.loads((encoder / "tokenizer_config.json").read_text())
+    (encoder / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": "left"}))
+    out = tmp_path / "run"
+    train(train_config(data=tiny_data_dir, backbone=str(encoder), out=str(out), cache_dir=str(tmp_path / "c"),
+                       epochs=1, batch_size=8, max_length=8, quiet=True, threads=1))
+    assert main(["export", "--model-dir", str(out / "model"), "--quiet", "--threads", "1"]) == 0
+    text = "good film " * 10 + "a very dull and awful plot"
+    trained = Backbone.load(str(encoder)).tokenize([text], max_length=8, pad=False)["input_ids"][0]
+    for runtime in ("torch", "onnx"):
+        clf = SentimentClassifier.from_pretrained(out / "model", runtime=runtime)
+        ids, _ = clf.tokenize([text])
+        assert list(ids[0]) == list(trained), runtime  # before: the first 8 tokens, not the last

@@ -67,9 +67,11 @@ class SentimentClassifier:
     def __init__(self, tokenizer, runner, spec: dict, runtime: str = "torch", model_dir: str | Path | None = None,
                  batch_size: int = 64, workers: int = 1, model=None, card: dict | None = None,
                  pad_id: int | None = None, long_texts: str = "truncate", window_overlap: int | None = None,
-                 window_length: int | None = None):
-        """``tokenizer``: a Hugging Face fast tokenizer, or a ``tokenizers.Tokenizer`` with ``pad_id``.
-        ``long_texts``: ``truncate`` scores a text's first ``max_length`` tokens; ``windows`` scores every
+                 window_length: int | None = None, truncation_side: str | None = None):
+        """``tokenizer``: a Hugging Face fast tokenizer, or a ``tokenizers.Tokenizer`` with ``pad_id`` and
+        ``truncation_side`` (default: the tokenizer's own, else ``right``; as in training).
+        ``long_texts``: ``truncate`` scores a text's first ``max_length`` tokens (its last with ``left``
+        truncation); ``windows`` scores every
         window of ``window_length`` tokens (default: the model's, as long as 90 % of its training texts;
         ``max_length`` for a model saved without one), overlapping by ``window_overlap``
         (default: a quarter of a window), and averages their probabilities. Windows about as long as the
@@ -102,7 +104,10 @@ class SentimentClassifier:
         backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
         self._encoder = Tokenizer.from_str(backend.to_str())
         self._encoder.no_padding()
-        self._encoder.enable_truncation(self.max_length)
+        side = truncation_side or getattr(tokenizer, "truncation_side", None) or "right"
+        if side not in ("left", "right"):
+            raise OptionError(f"truncation_side must be left or right, got {side!r}")
+        self._encoder.enable_truncation(self.max_length, direction=side)  # the end training kept
         length = spec.get("window_length", self.max_length) if window_length is None else int(window_length)
         if not 3 <= length <= self.max_length:  # [CLS], [SEP] and one token
             raise OptionError(f"window_length must be in 3..{self.max_length} (the model's max_length), got {length}")
@@ -153,9 +158,9 @@ class SentimentClassifier:
                 runner = OnnxRunner(onnx_file, threads, spin)
             except ImportError as exc:  # pragma: no cover - depends on the environment
                 raise RuntimeUnavailableError(f"runtime {runtime!r} needs onnxruntime: pip install 'sst2[onnx]'") from exc
-        tokenizer, pad_id = load_tokenizer(path)
+        tokenizer, pad_id, side = load_tokenizer(path)
         return cls(tokenizer, runner, spec, runtime, path, batch_size, workers, pad_id=pad_id, long_texts=long_texts,
-                   window_overlap=window_overlap, window_length=window_length)
+                   window_overlap=window_overlap, window_length=window_length, truncation_side=side)
 
     @classmethod
     def from_model(cls, model, card: dict | None = None, batch_size: int = 64) -> "SentimentClassifier":

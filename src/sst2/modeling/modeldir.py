@@ -102,7 +102,8 @@ def _check_outputs(spec: dict, spec_file: Path) -> None:
 
 def load_tokenizer(path: str | Path):
     """The tokenizer of a model directory as a ``tokenizers.Tokenizer`` read from ``encoder/tokenizer.json``,
-    and its padding id: what the ONNX runtimes need, loaded without transformers or torch."""
+    its padding id and its truncation side (``tokenizer_config.json``; None if it does not say): what the
+    ONNX runtimes need, loaded without transformers or torch."""
     from tokenizers import Tokenizer
 
     encoder_dir = Path(path) / ENCODER_DIR
@@ -112,13 +113,14 @@ def load_tokenizer(path: str | Path):
         tokenizer = Tokenizer.from_file(str(encoder_dir / "tokenizer.json"))
     except Exception as exc:  # tokenizers raises its own error types
         raise ModelDirError(f"{encoder_dir / 'tokenizer.json'}: cannot load the tokenizer ({one_line(exc)})") from None
-    pad = "[PAD]"
     try:
-        pad = json.loads((encoder_dir / "tokenizer_config.json").read_text()).get("pad_token") or pad
-    except (OSError, ValueError, AttributeError):
-        pass
+        config = json.loads((encoder_dir / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    pad = config.get("pad_token") or "[PAD]"
     pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
-    return tokenizer, tokenizer.token_to_id(str(pad)) or 0
+    return tokenizer, tokenizer.token_to_id(str(pad)) or 0, config.get("truncation_side")
 
 
 def position_limit(encoder_dir: str | Path) -> int | None:
