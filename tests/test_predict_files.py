@@ -196,3 +196,21 @@ def test_ray_output_overwrite_keeps_files_added_inside_predictions_and_errors(tm
     assert str(exc.value) == (f"refusing to replace {out}: it also holds predictions/my-notes.md, "
                               "errors/fixed-by-hand.csv, which sst2 predict did not write; move them elsewhere first")
     assert (out / "predictions" / "my-notes.md").read_text() == (out / "errors" / "fixed-by-hand.csv").read_text()
+
+
+def test_nan_and_nested_values_of_an_input_column_are_written_as_strict_json(tiny_model_dir, tmp_path, capsys):
+    import datetime
+    import json as js
+
+    src = tmp_path / "odd.parquet"
+    pq.write_table(pa.table({"sentence": ["good film", "bad film"], "score": [float("nan"), 1.5],
+                             "meta": [{"day": datetime.date(2024, 12, 7)}, None]}), src)
+    assert predict(tiny_model_dir, "--input", src) == 0  # stdout
+    for out in (tmp_path / "o.jsonl", tmp_path / "o.csv"):
+        assert predict(tiny_model_dir, "--input", src, "--output", out, "--quiet") == 0  # csv: a TypeError
+    lines = capsys.readouterr().out.splitlines() + (tmp_path / "o.jsonl").read_text().splitlines()
+    rows = [js.loads(line, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) for line in lines]
+    assert [r["score"] for r in rows] == [None, 1.5, None, 1.5]  # before: NaN, which strict readers refuse
+    assert rows[0]["meta"] == {"day": "2024-12-07"}
+    csv_rows = [row for rows in iter_rows(tmp_path / "o.csv") for row in rows]
+    assert [r["meta"] for r in csv_rows] == ['{"day": "2024-12-07"}', ""]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -198,13 +199,34 @@ def _count_lines(path: Path) -> int:
 
 # ---- writing --------------------------------------------------------------------------------------------
 
+# characters that str.splitlines() breaks at but JSON leaves as they are: escaped, so a reader that splits
+# the output that way still sees one line per row
+LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _finite(value):
+    """``value`` with every NaN or infinity (an input column's, passed through) as None: JSON has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_text(value) -> str:
+    """Strict JSON of a row or a cell (``null`` for NaN; a date, a Decimal, ... as its text), on one line."""
+    return json.dumps(_finite(value), ensure_ascii=False, allow_nan=False, default=str).translate(LINE_BREAKS)
+
+
 def _cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, str):
         return value
     if isinstance(value, (bool, list, dict)):
-        return json.dumps(value, ensure_ascii=False)
+        return json_text(value)
     return str(value)
 
 
@@ -271,7 +293,7 @@ class RowWriter:
                 self._write_record(self.columns)
         for row in rows:
             if self.format == "jsonl":
-                self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                self._file.write(json_text(row) + "\n")
             else:
                 self._write_record([_cell(row.get(c)) for c in self.columns])
 

@@ -9,7 +9,6 @@ a line that is empty or not UTF-8 is an error naming the file and the line.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from itertools import islice
@@ -17,13 +16,13 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from sst2.config import TABLE_EXTENSIONS, PredictConfig, window_options
+from sst2.data.rows import json_text
 from sst2.data.splits import quote
 from sst2.data.text import text_problem
 from sst2.errors import UserError
 
 # Below this many bytes of input a progress bar is noise: a batch or two finishes at once.
 PROGRESS_MIN_BYTES = 16384
-LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 class InputError(UserError, ValueError):
@@ -54,9 +53,7 @@ def _dumps(row: dict, where: str) -> str:
     if bad:
         raise InputError(f"{where}: the model gave a probability of {bad[0]} (its weights are not "
                          f"finite numbers); retrain or re-export it")
-    # characters that str.splitlines() breaks at but JSON leaves as they are: escaped, so a reader that
-    # splits the output that way still sees one line per text
-    return json.dumps(row, ensure_ascii=False, allow_nan=False).translate(LINE_BREAKS)
+    return json_text(row)
 
 
 def _open(cfg: PredictConfig) -> tuple[BinaryIO, str, int | None]:
@@ -214,8 +211,7 @@ def _emit(rows: list[dict], writer, where: str) -> None:
     if writer is not None:
         writer.write(rows)
     else:
-        sys.stdout.write("".join(json.dumps(r, ensure_ascii=False, default=str).translate(LINE_BREAKS) + "\n"
-                                 for r in rows))
+        sys.stdout.write("".join(json_text(r) + "\n" for r in rows))
         sys.stdout.flush()
 
 
