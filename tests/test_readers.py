@@ -107,6 +107,8 @@ def test_csv_quoted_line_breaks_keep_line_numbers(tmp_path):
     assert error(read_table, p) == f"{p}:5: empty text in column 'text'"
     p = write(tmp_path / "z.csv", 'text,label\ngood,1\n\u200b\u200b,0\n')
     assert error(read_table, p) == f"{p}:3: empty text (only invisible characters such as U+200B) in column 'text'"
+    p = write(tmp_path / "m.csv", 'text,label\ngood,1\n\u0301 \u0301,0\n')  # accents with no letter: no tokens
+    assert error(read_table, p) == f"{p}:3: empty text (only combining marks such as U+0301) in column 'text'"
     p = write(tmp_path / "e.csv", 'text,label\n"two\r\nlines",1\r\n"007",0\r\n')
     t = read_table(p)
     assert t.texts == ["two\r\nlines", "007"] and t.lines == [2, 4]

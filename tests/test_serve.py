@@ -106,6 +106,7 @@ def test_predict_returns_one_prediction_per_text_in_order(server, clf):
     (b'{"texts": ["good", "  "]}', 422, "texts[1] is empty"),
     # what the tokenizer drops (a zero-width space, a NUL, a byte-order mark) is no text either
     (b'{"texts": ["\\u200b \\u0000\\ufeff"]}', 422, "texts[0] is empty (only invisible characters)"),
+    (b'{"texts": ["\\u0301\\u0301"]}', 422, "texts[0] is empty (only combining marks)"),  # was 200: [CLS] [SEP]
     (b'{"texts": ["a", "b", "c", "d", "e"]}', 413, "too many texts: 5 (limit 4 per request)"),
     (b'{"texts": ["' + b"x" * 301 + b'"]}', 413, "texts[0] is too long: 301 characters (limit 300)"),
     (b'{"texts": ["' + b"x" * 20000 + b'"]}', 413, "request body too large"),

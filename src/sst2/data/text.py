@@ -60,11 +60,21 @@ def normalize_texts(texts: list[str], how: str) -> list[str]:
 _INVISIBLE = frozenset(("Cc", "Cf", "Co"))  # control, format (U+200B, U+FEFF, ...), private use
 
 
+_MARKS = frozenset(("Mn",))  # combining marks (U+0301): with no letter to mark, an uncased BERT drops them too
+
+
 def blank(text: str) -> bool:
     """True when ``text`` has nothing a tokenizer keeps: only whitespace, control, format or private-use
-    characters, or U+FFFD (what an undecodable byte became). BERT's tokenizer drops all of these, so such
-    a text would be classified from ``[CLS] [SEP]`` alone."""
-    return not any(not c.isspace() and c != "\ufffd" and unicodedata.category(c) not in _INVISIBLE for c in text)
+    characters, combining marks, or U+FFFD (what an undecodable byte became). BERT's tokenizer drops all of
+    these, so such a text would be classified from ``[CLS] [SEP]`` alone."""
+    return not any(not c.isspace() and c != "\ufffd" and unicodedata.category(c) not in _INVISIBLE | _MARKS
+                   for c in text)
+
+
+def blank_kind(text: str) -> str:
+    """What a :func:`blank` text that is not all whitespace holds, named by its first such character."""
+    first = next(c for c in text if not c.isspace())
+    return "combining marks" if unicodedata.category(first) in _MARKS else "invisible characters"
 
 
 def text_problem(text: str) -> str | None:
@@ -73,7 +83,7 @@ def text_problem(text: str) -> str | None:
         if not text.strip():
             return "empty text"
         first = next(c for c in text if not c.isspace())
-        return f"empty text (only invisible characters such as U+{ord(first):04X})"
+        return f"empty text (only {blank_kind(text)} such as U+{ord(first):04X})"
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from sst2.config import ServeConfig, window_options
 from sst2.data.formats import DuplicateKey, unique_keys
-from sst2.data.text import blank
+from sst2.data.text import blank, blank_kind
 from sst2.errors import UserError
 from sst2.serving.batcher import MicroBatcher
 
@@ -117,7 +117,7 @@ def parse_request(body: bytes, limits: Limits) -> list[str]:
         if not isinstance(t, str):
             raise RequestError(422, f"texts[{i}] must be a string, got {type(t).__name__}")
         if blank(t):
-            raise RequestError(422, f"texts[{i}] is empty" + (" (only invisible characters)" if t.strip() else ""))
+            raise RequestError(422, f"texts[{i}] is empty" + (f" (only {blank_kind(t)})" if t.strip() else ""))
         if len(t) > limits.max_chars:
             raise RequestError(413, f"texts[{i}] is too long: {len(t)} characters (limit {limits.max_chars})")
         if (at := _lone_surrogate(t)) is not None:
