@@ -152,6 +152,15 @@ def test_the_real_tokenizer_rejects_a_lone_surrogate(clf):
         clf.predict_details(["good", "bad \ud800 text"])
 
 
+def test_the_largest_request_within_the_limits_is_not_too_large_however_it_is_escaped():
+    import json
+
+    limits = Limits(max_texts=4, max_chars=300)
+    texts = ["\U0001f600" * 300] * 4  # characters beyond U+FFFF: a 12-byte escape each in json.dumps
+    for body in (json.dumps({"texts": texts}), json.dumps({"texts": texts}, ensure_ascii=False)):
+        assert parse_request(body.encode(), limits) == texts  # was 413: request body too large
+
+
 @pytest.mark.parametrize("body,message", [
     (b"[" * 100_000 + b"]" * 100_000, "request body is nested too deeply to parse"),
     (b'{"texts": ["good", ' + b"9" * 5000 + b"]}", "request body has a number too long to parse (over 4300 digits)"),

@@ -14,7 +14,7 @@ from sst2.serving.app import Limits, ServeError, create_app
 from sst2.serving.security import load_api_key
 from test_serve import client_for, running_server
 
-LIMITS = Limits(max_texts=4, max_chars=300, max_batch=8, max_wait_ms=5)  # max_body_bytes 8288
+LIMITS = Limits(max_texts=4, max_chars=300, max_batch=8, max_wait_ms=5)  # max_body_bytes 15488
 KEY = "s3cret-key-0123456789"
 
 
@@ -71,7 +71,7 @@ def test_content_length_over_the_limit_gets_413_before_the_body_is_sent(server):
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 200000000\r\n\r\n{\"texts\": [")  # and nothing more
         status, headers, body = read_response(sock)
-    assert (status, body) == (413, b'{"detail":"request body too large: 200000000 bytes (limit 8288)"}')
+    assert (status, body) == (413, b'{"detail":"request body too large: 200000000 bytes (limit 15488)"}')
     assert headers["connection"] == "close"
 
 
@@ -79,10 +79,10 @@ def test_chunked_body_over_the_limit_gets_413_before_it_ends(server):
     with connect(server) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                      b"Transfer-Encoding: chunked\r\n\r\n")
-        for _ in range(3):  # 12 KiB, over the 8288-byte limit, and no final chunk: the body never ends
+        for _ in range(5):  # 20 KiB, over the 15488-byte limit, and no final chunk: the body never ends
             sock.sendall(b"1000\r\n" + b"x" * 4096 + b"\r\n")
         status, headers, body = read_response(sock)
-    detail = b"request body too large: the chunked body passed the limit of 8288 bytes"
+    detail = b"request body too large: the chunked body passed the limit of 15488 bytes"
     assert (status, body) == (413, b'{"detail":"' + detail + b'"}')
     assert headers["connection"] == "close"
 

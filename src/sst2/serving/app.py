@@ -38,9 +38,9 @@ class Limits:
 
     @property
     def max_body_bytes(self) -> int:
-        # Generous for max_texts texts of max_chars characters, each up to 4 UTF-8 bytes (or a \\uXXXX
-        # escape of 6 bytes each when the client escapes non-ASCII), plus JSON punctuation.
-        return self.max_texts * (self.max_chars * 6 + 16) + 1024
+        # Room for max_texts texts of max_chars characters, each up to 4 UTF-8 bytes, or 12 as the escaped
+        # surrogate pair (\\ud83d\\ude00) that json.dumps writes for a character beyond U+FFFF, plus punctuation.
+        return self.max_texts * (self.max_chars * 12 + 16) + 1024
 
 
 class RequestError(Exception):
