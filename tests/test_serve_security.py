@@ -322,3 +322,14 @@ def test_serve_config_defaults_and_validation():
         "  keep_alive_timeout: must be > 0 seconds, got -1\n  request_timeout: must be > 0 seconds, got 0\n"
         "  cors_origin: 'https://x.example/path' is not an origin like https://host[:port] (no path)\n"
         "  cors_origin: 'ftp://x' is not an origin like https://host[:port] (no path)")
+
+
+def test_a_websocket_upgrade_is_answered_as_plain_http(server):
+    from sst2.serving.security import uvicorn_config
+
+    assert uvicorn_config(object()).ws == "none"  # even where the websockets package is installed
+    with connect(server) as sock:  # the upgrade is not taken: the app answers, the connection stays ours
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        status, headers, body = read_response(sock)
+    assert status == 200 and b"status" in body

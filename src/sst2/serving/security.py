@@ -252,6 +252,8 @@ def uvicorn_config(app, *, log_level: str = "warning", max_connections: int = 10
 
     protocol = type("TimedH11Protocol", (TimedH11Protocol,), {"request_timeout": request_timeout,
                                                                 "max_connections": max_connections})
-    return uvicorn.Config(app, http=protocol, log_level=log_level, access_log=False,
+    # ws="none": the app has no WebSocket route, and uvicorn's WebSocket protocols (used when the websockets
+    # package happens to be installed) would take upgraded connections out of this protocol's cap and timeouts
+    return uvicorn.Config(app, http=protocol, ws="none", log_level=log_level, access_log=False,
                           timeout_keep_alive=keep_alive_timeout,
                           h11_max_incomplete_event_size=MAX_HEADER_BYTES)
