@@ -235,3 +235,19 @@ def test_runs_described_alike_get_rows_of_their_own_and_a_later_compare_drops_it
     compare(CompareConfig(runs=[str(a)], out=str(out), latency=False, quiet=True))
     # before: the earlier depth.png (of two other runs) stayed beside the new table
     assert sorted(p.name for p in out.iterdir()) == ["compare.json", "compare.md", "compare.png", "notes.md"]
+
+
+def test_a_compare_that_fails_while_drawing_leaves_the_earlier_comparison_whole(runs, tmp_path, monkeypatch):
+    import sst2.evaluation.compare as compare_module
+
+    single, multi = runs
+    out = tmp_path / "cmp"
+    compare(CompareConfig(runs=[str(single), str(multi)], out=str(out), latency=False, quiet=True))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+    monkeypatch.setattr(compare_module, "plot_compare", broken)
+    with pytest.raises(OSError):
+        compare(CompareConfig(runs=[str(single)], out=str(out), latency=False, quiet=True))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # before: a new compare.md, old plot and json

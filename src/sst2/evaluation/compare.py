@@ -24,16 +24,13 @@ import json
 import math
 import os
 import shlex
-import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from sst2.config import CompareConfig
 from sst2.errors import UserError
 from sst2.evaluation.plots import plot_compare, plot_depth, plot_pareto
+from sst2.evaluation.timing import time_models
 from sst2.stats import seed_stat
 
 STATS = ("dev_accuracy", "test_accuracy", "train_seconds", "seconds_per_epoch", "total_seconds", "cache_seconds",
@@ -143,65 +140,6 @@ def summarize(rs: RunSet, label: str) -> dict:
         row[f"{key}_mean"] = None if s is None else round(s["mean"], 6)
         row[f"{key}_std"] = None if s is None else round(s["std"], 6)
     return row
-
-
-def percentile(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs, dtype=float), q))
-
-
-class Timer:
-    """One saved model loaded for timing: batch-1 ms per call over the first ``cfg.calls`` dev texts and
-    batch-``cfg.batch_size`` ms per sentence over all, gathered over one or more rounds."""
-
-    def __init__(self, model_dir: Path, texts: list[str], cfg: CompareConfig, runtime: str | None = None):
-        from sst2.inference.classifier import SentimentClassifier
-
-        self.clf = SentimentClassifier.from_pretrained(model_dir, runtime=runtime or cfg.runtime, threads=cfg.threads,
-                                                       batch_size=cfg.batch_size)
-        self.texts, self.cfg, self.b1, self.batched = texts, cfg, [], []
-        for t in texts[: cfg.calls][: cfg.warmup]:
-            self.clf.predict_details([t])
-        self.clf.predict_logits(texts[: cfg.batch_size * 2])  # warm-up for the larger shapes
-
-    def round(self) -> None:
-        for t in self.texts[: self.cfg.calls]:
-            t0 = time.perf_counter()
-            self.clf.predict_details([t])
-            self.b1.append((time.perf_counter() - t0) * 1000)
-        for _ in range(self.cfg.repeats):
-            t0 = time.perf_counter()
-            self.clf.predict_logits(self.texts, batch_size=self.cfg.batch_size)
-            self.batched.append((time.perf_counter() - t0) * 1000 / len(self.texts))
-
-    def result(self) -> dict:
-        bs, per_sentence = self.cfg.batch_size, statistics.median(self.batched)
-        return {"b1_ms_p50": round(statistics.median(self.b1), 3), "b1_ms_p90": round(percentile(self.b1, 90), 3),
-                "b1_calls": len(self.b1), f"b{bs}_ms_per_sentence_p50": round(per_sentence, 4),
-                f"b{bs}_sentences_per_s": round(1000 / per_sentence, 1)}
-
-
-def time_models(sets: list[RunSet], rows: list[dict], runtimes: list[str], texts: list[str], cfg: CompareConfig) -> None:
-    """Time every model into its row: all are loaded first, then measured in turn, ``cfg.rounds`` times over,
-    so that a change of the machine's speed during the run falls on every model alike. A model that cannot
-    be loaded or run gets ``inference_error`` in its row; the others are still measured."""
-    timers = {}
-    for i, (rs, row, runtime) in enumerate(zip(sets, rows, runtimes)):
-        try:
-            timers[i] = Timer(rs.model_dir, texts, cfg, runtime)
-            row["inference_model_dir"], row["runtime"] = str(rs.model_dir), runtime
-        except Exception as exc:  # recorded in the table
-            row["inference_error"] = f"{type(exc).__name__}: {exc}"
-    for r in range(cfg.rounds):
-        for i, timer in list(timers.items()):
-            if not cfg.quiet:
-                print(f"measuring inference (round {r + 1} of {cfg.rounds}): {rows[i]['label']}", flush=True)
-            try:
-                timer.round()
-            except Exception as exc:
-                rows[i]["inference_error"] = f"{type(exc).__name__}: {exc}"
-                del timers[i]
-    for i, timer in timers.items():
-        rows[i].update(timer.result())
 
 
 def _pm(mean, std, n: int, fmt: str) -> str:
@@ -364,22 +302,7 @@ def compare(cfg: CompareConfig) -> dict:
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise CompareError(f"--out {out}: is a file, not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    earlier = _files_written(out / "compare.json")
-    md = markdown(rows, conditions)
-    (out / "compare.md").write_text(md)
-    plot_compare(rows, out / "compare.png", batch_size=cfg.batch_size)
-    files = ["compare.md", "compare.json", "compare.png"]
-    if cfg.latency:
-        plot_pareto(rows, out / "pareto.png", batch_size=cfg.batch_size)
-        files.append("pareto.png")
-    if len({r.get("encoder_layers") for r in rows if r.get("encoder_layers")}) > 1:
-        plot_depth(rows, out / "depth.png", batch_size=cfg.batch_size)
-        files.append("depth.png")
-    (out / "compare.json").write_text(json.dumps({"conditions": conditions, "rows": rows, "files": files},
-                                                 indent=2, default=_json_default) + "\n")
-    for name in set(earlier) - set(files):  # an earlier compare's plot, of other runs and timings
-        (out / name).unlink(missing_ok=True)
+    md, files = _write_outputs(out, rows, conditions, cfg)
     if not cfg.quiet:
         print(md, end="")
         print(f"wrote {out}/ ({', '.join(files)})")
@@ -387,6 +310,38 @@ def compare(cfg: CompareConfig) -> dict:
     if failed:  # the table is written with the others' figures, but the comparison is not complete
         raise CompareError(f"wrote {out}/, but {len(failed)} model(s) could not be timed: " + "; ".join(failed))
     return {"conditions": conditions, "rows": rows}
+
+
+def _write_outputs(out: Path, rows: list[dict], conditions: dict, cfg: CompareConfig) -> tuple[str, list[str]]:
+    """Write the table, the plots and ``compare.json`` into ``out``: each drawn into a temporary folder first
+    and moved into place only when all are written, so a failure midway leaves an earlier comparison whole
+    rather than a mix of old and new files. Returns the markdown and the file names."""
+    import tempfile
+
+    from sst2.system import process_tag, remove_orphans
+
+    out.mkdir(parents=True, exist_ok=True)
+    remove_orphans(out, ".compare-", r"-[a-z0-9_]{8}", dirs=True)  # what a killed compare left
+    earlier = _files_written(out / "compare.json")
+    md = markdown(rows, conditions)
+    with tempfile.TemporaryDirectory(prefix=f".compare-{process_tag()}-", dir=out) as tmp:
+        tmp = Path(tmp)
+        (tmp / "compare.md").write_text(md)
+        plot_compare(rows, tmp / "compare.png", batch_size=cfg.batch_size)
+        files = ["compare.md", "compare.json", "compare.png"]
+        if cfg.latency:
+            plot_pareto(rows, tmp / "pareto.png", batch_size=cfg.batch_size)
+            files.append("pareto.png")
+        if len({r.get("encoder_layers") for r in rows if r.get("encoder_layers")}) > 1:
+            plot_depth(rows, tmp / "depth.png", batch_size=cfg.batch_size)
+            files.append("depth.png")
+        (tmp / "compare.json").write_text(json.dumps({"conditions": conditions, "rows": rows, "files": files},
+                                                     indent=2, default=_json_default) + "\n")
+        for name in sorted(files, key=lambda n: n == "compare.json"):  # compare.json, the record, last
+            os.replace(tmp / name, out / name)
+    for name in set(earlier) - set(files):  # an earlier compare's plot, of other runs and timings
+        (out / name).unlink(missing_ok=True)
+    return md, files
 
 
 def _json_default(o):
