@@ -56,6 +56,18 @@ def test_dev_ratio_0_trains_without_dev_and_a_ratio_the_folder_makes_moot_is_ref
             load_splits(tmp_path, **{key: 0.2})
 
 
+def test_a_test_ratio_with_a_folders_dev_file_cuts_test_off_the_training_file(tmp_path):
+    from sst2.data.dataset import load_data
+
+    rows = [(f"good film {i}", 1) for i in range(6)] + [(f"bad film {i}", 0) for i in range(6)]
+    write_tsv(tmp_path / "train.tsv", rows)
+    write_tsv(tmp_path / "dev.tsv", [("fine", 1), ("dull", 0)])
+    splits, info = load_data(tmp_path, test_ratio=0.25)  # no test file: it was ignored, and the run had no test
+    assert {k: len(s) for k, s in splits.items()} == {"train": 9, "dev": 2, "test": 3}
+    assert splits["dev"].texts == ["fine", "dull"] and info["ratios"] == {"test": 0.25}
+    assert sorted(splits["train"].texts + splits["test"].texts) == sorted(t for t, _ in rows)
+
+
 def test_a_file_too_small_to_split_by_ratio_is_named(tmp_path):
     write_tsv(tmp_path / "train.tsv", [("ok", 1), ("fine", 1), ("good", 1), ("bad", 0), ("dull", 0)])
     with pytest.raises(DataError, match="^" + re.escape(f"{tmp_path / 'train.tsv'}: the dev split would have 1 row(s), "

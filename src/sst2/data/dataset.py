@@ -73,6 +73,10 @@ def _from_folder(folder: Path, opts: dict, train_file: str | None) -> tuple[dict
                             "train without dev with --dev-ratio 0")
         if opts["dev_ratio"] or opts.get("test_ratio"):
             return _by_ratio(train, labels, opts, test=test)
+    if paths["dev"] is not None and opts.get("test_ratio"):  # the folder's dev; test cut off the training file
+        cut, info = _by_ratio(train, labels, {**opts, "dev_ratio": 0})
+        dev = _split("dev", _read(paths["dev"], opts, named=True), labels)
+        return {"train": cut["train"], "dev": dev, "test": cut["test"]}, info
     splits = {"train": _split("train", train, labels)}
     if paths["dev"] is not None:
         splits["dev"] = _split("dev", _read(paths["dev"], opts, named=True), labels)
