@@ -98,6 +98,9 @@ def test_evaluate_on_a_folder_scores_the_dev_rows_the_run_split_off_and_names_a_
     # before: "no dev file; add one, split the training file with --dev-ratio ..."
     got = evaluate_json(capsys, out / "model", "--data", folder, "--split", "dev")
     assert got["n"] == trained["dev_size"] == 15 and got["accuracy"] == pytest.approx(trained["dev_accuracy"])
+    # the folder's train file minus the dev rows cut off it, with --data as without (it scored all 60)
+    assert evaluate_json(capsys, out / "model", "--data", folder, "--split", "train")["n"] == 45
+    assert evaluate_json(capsys, out / "model", "--split", "train")["n"] == 45
     (folder / "test.tsv").unlink()
     shutil.copytree(out / "model", tmp_path / "bare" / "model")
     assert main(["evaluate", "--model-dir", str(tmp_path / "bare" / "model"), "--data", str(folder),
@@ -156,10 +159,12 @@ def test_evaluate_without_data_scores_the_runs_own_data_as_it_split_it(tiny_back
     assert evaluate_json(capsys, out / "seed-1" / "model", "--data", tiny_data_dir)["n"] == 20  # --data still rules
     assert main(["evaluate", "--model-dir", str(out / "seed-1" / "model")]) == 0
     assert capsys.readouterr().out.splitlines()[1] == f"data: {mine / 'test.tsv'}"
-    write_tsv(phrases, make_sentences(31, 6), header=("review", "stars"))
-    assert main(["evaluate", "--model-dir", str(out / "seed-1" / "model"), "--split", "dev"]) == 2
-    assert capsys.readouterr().err.strip() == (f"sst2 evaluate: error: {phrases}: it changed since the run split it "
-                                               f"({out / 'splits.json'}); score it with --file")
+    edited = [(f"{text} (edited)", label) for text, label in make_sentences(30, 6)]  # same labels and rows
+    for rows in (edited, make_sentences(31, 6)):  # the edit was scored: the re-split gives the same row numbers
+        write_tsv(phrases, rows, header=("review", "stars"))
+        assert main(["evaluate", "--model-dir", str(out / "seed-1" / "model"), "--split", "dev"]) == 2
+        assert capsys.readouterr().err.strip() == (f"sst2 evaluate: error: {phrases}: it changed since the run split "
+                                                   f"it ({out / 'splits.json'}); score it with --file")
     shutil.rmtree(mine)
     assert main(["evaluate", "--model-dir", str(out / "seed-1" / "model")]) == 2
     assert capsys.readouterr().err.strip() == (

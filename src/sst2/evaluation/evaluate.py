@@ -31,6 +31,8 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
     if not data.is_dir():
         load_splits(data)  # its own error: not found, with the hint where the data lives
     path = find_split_file(data, cfg.split)  # only the split scored is read
+    if path is not None and _split_off(cfg, path):  # the run cut dev (or test) off this file: its own rows
+        return _split_of_file(cfg, path, model_labels)
     if path is None:
         train = find_split_file(data, "train")
         if train is not None and _record(cfg) is not None:  # a folder whose dev (or test) the run split off
@@ -41,6 +43,15 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
     if table.labels is None:
         raise UserError(f"{path}: split '{cfg.split}' has no labels, so it cannot be scored")
     return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split, str(path)
+
+
+def _split_off(cfg: EvaluateConfig, path: Path) -> bool:
+    """Whether the model's run split ``path`` by ratio (its ``splits.json`` names that file)."""
+    record = _record(cfg)
+    if record is None:
+        return False
+    recorded = json.loads(record.read_text()).get("file")
+    return recorded is not None and Path(recorded).resolve() == path.resolve()
 
 
 def _record(cfg: EvaluateConfig) -> Path | None:
@@ -79,7 +90,9 @@ def _split_of_run(cfg: EvaluateConfig, saved: Path, model_labels: list[str]):
     except UserError as exc:
         raise UserError(f"{exc} (the data {saved} trained on; score other data with --data or --file)") from None
     record = _record(cfg)
-    if info is not None and record is not None and json.loads(record.read_text()).get("rows") != info["rows"]:
+    recorded = json.loads(record.read_text()) if info is not None and record is not None else None
+    if recorded is not None and (recorded.get("rows") != info["rows"] or recorded.get("sha256") != info["sha256"]):
+        # the rows alone follow from the labels and the row count: an edited text keeps them
         raise UserError(f"{info['file']}: it changed since the run split it ({record}); score it with --file")
     split = splits.get(cfg.split)
     if split is None:
