@@ -132,3 +132,26 @@ def test_model2vec_progress_bar_follows_the_run(tiny_backbone_dir, capfd):
     assert "Encoding tokens" not in capfd.readouterr().err  # --quiet, or not a terminal
     StaticBackbone.distill(str(tiny_backbone_dir), 16, progress=True)
     assert "Encoding tokens" in capfd.readouterr().err
+
+
+def test_a_static_model_of_a_left_truncating_encoder_keeps_the_end_of_a_long_text_in_every_runtime(
+        tiny_backbone_dir, tiny_data_dir, tmp_path):
+    import shutil
+
+    from sst2 import SentimentClassifier
+    from sst2.modeling.model import SentimentModel
+    from sst2.training.api import train
+
+    encoder = shutil.copytree(tiny_backbone_dir, tmp_path / "left")
+    config = json.loads((encoder / "tokenizer_config.json").read_text())
+    (encoder / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": "left"}))
+    out = tmp_path / "run"
+    train(train_config(model="static", data=tiny_data_dir, backbone=str(encoder), out=str(out), epochs=1,
+                       batch_size=8, max_length=8, quiet=True, threads=1, static_dims=16, filters=8))
+    text = "good film " * 10 + "a very dull and awful plot"
+    kept = SentimentModel.load(out / "model").tokenizer([text], truncation=True, max_length=8)["input_ids"][0]
+    end = SentimentModel.load(out / "model").tokenizer(["a very dull and awful plot"])["input_ids"][0]
+    assert len(kept) == 8 and kept[-len(end):] == end  # training keeps the end, as its encoder does (it kept the start)
+    for runtime in ("torch", "numpy"):  # before: torch kept the start, numpy the end
+        ids, _ = SentimentClassifier.from_pretrained(out / "model", runtime=runtime).tokenize([text])
+        assert list(ids[0]) == list(kept), runtime

@@ -100,6 +100,15 @@ def _check_outputs(spec: dict, spec_file: Path) -> None:
         raise ModelDirError(f"{spec_file}: temperature must be a finite number > 0, got {t!r}")
 
 
+def tokenizer_config(encoder_dir: str | Path) -> dict:
+    """The ``tokenizer_config.json`` of an encoder folder (its padding token, truncation side, ...), or {}."""
+    try:
+        config = json.loads((Path(encoder_dir) / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def load_tokenizer(path: str | Path):
     """The tokenizer of a model directory as a ``tokenizers.Tokenizer`` read from ``encoder/tokenizer.json``,
     its padding id and its truncation side (``tokenizer_config.json``; None if it does not say): what the
@@ -113,11 +122,7 @@ def load_tokenizer(path: str | Path):
         tokenizer = Tokenizer.from_file(str(encoder_dir / "tokenizer.json"))
     except Exception as exc:  # tokenizers raises its own error types
         raise ModelDirError(f"{encoder_dir / 'tokenizer.json'}: cannot load the tokenizer ({one_line(exc)})") from None
-    try:
-        config = json.loads((encoder_dir / "tokenizer_config.json").read_text())
-    except (OSError, ValueError):
-        config = {}
-    config = config if isinstance(config, dict) else {}
+    config = tokenizer_config(encoder_dir)
     pad = config.get("pad_token") or "[PAD]"
     pad = pad.get("content", "[PAD]") if isinstance(pad, dict) else pad
     return tokenizer, tokenizer.token_to_id(str(pad)) or 0, config.get("truncation_side")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sst2.errors import UserError, one_line
+from sst2.modeling.modeldir import tokenizer_config
 
 WEIGHTS_FILE = "static.safetensors"
 CONFIG_FILE = "static.json"
@@ -32,14 +33,15 @@ class StaticBackboneError(UserError, RuntimeError):
     pass
 
 
-def _hf_tokenizer(tokenizer):
-    """A ``tokenizers.Tokenizer`` wrapped as the Hugging Face fast tokenizer the training code calls."""
+def _hf_tokenizer(tokenizer, truncation_side: str | None = None):
+    """A ``tokenizers.Tokenizer`` wrapped as the Hugging Face fast tokenizer the training code calls, cutting
+    long texts on ``truncation_side`` (that of the encoder it came from: the runtimes read it back)."""
     from transformers import PreTrainedTokenizerFast
 
     vocab = tokenizer.get_vocab()
     special = {name: tok for name, tok in (("pad_token", "[PAD]"), ("unk_token", "[UNK]"), ("mask_token", "[MASK]"))
                if tok in vocab}
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **special)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, truncation_side=truncation_side or "right", **special)
 
 
 class StaticBackbone(nn.Module):
@@ -78,7 +80,7 @@ class StaticBackbone(nn.Module):
         table = torch.from_numpy(static.embedding.astype("float32"))
         info = {"distilled_from": source, "pca_dims": int(table.shape[1]), "vocab_size": int(table.shape[0]),
                 "library": "model2vec"}
-        return cls(table, _hf_tokenizer(static.tokenizer), source, info)
+        return cls(table, _hf_tokenizer(static.tokenizer, getattr(tokenizer, "truncation_side", None)), source, info)
 
     @property
     def hidden_size(self) -> int:
@@ -115,7 +117,8 @@ class StaticBackbone(nn.Module):
             tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         except Exception as exc:  # missing or damaged files: safetensors, json and tokenizers raise their own
             raise StaticBackboneError(f"{path}: cannot load the static embeddings ({one_line(exc)})") from None
-        return cls(table, _hf_tokenizer(tokenizer), info.pop("source", ""), info)
+        side = tokenizer_config(path).get("truncation_side")
+        return cls(table, _hf_tokenizer(tokenizer, side), info.pop("source", ""), info)
 
     # --- fingerprints (the same interface as Backbone) ------------------------------------------
     def weights_fingerprint(self) -> str:
@@ -123,4 +126,5 @@ class StaticBackbone(nn.Module):
         return hashlib.sha256(w.numpy().tobytes()).hexdigest()
 
     def tokenizer_fingerprint(self) -> str:
-        return hashlib.sha256(self.tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+        blob = f"{self.tokenizer.backend_tokenizer.to_str()}\ntruncation_side={self.tokenizer.truncation_side}"
+        return hashlib.sha256(blob.encode()).hexdigest()
