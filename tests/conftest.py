@@ -141,6 +141,17 @@ class ActorKiller:
         self.thread.join()
 
 
+def left_truncating_copy(encoder_dir: Path, dst: Path) -> Path:
+    """A copy of an encoder folder whose tokenizer cuts long texts on the left (``truncation_side``)."""
+    import json
+    import shutil
+
+    shutil.copytree(encoder_dir, dst)
+    config = json.loads((dst / "tokenizer_config.json").read_text())
+    (dst / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": "left"}))
+    return dst
+
+
 def train_config(preset=None, model=None, data=None, layers=None, **kw):
     """A resolved training config from flat names (``epochs=2``, ``layers="-2,-1"``), as a test writes
     them; ``model`` is the recipe and ``data`` the data folder."""

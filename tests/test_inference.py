@@ -487,16 +487,12 @@ def test_predict_options_that_cannot_apply_are_refused(tiny_model_dir, tmp_path,
 
 def test_a_left_truncating_tokenizer_keeps_the_end_of_a_text_at_inference_as_in_training(
         tiny_backbone_dir, tiny_data_dir, tmp_path):
-    import json
-
-    from conftest import train_config
+    from conftest import left_truncating_copy, train_config
     from sst2.cli import main
     from sst2.modeling.backbone import Backbone
     from sst2.training.api import train
 
-    encoder = shutil.copytree(tiny_backbone_dir, tmp_path / "left")
-    config = json.loads((encoder / "tokenizer_config.json").read_text())
-    (encoder / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": "left"}))
+    encoder = left_truncating_copy(tiny_backbone_dir, tmp_path / "left")
     out = tmp_path / "run"
     train(train_config(data=tiny_data_dir, backbone=str(encoder), out=str(out), cache_dir=str(tmp_path / "c"),
                        epochs=1, batch_size=8, max_length=8, quiet=True, threads=1))

@@ -136,15 +136,12 @@ def test_model2vec_progress_bar_follows_the_run(tiny_backbone_dir, capfd):
 
 def test_a_static_model_of_a_left_truncating_encoder_keeps_the_end_of_a_long_text_in_every_runtime(
         tiny_backbone_dir, tiny_data_dir, tmp_path):
-    import shutil
-
+    from conftest import left_truncating_copy
     from sst2 import SentimentClassifier
     from sst2.modeling.model import SentimentModel
     from sst2.training.api import train
 
-    encoder = shutil.copytree(tiny_backbone_dir, tmp_path / "left")
-    config = json.loads((encoder / "tokenizer_config.json").read_text())
-    (encoder / "tokenizer_config.json").write_text(json.dumps({**config, "truncation_side": "left"}))
+    encoder = left_truncating_copy(tiny_backbone_dir, tmp_path / "left")
     out = tmp_path / "run"
     train(train_config(model="static", data=tiny_data_dir, backbone=str(encoder), out=str(out), epochs=1,
                        batch_size=8, max_length=8, quiet=True, threads=1, static_dims=16, filters=8))

@@ -61,14 +61,14 @@ _INVISIBLE = frozenset(("Cc", "Cf", "Co"))  # control, format (U+200B, U+FEFF, .
 
 
 _MARKS = frozenset(("Mn",))  # combining marks (U+0301): with no letter to mark, an uncased BERT drops them too
+_DROPPED = _INVISIBLE | _MARKS
 
 
 def blank(text: str) -> bool:
     """True when ``text`` has nothing a tokenizer keeps: only whitespace, control, format or private-use
     characters, combining marks, or U+FFFD (what an undecodable byte became). BERT's tokenizer drops all of
     these, so such a text would be classified from ``[CLS] [SEP]`` alone."""
-    return not any(not c.isspace() and c != "\ufffd" and unicodedata.category(c) not in _INVISIBLE | _MARKS
-                   for c in text)
+    return not any(not c.isspace() and c != "\ufffd" and unicodedata.category(c) not in _DROPPED for c in text)
 
 
 def blank_kind(text: str) -> str:
