@@ -208,3 +208,24 @@ def test_a_saved_config_re_run_elsewhere_does_not_replace_that_folder(train_cli,
         assert status == 2 and f"{b} already exists and is not empty (pass --overwrite" in err
     assert (b / "metrics.json").read_bytes() == kept
     assert train_cli(b, "--config", str(older), "--overwrite")[0] == 0
+
+
+def test_a_seeds_config_re_runs_that_seed_into_its_own_folder(train_cli, tmp_path, monkeypatch, capsys):
+    import tomllib
+
+    monkeypatch.chdir(tmp_path)
+    assert train_cli("multi", "--seeds", "2")[0] == 0  # a relative --out
+    multi = tmp_path / "multi"
+    saved = tomllib.loads((multi / "seed-1" / "config.toml").read_text())
+    assert saved["run"]["out"] == str(multi / "seed-1")  # was "multi": the whole run, relative to the cwd
+    assert tomllib.loads((multi / "config.toml").read_text())["run"]["out"] == str(multi)
+    summary, seed0 = (multi / "summary.json").read_bytes(), (multi / "seed-0" / "metrics.json").read_bytes()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = str(multi / "seed-1" / "config.toml")
+    assert main(["train", "--config", config, "--quiet"]) == 2  # it exists: refused, from any directory
+    assert f"{multi / 'seed-1'} already exists and is not empty" in capsys.readouterr().err
+    assert main(["train", "--config", config, "--overwrite", "--quiet"]) == 0  # before: replaced multi/ whole
+    assert (multi / "summary.json").read_bytes() == summary and (multi / "seed-0" / "metrics.json").read_bytes() == seed0
+    assert not list(elsewhere.iterdir())

@@ -210,7 +210,8 @@ def _run_seeds(cfg: TrainConfig, splits: dict[str, Split], tmp: Path | None, ctx
         return trained.metrics if main else None
     runs = []
     for k in range(cfg.run.seeds):
-        one = cfg.with_run(seed=cfg.run.seed + k, seeds=1)  # split as the run was: its seed-S/config.toml re-runs it
+        seed = cfg.run.seed + k  # split as the run was: its seed-S/config.toml re-runs it, into seed-S/ alone
+        one = cfg.with_run(seed=seed, seeds=1, out=str(Path(cfg.run.out) / f"seed-{seed}"))
         one = dataclasses.replace(one, data=dataclasses.replace(one.data, split_seed=cfg.data.split_seed
                                                                 if cfg.data.split_seed is not None else cfg.run.seed))
         ctx.log(f"--- seed {one.run.seed} ({k + 1}/{cfg.run.seeds}) ---")

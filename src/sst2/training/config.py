@@ -146,13 +146,16 @@ class TrainConfig:
 
     def to_dict(self, saved: bool = False) -> dict:
         """The nested dict of the TOML file (None values left out: TOML has no null); ``saved``: as a run
-        directory keeps it, without the permission to replace a run (``NOT_SAVED``)."""
+        directory keeps it, without the permission to replace a run (``NOT_SAVED``) and with the run directory
+        absolute (a re-run from another working directory writes where the run was)."""
         out: dict[str, Any] = {"preset": self.preset}
         for name in GROUPS:
             if name == "distill" and self.distill.teacher is None:
                 continue  # not a distillation run: no [distill] table
             out[name] = {k: v for k, v in asdict(getattr(self, name)).items()
                          if v is not None and not (saved and f"{name}.{k}" in NOT_SAVED)}
+        if saved and self.run.out:
+            out["run"]["out"] = str(Path(self.run.out).expanduser().resolve())
         return out
 
     def to_toml(self) -> str:
