@@ -380,3 +380,15 @@ def test_a_runs_config_toml_holds_absolute_paths_and_re_runs_from_another_direct
     assert main(["train", "--config", str(tmp_path / "a" / "config.toml"), "--out", "b", "--quiet"]) == 0
     assert ((tmp_path / "a" / "history.csv").read_text()
             == (tmp_path / "elsewhere" / "b" / "history.csv").read_text())
+
+
+def test_a_loaded_model_saved_again_keeps_its_model_card(tiny_model_dir, tmp_path):
+    from sst2 import SentimentClassifier
+
+    card = (tiny_model_dir / "README.md").read_text()
+    assert "## Training and results" in card
+    copy = tmp_path / "copy"
+    SentimentClassifier.from_pretrained(tiny_model_dir).save_pretrained(copy)
+    assert (copy / "README.md").read_text() == card  # before: the training record was dropped
+    SentimentClassifier.from_pretrained(copy).save_pretrained(copy)  # over its own model directory
+    assert (copy / "README.md").read_text() == card

@@ -96,6 +96,7 @@ class SentimentClassifier:
         self.workers = workers  # model calls run at once (see ``from_pretrained``)
         self.model = model  # the SentimentModel (torch runtime)
         self.card = card  # training info for the model card, when trained in this process
+        self.card_text = None  # the model card of the directory it was loaded from, kept by save_pretrained
         self.pad_id = (getattr(tokenizer, "pad_token_id", None) or 0) if pad_id is None else pad_id
         # The Rust tokenizer itself (the one behind a fast tokenizer, copied so that its truncation setting
         # is ours alone): the same ids as the Hugging Face wrapper, without transformers on the ONNX path.
@@ -143,8 +144,11 @@ class SentimentClassifier:
 
             set_threads(threads)
             model = SentimentModel.load(path)
-            return cls(model.tokenizer, TorchRunner(model), model.spec, runtime, path, batch_size, workers, model,
-                       long_texts=long_texts, window_overlap=window_overlap, window_length=window_length)
+            clf = cls(model.tokenizer, TorchRunner(model), model.spec, runtime, path, batch_size, workers, model,
+                      long_texts=long_texts, window_overlap=window_overlap, window_length=window_length)
+            if (path / CARD_FILE).is_file():
+                clf.card_text = (path / CARD_FILE).read_text(encoding="utf-8")
+            return clf
         # The ONNX and numpy runtimes need only the tokenizer, the spec and their own files (not torch).
         spec = read_spec(path)
         if runtime == "numpy":  # one thread a call; calls side by side on the cores (sst2.inference.folded)
@@ -174,7 +178,10 @@ class SentimentClassifier:
         another folder is refused."""
         path = Path(path)
         if self.model is not None:
-            return self.model.save(path, card=self.card)
+            saved = self.model.save(path, card=self.card)
+            if self.card is None and self.card_text is not None:  # its training record, as it was loaded
+                (saved / CARD_FILE).write_text(self.card_text, encoding="utf-8")
+            return saved
         src = Path(self.model_dir)  # an ONNX-loaded classifier: its directory is the model
         if path.resolve() != src.resolve():
             from sst2.modeling.modeldir import clear_for_model
