@@ -163,9 +163,9 @@ def test_an_export_that_fails_its_check_or_is_interrupted_keeps_the_earlier_file
     model_dir = tmp_path / "m"
     shutil.copytree(tiny_model_dir, model_dir)
     (model_dir / "model.onnx").write_bytes(b"an earlier export")
-    from sst2.system import process_tag
+    from sst2.system import host_tag
 
-    host = process_tag().split("-")[0]
+    host = host_tag()
     (model_dir / f".export-{host}-999999-abcd_123").mkdir()  # left by an export killed with -9: process gone
     (model_dir / f".export-{host}-1-y2345678").mkdir()  # process 1 runs: an export in progress, kept
     (model_dir / ".export-2024-12-07-notes").mkdir()  # the user's: kept (it was removed as a stale temporary)

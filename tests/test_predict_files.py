@@ -109,11 +109,11 @@ def test_json_lines_keys_seen_late_make_columns_whatever_the_chunk(ext, tiny_mod
 
 
 def test_a_killed_writers_temporary_is_removed_by_the_next_write(tiny_model_dir, tmp_path):
-    from sst2.system import process_tag
+    from sst2.system import host_tag
 
     src, out = tmp_path / "t.txt", tmp_path / "out.csv"
     src.write_text("good film\n")
-    host = process_tag().split("-")[0]
+    host = host_tag()
     stale, live = tmp_path / f".out.csv.{host}-999999.tmp", tmp_path / f".out.csv.{host}-1.tmp"  # 1 runs: kept
     elsewhere = tmp_path / ".out.csv.0badc0de-999999.tmp"  # another machine's writer (a shared disk): kept
     mine = [tmp_path / ".out.csv.20241207", tmp_path / ".out.csv.999999", tmp_path / f".out.csv.{host}-999999.tmp.bak"]

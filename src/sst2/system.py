@@ -145,13 +145,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def process_tag() -> str:
-    """``HOST-PID``, naming a temporary as this process's: HOST is 8 hex digits of this machine's name (a
-    folder on a shared disk holds the temporaries of other machines too, whose process ids mean nothing here)."""
+@functools.cache
+def host_tag() -> str:
+    """8 hex digits of this machine's name: a folder on a shared disk holds the temporaries of other machines
+    too, whose process ids mean nothing here."""
     import hashlib
     import socket
 
-    return f"{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-{os.getpid()}"
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def process_tag() -> str:
+    """``HOST-PID``, naming a temporary as this process's (HOST: :func:`host_tag`)."""
+    return f"{host_tag()}-{os.getpid()}"
 
 
 def remove_orphans(folder, prefix: str, suffix: str, dirs: bool) -> list:
@@ -164,11 +170,10 @@ def remove_orphans(folder, prefix: str, suffix: str, dirs: bool) -> list:
     from pathlib import Path
 
     pattern = re.compile(re.escape(prefix) + r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)" + suffix)
-    host = process_tag().split("-")[0]
     removed = []
     for tmp in Path(folder).glob(glob.escape(prefix) + "*"):
         match = pattern.fullmatch(tmp.name)
-        if (match is None or match["host"] != host or tmp.is_symlink() or tmp.is_dir() != dirs
+        if (match is None or match["host"] != host_tag() or tmp.is_symlink() or tmp.is_dir() != dirs
                 or pid_alive(int(match["pid"]))):
             continue
         shutil.rmtree(tmp, ignore_errors=True) if dirs else tmp.unlink(missing_ok=True)

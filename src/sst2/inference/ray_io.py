@@ -253,7 +253,8 @@ def write_marker(path: Path, state: str, **extra) -> None:
 
 OURS = {PREDICTIONS, ERRORS, SUMMARY, MARKER}
 # what the writers put in predictions/ and errors/: part files, and the temporaries of killed writers
-PART = re.compile(r"part-\d{12}\.(parquet|jsonl|csv)|\.part-\d{12}\.(parquet|jsonl|csv)\.[0-9a-f]{8}-\d+\.tmp")
+_EXT = "|".join(re.escape(e) for e in EXTENSION.values())
+PART = re.compile(rf"part-\d{{12}}({_EXT})|\.part-\d{{12}}({_EXT})\.[0-9a-f]{{8}}-\d+\.tmp")
 
 
 def _not_ours(out: Path) -> list[str]:

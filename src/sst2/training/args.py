@@ -24,7 +24,8 @@ class TrainArgs:
     preset: str | None = opt(None, "start from this preset: improved (the default efficient model), seed (the "
                                    "reference design, fixed), vanilla, partial, lora, teacher (vanilla on GLUE's "
                                    "phrases), teacher-distilled (its second stage, in sst2 distill), static (static "
-                                   "embeddings + CNN), distill and distill-static (the students of sst2 distill)", choices=PRESET_NAMES)
+                                   "embeddings + CNN), distill and distill-static (the students of sst2 distill)",
+                          choices=PRESET_NAMES)
     model: str | None = opt(None, "the recipe: efficient (frozen encoder + trained LSTM head), vanilla (full "
                                   "fine-tune), partial (top layers fine-tuned), lora (LoRA adapters), static "
                                   "(static embeddings + CNN, no encoder at inference); alone, it picks the "
