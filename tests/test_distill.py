@@ -132,6 +132,36 @@ def test_dev_and_test_texts_never_enter_the_transfer_set(tiny_model_dir, tiny_da
     #   all added: the student trained on the texts it is scored on, and on their labels with hard_weight
 
 
+def test_the_teacher_is_given_the_texts_as_read_and_normalizes_them_itself(tiny_model_dir, tiny_data_dir,
+                                                                           tiny_backbone_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import sst2.distillation.api as api
+    from sst2.modeling.modeldir import SPEC_FILE
+
+    teacher = shutil.copytree(tiny_model_dir, tmp_path / "teacher")  # a teacher that reads "-lrb-" as it is
+    spec = json.loads((teacher / SPEC_FILE).read_text())
+    (teacher / SPEC_FILE).write_text(json.dumps({**spec, "text_normalization": "none"}))
+    data = shutil.copytree(tiny_data_dir, tmp_path / "data")
+    for split, line in (("train", "a -lrb- great -rrb- film\t1\n"), ("dev", "a -lrb- dull -rrb- film\t0\n")):
+        with open(data / f"{split}.tsv", "a") as f:
+            f.write(line)
+    extra = write_tsv(tmp_path / "phrases.tsv", [("a ``good'' film", 1)])
+    given, scored = [], []
+    real, predict = api.teacher_logits, api.SentimentClassifier.predict_logits
+    monkeypatch.setattr(api, "teacher_logits", lambda t, texts, *a: given.append(texts) or real(t, texts, *a))
+    monkeypatch.setattr(api.SentimentClassifier, "predict_logits",
+                        lambda self, texts, *a, **k: scored.append(list(texts)) or predict(self, texts, *a, **k))
+    cfg = _distill_config(data, tiny_backbone_dir, teacher, tmp_path, **{"distill.transfer_files": [str(extra)],
+                                                                         "data.normalize": "treebank"})
+    sizes = api.distill(cfg)["distill"]["transfer"]
+    (texts,) = given
+    read = texts[: sizes["train"] + 1]  # the training texts and the file's, as read; then augmented copies
+    assert read[-1] == "a ``good'' film" and "a -lrb- great -rrb- film" in read  # were 'a "good" film' and
+    assert not any("( great )" in t for t in read)  # "a ( great ) film", which this teacher never saw
+    assert len(scored) == 2 and "a -lrb- dull -rrb- film" in scored[0]  # the teacher's dev accuracy, too
+
+
 def _other_teacher(tiny_model_dir, path):
     """A copy of the tiny model whose head weights are perturbed: a second teacher with other logits."""
     import shutil
@@ -291,8 +321,10 @@ def test_transfer_files_have_columns_of_their_own_and_text_files_are_one_text_a_
     cfg = resolve(preset="distill", overrides={"data.text_column": "body", "data.label_column": "stars"})
     labels = LabelSet.of_model(LABEL_NAMES)
     # the training data's --text-column body: was "no text column ... found: text"
-    assert _file_texts(str(tmp_path / "extra.jsonl"), cfg, labels) == (["an extra text", "one more"], [-1, -1])
-    assert _file_texts(str(tmp_path / "extra.txt"), cfg, labels) == (["a line", "another line"], [-1, -1])
+    two = ["an extra text", "one more"]
+    assert _file_texts(str(tmp_path / "extra.jsonl"), cfg, labels) == (two, two, [-1, -1])
+    lines = ["a line", "another line"]
+    assert _file_texts(str(tmp_path / "extra.txt"), cfg, labels) == (lines, lines, [-1, -1])
 
 
 def test_a_transfer_files_labels_are_checked_only_when_they_are_used(tmp_path):
@@ -305,7 +337,8 @@ def test_a_transfer_files_labels_are_checked_only_when_they_are_used(tmp_path):
     path.write_text("sentence\tlabel\na fine film\t4\na dull film\t1\n")
     labels = LabelSet.of_model(LABEL_NAMES)
     soft_only = resolve(preset="distill", overrides={"distill.hard_weight": 0.0})
-    assert _file_texts(str(path), soft_only, labels) == (["a fine film", "a dull film"], [-1, -1])
+    two = ["a fine film", "a dull film"]
+    assert _file_texts(str(path), soft_only, labels) == (two, two, [-1, -1])
     mixed = resolve(preset="distill", overrides={"distill.hard_weight": 0.5})
     with pytest.raises(DataError, match=r"reviews\.tsv:2: label '4' is not one of the training labels "
                                         r"\(negative, positive\)$"):

@@ -51,12 +51,14 @@ def _accuracy(logits: np.ndarray | None, split) -> float | None:
 
 def _label(cfg: TrainConfig, splits: dict, transfer, ctx) -> tuple[np.ndarray, dict, dict]:
     """The teacher's logits over the transfer set (an ensemble: the mean of its members' raw logits, each
-    cached on its own), its dev/test logits, and the labelling report. One member is loaded at a time."""
+    cached on its own), its dev/test logits, and the labelling report. One member is loaded at a time.
+    ``splits`` are as read: the teacher applies its own normalizer (``sst2.distillation.transfer``)."""
     scored = [k for k in ("dev", "test") if k in splits and splits[k].labelled]
     transfer_logits, held_out, members, reports = [], {k: [] for k in scored}, [], []
     for model_dir in cfg.distill.teacher_dirs():
         teacher = _teacher(cfg, model_dir)
-        logits, report = teacher_logits(teacher, transfer.texts, transfer.sha256, cfg.run.cache_dir, ctx.bar, ctx.log)
+        logits, report = teacher_logits(teacher, transfer.teacher_texts, transfer.teacher_sha256, cfg.run.cache_dir,
+                                        ctx.bar, ctx.log)
         transfer_logits.append(logits)
         reports.append(report)
         for k in scored:
@@ -72,8 +74,11 @@ def _label(cfg: TrainConfig, splits: dict, transfer, ctx) -> tuple[np.ndarray, d
     return np.mean(transfer_logits, axis=0).astype(np.float32), held_out, report
 
 
-def soft_targets(cfg: TrainConfig, splits: dict, ctx) -> tuple[dict, SoftTargets]:
-    """The transfer set as the training split, and the teacher's logits over it as its targets."""
+def soft_targets(cfg: TrainConfig, splits: dict, ctx, raw: dict | None = None) -> tuple[dict, SoftTargets]:
+    """The transfer set as the training split, and the teacher's logits over it as its targets. ``splits``
+    are normalized for the student, ``raw`` the same splits as read (None: the same), which the teacher
+    is given."""
+    raw = splits if raw is None else raw
     t = cfg.distill
     train_split = splits["train"]
     for model_dir in t.teacher_dirs():  # before the transfer set is built: a wrong teacher fails at once
@@ -87,9 +92,9 @@ def soft_targets(cfg: TrainConfig, splits: dict, ctx) -> tuple[dict, SoftTargets
     t0 = time.perf_counter()
     vocab, embeddings, mask = _encoder_vocab(cfg)
     held_out = [text for k in ("dev", "test") if k in splits for text in splits[k].texts]
-    transfer = build_transfer(cfg, train_split, vocab, embeddings, mask, ctx.log, held_out)
+    transfer = build_transfer(cfg, train_split, vocab, embeddings, mask, ctx.log, held_out, raw["train"].texts)
     build_seconds = time.perf_counter() - t0
-    logits, held_out, report = _label(cfg, splits, transfer, ctx)
+    logits, held_out, report = _label(cfg, raw, transfer, ctx)
     classes = predicted(torch.from_numpy(logits)).tolist()
     scores = {f"teacher_{k}_accuracy": _accuracy(held_out.get(k), s) for k, s in splits.items() if k in ("dev", "test")}
     ctx.log("teacher: " + ", ".join(f"{k.split('_')[1]} accuracy {v:.4f}" for k, v in scores.items() if v is not None))

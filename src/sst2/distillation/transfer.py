@@ -4,6 +4,12 @@ It holds the training texts, the texts of ``distill.transfer_files`` (e.g. GLUE'
 same training sentences) and augmented copies of the training texts (``sst2.distillation.augment``), each
 text once, in that order. A text's hard label is kept where one is known (-1 elsewhere); the teacher's
 logits (``sst2.distillation.teacher``) are the targets.
+
+The student reads each text after its own normalizer (``data.normalize``); the teacher is given the text
+as read from its file (``teacher_texts``) and applies its own, as at inference: a teacher trained with
+another normalizer would otherwise label texts it never saw in that form (``contractions`` sees ``(``
+where its training data had ``-lrb-``). An augmented copy is made from the student's form and has no
+other: the teacher is given that.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ UNLABELLED = -1
 
 @dataclass
 class TransferSet:
-    texts: list[str]
+    texts: list[str]  # as the student reads them (after data.normalize)
+    teacher_texts: list[str]  # as read from their files, for the teacher's own normalizer; one per text
     hard: list[int]  # the class index of a text with a known label, else UNLABELLED
     sizes: dict  # texts from each source: {"train": n, "files": {path: n}, "augmented": n}
 
@@ -37,13 +44,18 @@ class TransferSet:
     def sha256(self) -> str:
         return texts_sha256(self.texts)
 
+    @property
+    def teacher_sha256(self) -> str:
+        return texts_sha256(self.teacher_texts)
+
     def as_split(self, classes: list[int], label_names: tuple[str, ...]) -> Split:
         """The training split a student trains on; ``classes`` are the teacher's (the targets are its logits)."""
         return Split("train", None, self.texts, list(classes), self.sha256, label_names)
 
 
-def _file_texts(path: str, cfg: TrainConfig, labels: LabelSet) -> tuple[list[str], list[int]]:
-    """A transfer file's texts (normalized like the training texts) and labels (-1 where it has none, and
+def _file_texts(path: str, cfg: TrainConfig, labels: LabelSet) -> tuple[list[str], list[str], list[int]]:
+    """A transfer file's texts (normalized like the training texts), the same as read, and labels (-1
+    where it has none, and
     everywhere with ``distill.hard_weight`` 0: they are not used, so they are not checked): a table read
     with the training data's columns if it has them, else with the default names; a ``.txt`` file, one
     text a line."""
@@ -51,8 +63,8 @@ def _file_texts(path: str, cfg: TrainConfig, labels: LabelSet) -> tuple[list[str
     if Path(path).suffix.lower() == ".txt":  # one text a line, as sst2 predict reads it: unlabelled
         from sst2.data.rows import LINES, iter_numbered
 
-        lines = [r.row["text"] for rows in iter_numbered(path, LINES) for r in rows]
-        return normalize_texts([t.strip() for t in lines], d.normalize), [UNLABELLED] * len(lines)
+        lines = [r.row["text"].strip() for rows in iter_numbered(path, LINES) for r in rows]
+        return normalize_texts(lines, d.normalize), lines, [UNLABELLED] * len(lines)
     fmt = None if Path(path).suffix.lower() in EXTENSIONS else d.format  # as for a folder's own files
     try:  # the training data's columns, else the file's own (the default names)
         table = read_table(path, fmt, d.text_column, d.label_column, require_labels=False)
@@ -62,17 +74,22 @@ def _file_texts(path: str, cfg: TrainConfig, labels: LabelSet) -> tuple[list[str
         table = read_table(path, fmt, require_labels=False)
     texts = normalize_texts(table.texts, d.normalize)
     if table.labels is None or not cfg.distill.hard_weight or any(v is None for v in table.labels):
-        return texts, [UNLABELLED] * len(texts)
-    return texts, labels.encode_table(table)
+        return texts, list(table.texts), [UNLABELLED] * len(texts)
+    return texts, list(table.texts), labels.encode_table(table)
 
 
 def build_transfer(cfg: TrainConfig, train: Split, vocab: dict[str, int], embeddings: np.ndarray,
-                   mask_token: str, log=lambda msg: None, held_out=()) -> TransferSet:
-    """The transfer set of ``cfg.distill`` over the (normalized) training split ``train``. A text of
-    ``held_out`` (dev and test) never enters it, from a transfer file or as an augmented copy: the student
-    would train on the texts it is scored on (and, with ``hard_weight``, on their labels)."""
+                   mask_token: str, log=lambda msg: None, held_out=(), raw_train: list[str] | None = None
+                   ) -> TransferSet:
+    """The transfer set of ``cfg.distill`` over the (normalized) training split ``train``, whose texts as
+    read are ``raw_train`` (None: the same). A text of ``held_out`` (dev and test) never enters it, from a
+    transfer file or as an augmented copy: the student would train on the texts it is scored on (and, with
+    ``hard_weight``, on their labels). Texts are told apart as the student reads them."""
     t = cfg.distill
     texts = list(train.texts)
+    teacher_texts = list(train.texts if raw_train is None else raw_train)
+    if len(teacher_texts) != len(texts):
+        raise ValueError(f"raw_train holds {len(teacher_texts)} texts, the training split {len(texts)}")
     hard = list(train.labels) if train.labelled else [UNLABELLED] * len(texts)
     held = set(held_out) - set(texts)  # a text in train and dev too stays, as training used it anyway
     seen = set(texts) | held
@@ -80,10 +97,11 @@ def build_transfer(cfg: TrainConfig, train: Split, vocab: dict[str, int], embedd
     files = {}
     for path in t.transfer_files:
         added = 0
-        for text, y in zip(*_file_texts(path, cfg, labels)):
+        for text, raw, y in zip(*_file_texts(path, cfg, labels)):
             if text not in seen:
                 seen.add(text)
                 texts.append(text)
+                teacher_texts.append(raw)
                 hard.append(y)
                 added += 1
         files[str(path)] = added
@@ -92,9 +110,10 @@ def build_transfer(cfg: TrainConfig, train: Split, vocab: dict[str, int], embedd
     neighbours = embedding_neighbours(words, vocab, embeddings, t.neighbours) if t.p_replace > 0 and t.copies else {}
     copies = augment(train.texts, opts, t.transfer_seed, mask_token, neighbours, exclude=seen) if t.copies else []
     texts += copies
+    teacher_texts += copies
     hard += [UNLABELLED] * len(copies)
     sizes = {"train": len(train), "files": files, "augmented": len(copies), "total": len(texts),
              "words_with_neighbours": len(neighbours), "held_out_texts": len(held)}
     log(f"transfer set: {len(texts):,} texts ({len(train):,} training"
         + "".join(f", {n:,} more from {p}" for p, n in files.items()) + f", {len(copies):,} augmented)")
-    return TransferSet(texts, hard, sizes)
+    return TransferSet(texts, teacher_texts, hard, sizes)

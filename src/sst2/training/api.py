@@ -246,8 +246,9 @@ def _refuse_distill_settings(cfg: TrainConfig) -> None:
 def train(cfg: TrainConfig, command: str | None = None, targets=None) -> dict | None:
     """Train from data files and write the run directory ``cfg.run.out``; returns the metrics (with
     ``run.seeds`` > 1: one run directory per seed under OUT/seed-S/ and the summary, also written as
-    OUT/summary.json). ``targets(cfg, splits, ctx) -> (splits, SoftTargets)`` replaces the training
-    split and its targets once the run directory is known to be writable (``sst2.distillation``).
+    OUT/summary.json). ``targets(cfg, splits, ctx, raw) -> (splits, SoftTargets)`` (``raw``: the splits
+    before ``data.normalize``) replaces the training split and its targets once the run directory is
+    known to be writable (``sst2.distillation``).
     Started by torchrun, the processes train as one (``sst2.training.distributed``): rank 0 writes the
     run directory and returns the metrics, the other ranks return None."""
     if targets is None:
@@ -295,7 +296,7 @@ def _train(cfg: TrainConfig, command: str | None, group: distributed.Group, t_st
                                    label_column=d.label_column, labels=d.labels, dev_ratio=d.dev_ratio,
                                    test_ratio=d.test_ratio,
                                    seed=cfg.run.seed if d.split_seed is None else d.split_seed)
-    splits = _normalized(splits, d.normalize)
+    raw, splits = splits, _normalized(splits, d.normalize)  # a teacher is given the texts as read
     for note in shared_with_train(splits):
         ctx.log(note)
     out = Path(cfg.run.out)
@@ -307,7 +308,7 @@ def _train(cfg: TrainConfig, command: str | None, group: distributed.Group, t_st
             (tmp / "splits.json").write_text(json.dumps(split_info) + "\n")
         soft = None
         if targets is not None:
-            splits, soft = targets(cfg, splits, ctx)
+            splits, soft = targets(cfg, splits, ctx, raw)
         command = command or rundir.rerun_command(out, "distill" if targets else "train")
         result = _run_seeds(cfg, splits, tmp, ctx, t_start, command, soft)
     except BaseException:
