@@ -186,3 +186,11 @@ def test_metrics_are_per_class_whatever_the_classes_are_named():
         got = classification_metrics(labels, preds, names)
         assert list(got["per_class"].values()) == list(plain["per_class"].values())
         assert got["macro_f1"] == plain["macro_f1"]
+
+
+def test_evaluate_refuses_a_split_without_labels(tiny_model_dir, tiny_data_dir, tmp_path, capsys):
+    data = shutil.copytree(tiny_data_dir, tmp_path / "data")
+    (data / "test.tsv").write_text("sentence\na good film\na dull film\n")  # GLUE's test split has no labels
+    assert main(["evaluate", "--model-dir", str(tiny_model_dir), "--data", str(data), "--split", "test"]) == 2
+    assert capsys.readouterr().err.strip() == (f"sst2 evaluate: error: {data / 'test.tsv'}: split 'test' has no "
+                                               f"labels, so it cannot be scored")

@@ -41,8 +41,12 @@ def _scored(cfg: EvaluateConfig, model_labels: list[str]) -> tuple[list[str], li
                         f"{', '.join(sorted(p.name for p in data.iterdir() if p.is_file())) or 'no files'})")
     table = read_table(path, cfg.format, cfg.text_column, cfg.label_column, require_labels=False)
     if table.labels is None:
-        raise UserError(f"{path}: split '{cfg.split}' has no labels, so it cannot be scored")
+        raise _unlabelled(path, cfg.split)
     return table.texts, LabelSet.of_model(model_labels).encode_table(table), cfg.split, str(path)
+
+
+def _unlabelled(path, split: str) -> UserError:
+    return UserError(f"{path}: split '{split}' has no labels, so it cannot be scored")
 
 
 def _split_off(cfg: EvaluateConfig, path: Path) -> bool:
@@ -99,7 +103,7 @@ def _split_of_run(cfg: EvaluateConfig, saved: Path, model_labels: list[str]):
         raise UserError(f"{d.path}: the run {saved.parent} has no {cfg.split} split (it has "
                         f"{', '.join(splits)}); score a file of its own with --file")
     if not split.labelled:
-        raise UserError(f"{split.path}: split '{cfg.split}' has no labels, so it cannot be scored")
+        raise _unlabelled(split.path, cfg.split)
     if list(split.label_names) != list(model_labels):
         raise UserError(f"{saved}: its data gives the labels {', '.join(split.label_names)}, but the model has "
                         f"{', '.join(model_labels)}; score it with --data or --file")
