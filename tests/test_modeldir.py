@@ -29,7 +29,7 @@ DAMAGE = {
     "missing head": (lambda d: (d / "head.safetensors").unlink(), r"head\.safetensors: missing$"),
     "garbage spec": (lambda d: (d / "sst2_model.json").write_text("{not json"), r"sst2_model\.json: not valid JSON"),
     "spec not an object": (lambda d: (d / "sst2_model.json").write_text("[1, 2]"),
-                           r"sst2_model\.json: expected a JSON object, got list$"),
+                           r"sst2_model\.json: expected a JSON object, got an array$"),
     "missing field": (lambda d: _write_spec(d, {k: v for k, v in _spec(d).items() if k != "head"}),
                       r"sst2_model\.json: field 'head' is missing or not a dict$"),
     "unknown head field": (lambda d: _write_spec(d, {**_spec(d), "head": {**_spec(d)["head"], "wings": 2}}),

@@ -98,11 +98,15 @@ def test_predict_returns_one_prediction_per_text_in_order(server, clf):
 
 @pytest.mark.parametrize("body,status,message", [
     (b'{"texts": ["good"', 400, "not valid JSON"),
-    (b'["good"]', 422, 'expected a JSON object {"texts"'),
-    (b'{"texts": "good"}', 422, "'texts' must be a list of strings, got str"),
+    (b'["good"]', 422, 'expected a JSON object {"texts": ["...", ...]}, got an array'),
+    (b'{}', 422, 'expected a JSON object {"texts": ["...", ...]}, got {}'),
+    (b'{"text": ["good"]}', 422, "no 'texts', and unknown field(s) 'text': the body holds only 'texts'"),  # was
+    #   the generic message, not naming the misspelt key
+    (b'{"texts": "good"}', 422, "'texts' must be a list of strings, got a string"),  # JSON's names, not Python's
+    (b'{"texts": null}', 422, "'texts' must be a list of strings, got null"),  # was "got NoneType"
     (b'{"texts": []}', 422, "'texts' is empty"),
-    (b'{"texts": ["good", 3]}', 422, "texts[1] must be a string, got int"),
-    (b'{"texts": ["good", null]}', 422, "texts[1] must be a string, got NoneType"),
+    (b'{"texts": ["good", 3]}', 422, "texts[1] must be a string, got a number"),
+    (b'{"texts": ["good", null]}', 422, "texts[1] must be a string, got null"),
     (b'{"texts": ["good", "  "]}', 422, "texts[1] is empty"),
     # what the tokenizer drops (a zero-width space, a NUL, a byte-order mark) is no text either
     (b'{"texts": ["\\u200b \\u0000\\ufeff"]}', 422, "texts[0] is empty (only invisible characters)"),
@@ -124,8 +128,10 @@ def test_invalid_requests_get_a_clear_4xx_and_the_server_keeps_serving(server, b
 @pytest.mark.parametrize("body,status,message", [
     # JSON may escape a lone UTF-16 surrogate; no tokenizer takes one (Hugging Face's raises a TypeError)
     (b'{"texts": ["good", "bad \\ud800 text"]}', 422,
-     "texts[1] is not valid Unicode: a lone surrogate U+D800 at character 4"),
-    (b'{"texts": ["x\\udc80"]}', 422, "texts[0] is not valid Unicode: a lone surrogate U+DC80 at character 1"),
+     "texts[1] is not valid Unicode: a lone surrogate U+D800 at character 5"),  # from 1, as sst2 predict counts
+    (b'{"texts": ["x\\udc80"]}', 422, "texts[0] is not valid Unicode: a lone surrogate U+DC80 at character 2"),
+    (b'{"texts": ["good"], "\\ud800": 1, "\\ud800": 2}', 400,  # was a plain-text 500: the message could
+     "request body is not valid JSON: the key '\\ud800' appears twice in one object"),  # not be encoded
     # what Python's json accepts beyond the JSON standard
     (b'{"texts": ["good"], "x": NaN}', 400, "request body is not valid JSON: NaN is not a JSON number"),
     (b'{"texts": ["good"], "x": -Infinity}', 400, "request body is not valid JSON: -Infinity is not a JSON number"),
@@ -463,3 +469,36 @@ def test_micro_batcher_gives_back_workers_a_batch_could_not_use():
 
     asyncio.run(run())
     assert fake.batches == [12, 12, 12]
+
+
+class NaNClassifier:
+    """Stands in for a model whose weights are not finite numbers: every probability is NaN."""
+
+    def predict_details(self, texts):
+        return [Prediction("positive", {"negative": float("nan"), "positive": float("nan")}, False) for t in texts]
+
+
+def test_a_model_giving_nan_is_a_json_500_counted_as_a_model_error():
+    with client_for(create_app(NaNClassifier(), LIMITS)) as client:
+        r = client.post("/predict", json={"texts": ["good"]})
+        m = _samples(client.get("/metrics").text)
+    # was a plain-text 500 ("Internal Server Error": NaN is no JSON), without X-Request-ID, not counted
+    assert (r.status_code, r.json()) == (500, {"detail": "the model failed on this request (RuntimeError); the "
+                                                         "server log has the details"})
+    assert "x-request-id" in r.headers and m[("sst2_errors_total", (("kind", "model"),))] == 1
+
+
+def test_serve_refuses_a_model_giving_nan_before_it_listens(tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from sst2.cli import main
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    head = {k: torch.full_like(v, float("nan")) for k, v in load_file(model / "head.safetensors").items()}
+    save_file(head, model / "head.safetensors")
+    assert main(["serve", "--model-dir", str(model), "--port", "0", "--threads", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (f"sst2 serve: error: {model}: the model gave a probability of nan "
+                                               f"(its weights are not finite numbers); retrain or re-export it")

@@ -77,6 +77,13 @@ def check_utf8(path: Path, raw: bytes) -> None:
         raise_problems(utf8_problems(path, raw.split(b"\n")))
 
 
+def json_kind(value) -> str:
+    """What a parsed JSON value is, in JSON's words: ``null``, ``a number``, ``an array``, ``an object``..."""
+    kinds = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "an array", dict: "an object"}
+    return kinds.get(type(value), "a " + type(value).__name__)
+
+
 class DuplicateKey(Exception):
     """A key twice in one JSON object (``args[0]``)."""
 
@@ -112,8 +119,7 @@ def json_row(path, lineno: int, line: bytes) -> tuple[dict | None, str | None]:
     except DuplicateKey as exc:
         return None, f"{path}:{lineno}: {exc}"
     if not isinstance(row, dict):
-        kind = {list: "an array", str: "a string"}.get(type(row), "a " + type(row).__name__)
-        return None, f"{path}:{lineno}: expected a JSON object, got {kind} (JSON lines: one object a line)"
+        return None, f"{path}:{lineno}: expected a JSON object, got {json_kind(row)} (JSON lines: one object a line)"
     return row, None
 
 

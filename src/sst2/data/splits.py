@@ -26,8 +26,10 @@ MAX_REPORTED = 20
 
 def quote(text: str, limit: int = 60) -> str:
     """``text`` in quotes for an error message, cut to ``limit`` characters (a file with CR-only line
-    endings is one huge line)."""
+    endings is one huge line). A lone surrogate (JSON may escape one) is shown escaped, ``\\ud800``: as it
+    is, the message could not be written as UTF-8 (a JSON answer, a log file)."""
     shown = text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+    shown = shown.encode("utf-8", "backslashreplace").decode("utf-8")
     return "'" + shown.replace("\r", "\\r") + "'"
 
 

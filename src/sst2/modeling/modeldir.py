@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from sst2.data.formats import json_kind
 from sst2.data.splits import LABEL_NAMES
 from sst2.data.text import NORMALIZERS
 from sst2.errors import UserError, one_line
@@ -58,7 +59,7 @@ def read_spec(path: str | Path) -> dict:
     except (UnicodeDecodeError, ValueError) as exc:
         raise ModelDirError(f"{spec_file}: not valid JSON ({exc})") from None
     if not isinstance(spec, dict):
-        raise ModelDirError(f"{spec_file}: expected a JSON object, got {type(spec).__name__}")
+        raise ModelDirError(f"{spec_file}: expected a JSON object, got {json_kind(spec)}")
     if spec.pop("format", None) != FORMAT:
         raise ModelDirError(f"{spec_file}: unsupported format (expected {FORMAT})")
     for name, tp in SPEC_FIELDS.items():

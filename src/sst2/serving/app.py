@@ -20,10 +20,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from sst2.config import ServeConfig, window_options
-from sst2.data.formats import DuplicateKey, unique_keys
+from sst2.data.formats import DuplicateKey, json_kind, unique_keys
 from sst2.data.text import blank, blank_kind
 from sst2.errors import UserError
-from sst2.serving.batcher import MicroBatcher
+from sst2.serving.batcher import MicroBatcher, check_predictions
 
 log = logging.getLogger("sst2.serve")
 
@@ -48,7 +48,8 @@ class RequestError(Exception):
     close the connection (the rest of the body was not read)."""
 
     def __init__(self, status: int, message: str, close: bool = False):
-        super().__init__(message)
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate, escaped:
+        super().__init__(message)  # as it is, the JSON answer could not be written (a plain-text 500)
         self.status = status
         self.message = message
         self.close = close
@@ -85,7 +86,7 @@ def _load_json(body: bytes):
 
 
 def _lone_surrogate(text: str) -> int | None:
-    """The index of a lone UTF-16 surrogate in ``text`` (JSON allows ``"\\ud800"``; no tokenizer does)."""
+    """The index of a lone UTF-16 surrogate in ``text`` (JSON allows ``"\\ud800"``; no tokenizer does), from 0."""
     if text.isascii():
         return None
     try:
@@ -100,29 +101,32 @@ def parse_request(body: bytes, limits: Limits) -> list[str]:
     if len(body) > limits.max_body_bytes:
         raise RequestError(413, f"request body too large: {len(body)} bytes (limit {limits.max_body_bytes})")
     payload = _load_json(body)
-    if not isinstance(payload, dict) or "texts" not in payload:
-        raise RequestError(422, 'expected a JSON object {"texts": ["...", ...]}')
+    if not isinstance(payload, dict):
+        raise RequestError(422, f'expected a JSON object {{"texts": ["...", ...]}}, got {json_kind(payload)}')
     unknown = sorted(k for k in payload if k != "texts")
     if unknown:  # a misspelt or unsupported option would otherwise be dropped without a word
-        raise RequestError(422, f"unknown field(s) {', '.join(map(repr, unknown))[:200]}: the body holds only "
-                                f"'texts'; options such as long_texts are set when the server starts")
+        missing = "" if "texts" in payload else "no 'texts', and "
+        raise RequestError(422, f"{missing}unknown field(s) {', '.join(map(repr, unknown))[:200]}: the body holds "
+                                f"only 'texts'; options such as long_texts are set when the server starts")
+    if "texts" not in payload:
+        raise RequestError(422, 'expected a JSON object {"texts": ["...", ...]}, got {}')
     texts = payload["texts"]
     if not isinstance(texts, list):
-        raise RequestError(422, f"'texts' must be a list of strings, got {type(texts).__name__}")
+        raise RequestError(422, f"'texts' must be a list of strings, got {json_kind(texts)}")
     if not texts:
         raise RequestError(422, "'texts' is empty: send at least one text")
     if len(texts) > limits.max_texts:
         raise RequestError(413, f"too many texts: {len(texts)} (limit {limits.max_texts} per request)")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise RequestError(422, f"texts[{i}] must be a string, got {type(t).__name__}")
+            raise RequestError(422, f"texts[{i}] must be a string, got {json_kind(t)}")
         if blank(t):
             raise RequestError(422, f"texts[{i}] is empty" + (f" (only {blank_kind(t)})" if t.strip() else ""))
         if len(t) > limits.max_chars:
             raise RequestError(413, f"texts[{i}] is too long: {len(t)} characters (limit {limits.max_chars})")
         if (at := _lone_surrogate(t)) is not None:
             raise RequestError(422, f"texts[{i}] is not valid Unicode: a lone surrogate U+{ord(t[at]):04X} "
-                                    f"at character {at}")
+                                    f"at character {at + 1}")  # counted from 1, as sst2 predict does
     return texts
 
 
@@ -226,8 +230,12 @@ def serve(cfg: ServeConfig) -> None:
     clf = SentimentClassifier.from_pretrained(cfg.model_dir, runtime=cfg.runtime, threads=threads,
                                               batch_size=cfg.max_batch, spin=False, **window_options(cfg))
     configure_logging(cfg.log_level)  # once the model loaded: a command that fails changes no logging
-    # The first call takes the one-off costs of a model call before any client waits for it.
-    clf.predict_details(["warm-up"])
+    # The first call takes the one-off costs of a model call before any client waits for it, and shows a
+    # model whose weights are not finite numbers before it answers every request with a 500.
+    try:
+        check_predictions(clf.predict_details(["warm-up"]), 1)
+    except RuntimeError as exc:
+        raise ServeError(f"{cfg.model_dir}: {exc}; retrain or re-export it") from None
     limits = Limits(max_texts=cfg.max_texts, max_chars=cfg.max_chars, max_batch=cfg.max_batch,
                     max_wait_ms=cfg.max_wait_ms, workers=workers)
     app = create_app(clf, limits, api_key=api_key, cors_origins=cfg.cors_origin or ())

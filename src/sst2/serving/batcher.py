@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -90,8 +91,7 @@ class MicroBatcher:
         try:
             preds = await asyncio.get_running_loop().run_in_executor(self.executor, self.classifier.predict_details,
                                                                      texts)
-            if len(preds) != len(texts):
-                raise RuntimeError(f"the model returned {len(preds)} predictions for {len(texts)} texts")
+            check_predictions(preds, len(texts))
         except Exception:
             if self.metrics is not None:
                 self.metrics.model_error()
@@ -150,6 +150,16 @@ class MicroBatcher:
                 task = loop.create_task(self._serve(part))
                 self.running.add(task)
                 task.add_done_callback(lambda t: (self.running.discard(t), slots.release()))
+
+
+def check_predictions(preds: list, n: int) -> None:
+    """Raise ``RuntimeError`` unless ``preds`` are ``n`` predictions with finite probabilities: a NaN cannot
+    be written as JSON (the answer would be a plain-text 500, not counted as a model error)."""
+    if len(preds) != n:
+        raise RuntimeError(f"the model returned {len(preds)} predictions for {n} texts")
+    bad = next((p for pred in preds for p in pred.probabilities.values() if not math.isfinite(p)), None)
+    if bad is not None:
+        raise RuntimeError(f"the model gave a probability of {bad} (its weights are not finite numbers)")
 
 
 def _split(items: list, parts: int) -> list[list]:
