@@ -54,11 +54,10 @@ class TransferSet:
 
 
 def _file_texts(path: str, cfg: TrainConfig, labels: LabelSet) -> tuple[list[str], list[str], list[int]]:
-    """A transfer file's texts (normalized like the training texts), the same as read, and labels (-1
-    where it has none, and
-    everywhere with ``distill.hard_weight`` 0: they are not used, so they are not checked): a table read
-    with the training data's columns if it has them, else with the default names; a ``.txt`` file, one
-    text a line."""
+    """A transfer file's texts (normalized like the training texts), the same texts as read, and labels
+    (-1 where it has none, and everywhere with ``distill.hard_weight`` 0: they are not used, so they are
+    not checked): a table read with the training data's columns if it has them, else with the default
+    names; a ``.txt`` file, one text a line."""
     d = cfg.data
     if Path(path).suffix.lower() == ".txt":  # one text a line, as sst2 predict reads it: unlabelled
         from sst2.data.rows import LINES, iter_numbered
